@@ -1,0 +1,279 @@
+"""Exact parameter and multiply-add counts from a spec alone (no Keras import).
+
+Counts follow what `inception_keras.builder` builds, layer by layer, so that
+`network_cost(spec).params == build_model(spec).count_params()` exactly.
+
+Multiply-adds (MACs) count the multiplications of convolutions
+(out_h * out_w * out_c * k_h * k_w * in_c) and dense layers (in * out); bias adds,
+pooling, LRN, batch norm (foldable into the conv) and activations count 0.
+Reference: Szegedy et al., "Going Deeper with Convolutions", Table 1 ("ops").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from inception_keras.spec import ConvSpec, InceptionSpec, LRNSpec, NetworkSpec, PoolSpec, SpecError
+
+Shape = tuple  # (height, width, channels) or (units,)
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One Keras layer: its name in the built model, type, output shape and costs."""
+
+    name: str
+    type: str
+    output_shape: Shape
+    params: int = 0
+    trainable_params: int = 0
+    macs: int = 0
+
+
+@dataclass(frozen=True)
+class BlockCost:
+    """A row of the Table 1 layout: a stem layer, an Inception module, a pool, a head."""
+
+    name: str
+    type: str
+    output_shape: Shape
+    layers: tuple[LayerCost, ...]
+    patch: str = ""
+    depth: int = 0
+    widths: tuple[int, ...] = ()
+    aux: bool = False
+
+    @property
+    def params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    @property
+    def macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+
+@dataclass(frozen=True)
+class NetworkCost:
+    """Per-block costs of a network; `total_*` include aux heads, `inference_*` do not."""
+
+    spec_name: str
+    input_shape: Shape
+    blocks: tuple[BlockCost, ...] = field(default_factory=tuple)
+
+    def layers(self, include_aux: bool = True) -> tuple[LayerCost, ...]:
+        return tuple(layer for block in self.blocks if include_aux or not block.aux for layer in block.layers)
+
+    @property
+    def total_params(self) -> int:
+        return sum(layer.params for layer in self.layers())
+
+    @property
+    def total_trainable_params(self) -> int:
+        return sum(layer.trainable_params for layer in self.layers())
+
+    @property
+    def total_macs(self) -> int:
+        return sum(layer.macs for layer in self.layers())
+
+    @property
+    def inference_params(self) -> int:
+        return sum(layer.params for layer in self.layers(include_aux=False))
+
+    @property
+    def inference_trainable_params(self) -> int:
+        return sum(layer.trainable_params for layer in self.layers(include_aux=False))
+
+    @property
+    def inference_macs(self) -> int:
+        return sum(layer.macs for layer in self.layers(include_aux=False))
+
+    def to_dict(self) -> dict:
+        return {
+            "spec": self.spec_name,
+            "input_shape": list(self.input_shape),
+            "layers": [{"name": layer.name, "type": layer.type, "output_shape": list(layer.output_shape),
+                        "params": layer.params, "macs": layer.macs} for layer in self.layers()],
+            "total_params": self.total_params,
+            "total_macs": self.total_macs,
+            "inference_params": self.inference_params,
+            "inference_macs": self.inference_macs,
+        }
+
+
+class _Collapse(Exception):
+    def __init__(self, where: str, message: str):
+        super().__init__(message)
+        self.where = where
+
+
+def _window(shape: Shape, kernel: int, stride: int, padding, where: str) -> tuple[int, int]:
+    """Output (height, width) of a conv or pool window; raises _Collapse if nothing is left."""
+    h, w = shape[0], shape[1]
+    if padding == "same":
+        return math.ceil(h / stride), math.ceil(w / stride)
+    pad = 0 if padding == "valid" else padding
+    if min(h, w) + 2 * pad < kernel:
+        need = kernel - 2 * pad
+        raise _Collapse(where, f"a {kernel}x{kernel} window (padding {padding!r}) needs a feature map of at "
+                               f"least {need}x{need}, got {h}x{w}")
+    return (h + 2 * pad - kernel) // stride + 1, (w + 2 * pad - kernel) // stride + 1
+
+
+class _Tracer:
+    """Walks a spec in build order, producing the layers the builder makes."""
+
+    def __init__(self, spec: NetworkSpec):
+        self.spec = spec
+        self.bn = spec.normalization == "batch_norm"
+        self.blocks: list[BlockCost] = []
+        self.pool_count = 0
+        self.conv_count = 0
+        self.lrn_count = 0
+
+    def conv(self, prefix: str, shape: Shape, filters: int, kernel: int, stride: int = 1,
+             padding="same", where: str = "") -> tuple[Shape, list[LayerCost]]:
+        h, w, c = shape
+        out = (*_window(shape, kernel, stride, padding, where), filters)
+        weights = kernel * kernel * c * filters
+        layers = []
+        if isinstance(padding, int) and padding > 0:
+            layers.append(LayerCost(f"{prefix}_pad", "ZeroPadding2D", (h + 2 * padding, w + 2 * padding, c)))
+        bias = 0 if self.bn else filters
+        layers.append(LayerCost(f"{prefix}_conv", "Conv2D", out, weights + bias, weights + bias,
+                                out[0] * out[1] * filters * kernel * kernel * c))
+        if self.bn:
+            layers.append(LayerCost(f"{prefix}_bn", "BatchNormalization", out, 4 * filters, 2 * filters))
+        layers.append(LayerCost(f"{prefix}_{self.spec.activation}", "Activation", out))
+        return out, layers
+
+    def pool(self, name: str, shape: Shape, pool: PoolSpec, where: str) -> Shape:
+        out = (*_window(shape, pool.size, pool.stride, pool.padding, where), shape[2])
+        layer = LayerCost(name, "MaxPooling2D" if pool.kind == "max" else "AveragePooling2D", out)
+        self.blocks.append(BlockCost(name, f"{pool.kind} pool", out, (layer,), f"{pool.size}x{pool.size}/{pool.stride}"))
+        return out
+
+    def stem(self, shape: Shape) -> Shape:
+        for i, layer in enumerate(self.spec.stem):
+            where = f"stem[{i}]"
+            if isinstance(layer, ConvSpec):
+                self.conv_count += 1
+                name = f"conv{self.conv_count}"
+                shape, layers = self.conv(name, shape, layer.filters, layer.kernel, layer.stride, layer.padding, where)
+                patch = f"{layer.kernel}x{layer.kernel}/{layer.stride}"
+                self.blocks.append(BlockCost(name, "convolution", shape, tuple(layers), patch, depth=1))
+            elif isinstance(layer, PoolSpec):
+                self.pool_count += 1
+                shape = self.pool(f"pool_{self.pool_count}", shape, layer, where)
+            elif isinstance(layer, LRNSpec):
+                self.lrn_count += 1
+                name = f"lrn_{self.lrn_count}"
+                self.blocks.append(BlockCost(name, "LRN", shape, (LayerCost(name, "LocalResponseNormalization", shape),)))
+        return shape
+
+    def module(self, name: str, shape: Shape, module: InceptionSpec) -> Shape:
+        prefix = f"inception_{name}"
+        layers: list[LayerCost] = []
+        branches = (("1x1", 0, module.ch1x1, 1), ("3x3", module.ch3x3_reduce, module.ch3x3, 3),
+                    ("5x5", module.ch5x5_reduce, module.ch5x5, module.ch5x5_kernel))
+        for label, reduce, width, kernel in branches:
+            branch_in = shape
+            if reduce:
+                branch_in, reduce_layers = self.conv(f"{prefix}_{label}_reduce", shape, reduce, 1)
+                layers += reduce_layers
+            layers += self.conv(f"{prefix}_{label}", branch_in, width, kernel)[1]
+        pool_type = "MaxPooling2D" if module.pool == "max" else "AveragePooling2D"
+        layers.append(LayerCost(f"{prefix}_pool", pool_type, shape))
+        layers += self.conv(f"{prefix}_pool_proj", shape, module.pool_proj, 1)[1]
+        out = (shape[0], shape[1], module.out_channels)
+        layers.append(LayerCost(f"{prefix}_concat", "Concatenate", out))
+        self.blocks.append(BlockCost(prefix, f"inception ({name})", out, tuple(layers), depth=2, widths=module.widths))
+        return out
+
+    def aux(self, index: int, shape: Shape) -> None:
+        aux = self.spec.aux_heads[index - 1]
+        prefix = f"aux_{index}"
+        where = f"aux_heads[{index - 1}] (after {aux.after})"
+        c = shape[2]
+        if aux.pool == "avg":
+            pooled = (*_window(shape, aux.pool_size, aux.pool_stride, "valid", where), c)
+            layers = [LayerCost(f"{prefix}_pool", "AveragePooling2D", pooled)]
+            patch = f"{aux.pool_size}x{aux.pool_size}/{aux.pool_stride}"
+        else:
+            pooled = (aux.pool_size, aux.pool_size, c)
+            layers = [LayerCost(f"{prefix}_pool", "AdaptiveAveragePooling2D", pooled)]
+            patch = f"adaptive {aux.pool_size}x{aux.pool_size}"
+        conv_out, conv_layers = self.conv(f"{prefix}_proj", pooled, aux.conv_width, 1)
+        layers += conv_layers
+        flat = conv_out[0] * conv_out[1] * conv_out[2]
+        layers.append(LayerCost(f"{prefix}_flatten", "Flatten", (flat,)))
+        layers += _dense(f"{prefix}_fc", flat, aux.dense_width)
+        layers.append(LayerCost(f"{prefix}_dropout", "Dropout", (aux.dense_width,)))
+        layers += _dense(prefix, aux.dense_width, self.spec.head.classes)
+        self.blocks.append(BlockCost(prefix, f"aux head (after {aux.after})", (self.spec.head.classes,),
+                                     tuple(layers), patch, depth=3, aux=True))
+
+    def head(self, shape: Shape) -> None:
+        self.pool_count += 1
+        name = f"pool_{self.pool_count}"
+        pooled = (shape[2],)
+        self.blocks.append(BlockCost(name, "avg pool", pooled, (LayerCost(name, "GlobalAveragePooling2D", pooled),),
+                                     f"{shape[0]}x{shape[1]}/1"))
+        head = self.spec.head
+        self.blocks.append(BlockCost("dropout", f"dropout ({head.dropout:.0%})", pooled,
+                                     (LayerCost("dropout", "Dropout", pooled),)))
+        self.blocks.append(BlockCost("predictions", "linear", (head.classes,),
+                                     tuple(_dense("predictions", shape[2], head.classes)), depth=1))
+
+    def run(self) -> NetworkCost:
+        spec = self.spec
+        shape = self.stem(tuple(spec.input_shape))
+        for stage_index, stage in enumerate(spec.stages):
+            if stage.pool is not None:
+                self.pool_count += 1
+                shape = self.pool(f"pool_{self.pool_count}", shape, stage.pool, f"stages[{stage_index}].pool")
+            for name, module in zip(stage.module_names(), stage.modules):
+                shape = self.module(name, shape, module)
+                for index, aux in enumerate(spec.aux_heads, start=1):
+                    if aux.after == name:
+                        self.aux(index, shape)
+        self.head(shape)
+        return NetworkCost(spec.name, tuple(spec.input_shape), tuple(self.blocks))
+
+
+def _dense(name: str, units_in: int, units_out: int) -> list[LayerCost]:
+    params = units_in * units_out + units_out
+    return [LayerCost(name, "Dense", (units_out,), params, params, units_in * units_out)]
+
+
+def _trace(spec: NetworkSpec) -> NetworkCost:
+    return _Tracer(spec).run()
+
+
+def smallest_input_size(spec: NetworkSpec, limit: int = 4096) -> int | None:
+    """Smallest square input (same channels) at which no feature map collapses."""
+    for size in range(1, limit + 1):
+        try:
+            _trace(spec.with_input_size(size))
+        except _Collapse:
+            continue
+        return size
+    return None
+
+
+def network_cost(spec: NetworkSpec) -> NetworkCost:
+    """Per-layer costs of `spec`; raises SpecError if a feature map collapses to nothing."""
+    try:
+        return _trace(spec)
+    except _Collapse as collapse:
+        smallest = smallest_input_size(spec)
+        hint = (f"; the smallest input that works is {smallest}x{smallest}" if smallest
+                else "; no input size up to 4096 works")
+        h, w, _ = spec.input_shape
+        raise SpecError(collapse.where, f"{collapse} at input {h}x{w}{hint}") from None
+
+
+def validate(spec: NetworkSpec) -> NetworkSpec:
+    """Check the whole network (feature-map sizes included); return the spec."""
+    network_cost(spec)
+    return spec

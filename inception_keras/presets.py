@@ -1,0 +1,123 @@
+"""Named specs: GoogLeNet as in the paper, and its well-known variants.
+
+Reference: Szegedy et al., "Going Deeper with Convolutions" (CVPR 2015), Table 1;
+the BVLC Caffe GoogLeNet for the LRN settings; torchvision's `googlenet` for
+`googlenet_torchvision`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from inception_keras.cost import validate
+from inception_keras.serialize import load_spec
+from inception_keras.spec import (AuxHeadSpec, ConvSpec, HeadSpec, InceptionSpec, LRNSpec, NetworkSpec, PoolSpec,
+                                  SpecError, StageSpec)
+
+# Table 1: module, #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj
+GOOGLENET_TABLE1 = (
+    ("3a", 64, 96, 128, 16, 32, 32),     # 28 x 28 x 256
+    ("3b", 128, 128, 192, 32, 96, 64),   # 28 x 28 x 480
+    ("4a", 192, 96, 208, 16, 48, 64),    # 14 x 14 x 512
+    ("4b", 160, 112, 224, 24, 64, 64),   # 14 x 14 x 512
+    ("4c", 128, 128, 256, 24, 64, 64),   # 14 x 14 x 512
+    ("4d", 112, 144, 288, 32, 64, 64),   # 14 x 14 x 528
+    ("4e", 256, 160, 320, 32, 128, 128), # 14 x 14 x 832
+    ("5a", 256, 160, 320, 32, 128, 128), # 7 x 7 x 832
+    ("5b", 384, 192, 384, 48, 128, 128), # 7 x 7 x 1024
+)
+
+# googlenet_mini: the same layout, about a tenth of the widths, for 32-64 px inputs
+MINI_TABLE = (
+    ("3a", 16, 16, 24, 4, 8, 8),      # 16 x 16 x 56
+    ("3b", 24, 24, 32, 8, 16, 16),    # 16 x 16 x 88
+    ("4a", 32, 24, 40, 8, 16, 16),    # 8 x 8 x 104
+    ("4b", 40, 32, 48, 8, 16, 16),    # 8 x 8 x 120
+    ("5a", 48, 32, 64, 8, 24, 24),    # 4 x 4 x 160
+)
+
+MAX_POOL = PoolSpec("max", 3, 2)
+
+
+def stages_from_table(table, ch5x5_kernel: int = 5, pools: dict | None = None) -> tuple[StageSpec, ...]:
+    """Group table rows into stages by the module name's prefix ("4a" -> stage "4")."""
+    pools = {} if pools is None else pools
+    order: list[str] = []
+    rows: dict[str, list[InceptionSpec]] = {}
+    for name, *widths in table:
+        stage = name.rstrip("abcdefghijklmnopqrstuvwxyz")
+        if stage not in rows:
+            order.append(stage)
+            rows[stage] = []
+        rows[stage].append(InceptionSpec(*widths, ch5x5_kernel=ch5x5_kernel))
+    return tuple(StageSpec(stage, tuple(rows[stage]), pools.get(stage)) for stage in order)
+
+
+def googlenet() -> NetworkSpec:
+    lrn = LRNSpec(size=5, alpha=1e-4, beta=0.75)
+    stem = (ConvSpec(64, 7, 2), MAX_POOL, lrn,            # 56 x 56 x 64
+            ConvSpec(64, 1), ConvSpec(192, 3), lrn, MAX_POOL)  # 28 x 28 x 192
+    aux = AuxHeadSpec("4a", "avg", 5, 3, 128, 1024, 0.7, 0.3)
+    return NetworkSpec(
+        name="googlenet", input_shape=(224, 224, 3), stem=stem,
+        stages=stages_from_table(GOOGLENET_TABLE1, pools={"4": MAX_POOL, "5": MAX_POOL}),
+        aux_heads=(aux, AuxHeadSpec("4d", "avg", 5, 3, 128, 1024, 0.7, 0.3)),
+        head=HeadSpec(dropout=0.4, classes=1000), normalization="none")
+
+
+def googlenet_bn() -> NetworkSpec:
+    base = googlenet()
+    stem = tuple(layer for layer in base.stem if not isinstance(layer, LRNSpec))
+    return base.replace(name="googlenet_bn", stem=stem, normalization="batch_norm")
+
+
+def googlenet_torchvision() -> NetworkSpec:
+    stem = (ConvSpec(64, 7, 2, padding=3), MAX_POOL, ConvSpec(64, 1), ConvSpec(192, 3), MAX_POOL)
+    aux = dict(pool="adaptive_avg", pool_size=4, conv_width=128, dense_width=1024, dropout=0.7, loss_weight=0.3)
+    return NetworkSpec(
+        name="googlenet_torchvision", input_shape=(224, 224, 3), stem=stem,
+        stages=stages_from_table(GOOGLENET_TABLE1, ch5x5_kernel=3,
+                                 pools={"4": MAX_POOL, "5": PoolSpec("max", 2, 2)}),
+        aux_heads=(AuxHeadSpec("4a", **aux), AuxHeadSpec("4d", **aux)),
+        head=HeadSpec(dropout=0.2, classes=1000), normalization="batch_norm", bn_epsilon=1e-3)
+
+
+def googlenet_mini() -> NetworkSpec:
+    aux = dict(pool="avg", pool_size=5, pool_stride=3, conv_width=32, dense_width=128, dropout=0.5, loss_weight=0.3)
+    return NetworkSpec(
+        name="googlenet_mini", input_shape=(32, 32, 3),
+        stem=(ConvSpec(32, 3), MAX_POOL),  # 16 x 16 x 32
+        stages=stages_from_table(MINI_TABLE, pools={"4": MAX_POOL, "5": MAX_POOL}),
+        aux_heads=(AuxHeadSpec("4a", **aux), AuxHeadSpec("4b", **aux)),
+        head=HeadSpec(dropout=0.2, classes=10), normalization="batch_norm")
+
+
+_REGISTRY: dict[str, Callable[[], NetworkSpec]] = {
+    "googlenet": googlenet,
+    "googlenet_bn": googlenet_bn,
+    "googlenet_torchvision": googlenet_torchvision,
+    "googlenet_mini": googlenet_mini,
+}
+
+
+def list_specs() -> list[str]:
+    """Names of the registered specs."""
+    return list(_REGISTRY)
+
+
+def get_spec(name: str) -> NetworkSpec:
+    """A registered spec by name, validated."""
+    if name not in _REGISTRY:
+        raise SpecError("spec", f"unknown spec {name!r}; registered: {', '.join(_REGISTRY)}")
+    return validate(_REGISTRY[name]())
+
+
+def resolve_spec(name_or_path: str) -> NetworkSpec:
+    """A registered name, or a path to a YAML/JSON spec file."""
+    if name_or_path in _REGISTRY:
+        return get_spec(name_or_path)
+    if Path(name_or_path).suffix.lower() in (".yaml", ".yml", ".json") or Path(name_or_path).exists():
+        return load_spec(name_or_path)
+    raise SpecError("spec", f"{name_or_path!r} is neither a registered spec ({', '.join(_REGISTRY)}) "
+                            "nor a .yaml/.yml/.json file")
