@@ -1,0 +1,87 @@
+import ast
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import inception_keras
+from inception_keras import build_model, get_spec, inference_model
+from inception_keras.lrn import LocalResponseNormalization
+
+
+def test_outputs_are_named_and_shaped():
+    spec = get_spec("googlenet_mini")
+    model = build_model(spec)
+    outputs = model(np.zeros((2, 32, 32, 3), "float32"))
+    assert sorted(outputs) == ["aux_1", "aux_2", "predictions"]
+    assert all(tuple(value.shape) == (2, 10) for value in outputs.values())
+    np.testing.assert_allclose(np.asarray(outputs["predictions"]).sum(axis=1), 1.0, rtol=1e-5)
+    single = build_model(spec.without_aux())
+    assert tuple(single(np.zeros((1, 32, 32, 3), "float32")).shape) == (1, 10)
+
+
+def test_layer_names_follow_the_convention():
+    names = {layer.name for layer in build_model(get_spec("googlenet")).layers}
+    for name in ("inception_3a_3x3_reduce_conv", "inception_3a_concat", "inception_5b_pool_proj_relu", "pool_4",
+                 "lrn_1", "lrn_2", "conv1_conv", "aux_1_pool", "aux_2", "predictions", "pool_5"):
+        assert name in names
+    assert not [name for name in names if "/" in name]
+
+
+def test_inference_model_shares_weights():
+    model = build_model(get_spec("googlenet_mini"))
+    inference = inference_model(model)
+    x = np.random.default_rng(0).random((3, 32, 32, 3), dtype=np.float32)
+    np.testing.assert_allclose(inference(x), model(x)["predictions"], atol=1e-6)
+    kernel = model.get_layer("predictions").kernel
+    kernel.assign(kernel * 0)
+    np.testing.assert_allclose(inference(x), 0.1, atol=1e-6)
+    assert len(inference.outputs) == 1
+
+
+@pytest.mark.parametrize("name", ["googlenet_mini", "googlenet"])
+def test_keras_save_and_safe_load_give_equal_outputs(name, tmp_path):
+    spec = get_spec(name)
+    if name == "googlenet":  # LRN and biases; smallest size with aux heads
+        spec = spec.with_input_size(65).with_classes(10)
+    model = build_model(spec)
+    x = np.random.default_rng(1).random((2, *spec.input_shape), dtype=np.float32)
+    before = model.predict(x, verbose=0)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    after = loaded.predict(x, verbose=0)
+    for key in before:
+        np.testing.assert_array_equal(before[key], after[key])
+
+
+def test_lrn_matches_caffe_formula():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2, 3, 3, 7)).astype("float32") * 10
+    size, alpha, beta, bias = 5, 1e-2, 0.75, 2.0
+    layer = LocalResponseNormalization(size, alpha, beta, bias)
+    expected = np.empty_like(x)
+    for c in range(7):
+        lo, hi = max(0, c - 2), min(7, c + 3)
+        expected[..., c] = x[..., c] / (bias + alpha / size * (x[..., lo:hi] ** 2).sum(-1)) ** beta
+    np.testing.assert_allclose(layer(x), expected, rtol=1e-5)
+    clone = LocalResponseNormalization.from_config(layer.get_config())
+    np.testing.assert_allclose(clone(x), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="size must be a positive odd integer, got 4"):
+        LocalResponseNormalization(4)
+
+
+def test_model_code_uses_no_tensorflow():
+    package = Path(inception_keras.__file__).parent
+    for module in ("builder.py", "lrn.py", "spec.py", "cost.py"):
+        tree = ast.parse((package / module).read_text())
+        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom) and node.module}
+        assert "tensorflow" not in imported, module
+    for module in ("spec.py", "cost.py", "presets.py", "serialize.py", "report.py", "cli.py"):
+        tree = ast.parse((package / module).read_text())
+        top = {alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
+        top |= {node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
+        assert not {name for name in top if name and name.split(".")[0] in ("keras", "tensorflow")}, module

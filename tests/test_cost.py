@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from inception_keras import (AuxHeadSpec, ConvSpec, HeadSpec, InceptionSpec, NetworkSpec, PoolSpec, SpecError,
+                             StageSpec, get_spec, list_specs, network_cost)
+from inception_keras.examples import bottleneck_example
+
+
+def test_googlenet_pinned_counts():
+    cost = network_cost(get_spec("googlenet"))
+    assert cost.inference_params == 6_998_552
+    assert cost.total_params == 13_378_280
+    assert cost.inference_macs == 1_582_671_872
+    assert cost.total_macs == 1_591_044_096
+
+
+def test_torchvision_variant_matches_torchvision_published_count():
+    # torchvision's GoogLeNet_Weights.IMAGENET1K_V1 publishes num_params 6,624,904 (aux heads dropped);
+    # with aux_logits=True its parameters() total 13,004,888.
+    cost = network_cost(get_spec("googlenet_torchvision"))
+    assert cost.inference_trainable_params == 6_624_904
+    assert cost.total_trainable_params == 13_004_888
+
+
+def test_bottleneck_example():
+    assert bottleneck_example() == (346_816_512, 125_239_296)
+
+
+def _compare_with_keras(spec):
+    from inception_keras import build_model, inference_model
+
+    cost = network_cost(spec)
+    model = build_model(spec)
+    assert model.count_params() == cost.total_params
+    assert inference_model(model).count_params() == cost.inference_params
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == cost.total_trainable_params
+    layers = {layer.name: layer for layer in model.layers}
+    rows = cost.layers()
+    assert {row.name for row in rows} == set(layers) - {"image"}
+    for row in rows:
+        assert layers[row.name].count_params() == row.params, row.name
+        assert tuple(layers[row.name].output.shape[1:]) == tuple(row.output_shape), row.name
+        assert type(layers[row.name]).__name__ == row.type, row.name
+
+
+@pytest.mark.parametrize("name", list_specs())
+def test_cost_model_equals_keras_for_every_preset(name):
+    _compare_with_keras(get_spec(name))
+    _compare_with_keras(get_spec(name).without_aux())
+
+
+widths = st.integers(1, 6)
+
+
+@st.composite
+def random_specs(draw):
+    stem = []
+    for _ in range(draw(st.integers(0, 2))):
+        padding = draw(st.sampled_from(["same", "valid", 0, 1, 2]))
+        stem.append(ConvSpec(draw(widths), draw(st.sampled_from([1, 3, 5])), draw(st.integers(1, 2)), padding))
+        if draw(st.booleans()):
+            stem.append(PoolSpec(draw(st.sampled_from(["max", "avg"])), draw(st.integers(1, 3)), draw(st.integers(1, 2)),
+                                 draw(st.sampled_from(["same", "valid"]))))
+    stages = []
+    for s in range(draw(st.integers(1, 2))):
+        modules = tuple(InceptionSpec(draw(widths), draw(st.integers(0, 4)), draw(widths), draw(st.integers(0, 4)),
+                                      draw(widths), draw(widths), ch5x5_kernel=draw(st.sampled_from([3, 5])),
+                                      pool=draw(st.sampled_from(["max", "avg"])), pool_size=draw(st.integers(1, 3)))
+                        for _ in range(draw(st.integers(1, 2))))
+        pool = PoolSpec("max", 2, 2) if s and draw(st.booleans()) else None
+        stages.append(StageSpec(str(s + 3), modules, pool))
+    names = [f"{stage.name}{chr(97 + i)}" for stage in stages for i in range(len(stage.modules))]
+    aux = tuple(AuxHeadSpec(draw(st.sampled_from(names)), draw(st.sampled_from(["avg", "adaptive_avg"])),
+                            draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(widths), draw(widths))
+                for _ in range(draw(st.integers(0, 2))))
+    size = draw(st.integers(8, 24))
+    return NetworkSpec("random", input_shape=(size, size, draw(st.integers(1, 3))),
+                       normalization=draw(st.sampled_from(["none", "batch_norm"])), stem=tuple(stem),
+                       stages=tuple(stages), aux_heads=aux, head=HeadSpec(0.1, draw(st.integers(2, 5))))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(random_specs())
+def test_cost_model_equals_keras_for_random_specs(spec):
+    try:
+        network_cost(spec)
+    except SpecError:
+        assume(False)
+    _compare_with_keras(spec)
+
+
+def test_collapsing_stem_is_refused_with_smallest_input():
+    spec = NetworkSpec("tiny", input_shape=(4, 4, 3), stem=(ConvSpec(4, 7, padding="valid"),),
+                       stages=(StageSpec("3", (InceptionSpec(1, 0, 1, 0, 1, 1),)),))
+    with pytest.raises(SpecError, match=r"^stem\[0\]: a 7x7 window .* got 4x4 at input 4x4; "
+                                        r"the smallest input that works is 7x7$"):
+        network_cost(spec)
