@@ -1,12 +1,137 @@
-"""Subcommands that need Keras: `demo` (more join as training and export land).
+"""Subcommands that need Keras: `train`, `export`, `demo`.
 
-Keras is imported inside each command, so `inception-keras --help`, `summary` and
-`specs` stay fast.
+Keras and TensorFlow are imported inside each command, so `inception-keras --help`,
+`summary` and `specs` stay fast.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from inception_keras.cli import CommandError, add_spec_arguments, positive_int, spec_from_args
+
+DEMO_EPOCHS = 20
+DEMO_LEARNING_RATE = 0.05
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="sklearn_digits",
+                        help="tfds name, or folder:PATH (PATH/split/label/*.png|jpg); default: the embedded, "
+                             "offline sklearn_digits")
+    parser.add_argument("--data-dir", help="tfds data directory (default: tfds' own, ~/tensorflow_datasets)")
+    parser.add_argument("--no-download", action="store_true", help="never download; fail at once if not prepared")
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_arguments(parser)
+    parser.add_argument("--epochs", type=positive_int, default=30)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                        help="sgd: the paper's recipe (momentum 0.9, lr x0.96 every 8 epochs); adam")
+    parser.add_argument("--learning-rate", type=_positive_float, help="default 0.01 (sgd), 0.001 (adam)")
+    parser.add_argument("--no-ema", action="store_true", help="turn off Polyak averaging (EMA of weights)")
+    parser.add_argument("--label-smoothing", type=_fraction, default=0.0)
+    parser.add_argument("--augment", action="store_true", help="the paper's random crops (8-100%% area) and flips")
+
+
+def train_config_from_args(args):
+    from inception_keras.train import TrainConfig
+
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
+                       learning_rate=args.learning_rate, ema=not args.no_ema, label_smoothing=args.label_smoothing,
+                       augment=args.augment, early_stopping_patience=getattr(args, "early_stopping", 0) or 0)
+
+
+def load_data_or_exit(dataset: str, data_dir: str | None, download: bool = True):
+    from inception_keras.data import DataError, load_data
+
+    try:
+        return load_data(dataset, data_dir, download=download)
+    except DataError as error:
+        raise CommandError(str(error)) from None
+
+
+def fit_classes(spec, data, keep: bool = False):
+    """`spec` with the dataset's number of classes (unless `keep`: then they must agree)."""
+    if spec.head.classes != len(data.class_names) and not keep:
+        print(f"{data.name} has {len(data.class_names)} classes: using a {len(data.class_names)}-class head")
+        spec = spec.with_classes(len(data.class_names))
+    return spec
+
+
+def run_training(spec, data, out: Path, config):
+    from inception_keras.train import summary_line, train
+
+    model, result = train(spec, data, out, config)
+    print(summary_line(result))
+    print(f"best model: {result.best_model}; history: {out / 'history.csv'}; "
+          f"TensorBoard logs: {out / 'logs'} (tensorboard --logdir {out / 'logs'})")
+    return model, result
+
+
+def export_run(run: Path, base_dir: str, name: str | None = None, images=None) -> None:
+    from inception_keras.export import ExportError, export_saved_model, load_run
+
+    try:
+        model, spec, class_names = load_run(run)
+        result = export_saved_model(model, spec, class_names, base_dir, name, images=images)
+    except ExportError as error:
+        raise CommandError(str(error)) from None
+    print(result.describe())
+
+
+def cmd_train(args) -> int:
+    spec = spec_from_args(args)
+    data = load_data_or_exit(args.dataset, args.data_dir, download=not args.no_download)
+    spec = fit_classes(spec, data, keep=bool(args.classes))
+    out = Path(args.out or Path("runs") / spec.name)
+    _, result = run_training(spec, data, out, train_config_from_args(args))
+    if args.export:
+        export_run(Path(result.out_dir), args.export_dir)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from inception_keras.export import ExportError, check_saved_model
+
+    if args.check:
+        try:
+            model = None
+            if args.model:
+                import keras
+
+                model = keras.saving.load_model(args.model, safe_mode=True)
+            diff = check_saved_model(args.check, model)
+        except (ExportError, OSError, ValueError) as error:
+            raise CommandError(str(error)) from None
+        against = args.model or "the Keras outputs stored at export"
+        print(f"{args.check}: OK, max abs diff {diff:.2e} against {against}")
+        return 0
+    if not args.run:
+        raise CommandError("inception-keras export: give a training run directory, or --check DIR")
+    export_run(Path(args.run), args.base_dir, args.name)
+    return 0
 
 
 def cmd_demo(args) -> int:
@@ -15,25 +140,48 @@ def cmd_demo(args) -> int:
     from inception_keras.presets import get_spec
     from inception_keras.report import summary_text
 
-    spec = get_spec("googlenet")
-    cost = network_cost(spec)
-    print(summary_text(cost))
-    print("\n== building googlenet with Keras")
-    from inception_keras.builder import build_model, inference_model
-
-    model = build_model(spec)
-    inference = inference_model(model)
-    print(f"training model:  {model.count_params():,} params, outputs {sorted(model.output)} "
-          f"(cost model: {cost.total_params:,})")
-    print(f"inference model: {inference.count_params():,} params (cost model: {cost.inference_params:,})")
-    if (model.count_params(), inference.count_params()) != (cost.total_params, cost.inference_params):
-        print("MISMATCH between Keras and the cost model")
-        return 1
-    print("\n== the bottleneck example")
+    print("== 1. GoogLeNet, exactly as in the paper (cost model, no Keras)")
+    print(summary_text(network_cost(get_spec("googlenet"))))
+    print("\n== 2. the bottleneck example, through specs")
     print(bottleneck_text())
+    print(f"\n== 3. training googlenet_mini on the embedded sklearn_digits ({DEMO_EPOCHS} epochs, paper recipe: "
+          f"SGD momentum 0.9, lr {DEMO_LEARNING_RATE} x0.96 every 8 epochs, Polyak averaging)")
+    from inception_keras.train import TrainConfig
+
+    data = load_data_or_exit("sklearn_digits", args.data_dir)
+    spec = fit_classes(get_spec("googlenet_mini"), data)
+    config = TrainConfig(epochs=DEMO_EPOCHS, learning_rate=DEMO_LEARNING_RATE)
+    _, result = run_training(spec, data, Path(args.out), config)
+    print(f"\n== 4. export to {args.export_dir}/ and reload check")
+    import numpy as np
+
+    images = np.stack([image.numpy() for image, _ in data.validation.take(4)])
+    export_run(Path(result.out_dir), args.export_dir, images=images)
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    demo = sub.add_parser("demo", help="the README's main job on the embedded default")
+    train = sub.add_parser("train", help="train a spec with model.fit and the standard Keras callbacks")
+    add_spec_arguments(train)
+    add_train_arguments(train)
+    train.add_argument("--early-stopping", type=positive_int, metavar="PATIENCE", help="stop after PATIENCE "
+                       "epochs without a better validation accuracy")
+    train.add_argument("--out", help="run directory (default runs/SPEC_NAME); run again to resume")
+    train.add_argument("--export", action="store_true", help="export the best model when training ends")
+    train.add_argument("--export-dir", default="saved_models")
+    train.set_defaults(func=cmd_train)
+
+    export = sub.add_parser("export", help="export a training run as a SavedModel, or --check an export")
+    export.add_argument("run", nargs="?", help="training run directory (holds best.keras, spec.yaml)")
+    export.add_argument("--name", help="model name under the base directory (default: the spec's name)")
+    export.add_argument("--base-dir", default="saved_models")
+    export.add_argument("--check", metavar="DIR", help="reload an existing export and compare with Keras")
+    export.add_argument("--model", help="with --check: a .keras model to compare with (default: stored outputs)")
+    export.set_defaults(func=cmd_export)
+
+    demo = sub.add_parser("demo", help="the README's main job: train googlenet_mini on the embedded default, "
+                                       "export, check")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--data-dir", help="tfds data directory for the embedded default")
+    demo.add_argument("--export-dir", default="saved_models")
     demo.set_defaults(func=cmd_demo)
