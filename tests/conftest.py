@@ -2,3 +2,34 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory):
+    """A tfds data directory with the embedded default prepared once per session."""
+    from inception_keras.data import load_data
+
+    path = tmp_path_factory.mktemp("tfds")
+    load_data("sklearn_digits", str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory):
+    """PNG images laid out root/split/label/*.png: 3 classes told apart by colour, sizes vary."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.default_rng(0)
+    colours = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
+    for split, count in (("train", 8), ("validation", 4)):
+        for label, colour in colours.items():
+            (root / split / label).mkdir(parents=True)
+            for i in range(count):
+                h, w = rng.integers(20, 40, size=2)
+                pixels = np.clip(np.array(colour) + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / split / label / f"{i}.png")
+    return root

@@ -1,0 +1,107 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from inception_keras import get_spec
+from inception_keras.data import load_data
+from inception_keras.train import TrainConfig, compile_model, make_optimizer, read_history, train
+
+SCRIPTS = Path(__file__).parent / "scripts"
+
+
+def tiny_spec(classes=3):
+    return get_spec("googlenet_mini").with_input_size(24).with_classes(classes)
+
+
+def test_loss_goes_down_and_standard_callbacks_write(image_folder, tmp_path):
+    data = load_data(f"folder:{image_folder}")
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(epoch)
+
+    config = TrainConfig(epochs=4, batch_size=8, optimizer="adam", learning_rate=3e-3, ema=False)
+    model, result = train(tiny_spec(), data, tmp_path / "run", config, callbacks=[Record()], verbose=0)
+    history = result.history
+    assert seen == [0, 1, 2, 3]
+    assert history["loss"][-1] < history["loss"][0]
+    assert "val_predictions_accuracy" in history and "predictions_top5_accuracy" not in history
+    assert not [key for key in history if "top5" in key]  # 3 classes: no top-5
+    for name in ("best.keras", "history.csv", "spec.yaml", "class_names.txt", "summary.json", "logs"):
+        assert (tmp_path / "run" / name).exists(), name
+    assert not (tmp_path / "run" / "backup").exists()  # removed when training finishes
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["epochs_total"] == 4 and summary["train_images_per_second"] > 0
+    assert summary["best_val_accuracy"] == max(history["val_predictions_accuracy"])
+    # the total loss is the weighted sum: predictions + 0.3 * aux_1 + 0.3 * aux_2
+    for epoch in range(4):
+        combined = history["predictions_loss"][epoch] + 0.3 * (history["aux_1_loss"][epoch] +
+                                                               history["aux_2_loss"][epoch])
+        assert history["loss"][epoch] == pytest.approx(combined, rel=1e-3)
+
+
+def test_metrics_with_five_or_more_classes_include_top5():
+    spec = tiny_spec(classes=6)
+    from inception_keras import build_model
+
+    model = build_model(spec)
+    compile_model(model, spec, TrainConfig(), steps_per_epoch=10)
+    x = np.zeros((4, 24, 24, 3), "float32")
+    y = keras.utils.to_categorical([0, 1, 2, 3], 6)
+    logs = model.evaluate(x, {"predictions": y, "aux_1": y, "aux_2": y}, return_dict=True, verbose=0)
+    assert {"predictions_accuracy", "predictions_top5", "aux_1_top5", "aux_2_accuracy"} <= set(logs)
+
+
+def test_paper_recipe_optimizer():
+    sgd = make_optimizer(TrainConfig(learning_rate=0.1), steps_per_epoch=10)
+    assert isinstance(sgd, keras.optimizers.SGD) and sgd.momentum == 0.9 and sgd.use_ema
+    schedule = sgd.learning_rate if callable(sgd.learning_rate) else sgd._learning_rate
+    assert float(schedule(79)) == pytest.approx(0.1)
+    assert float(schedule(80)) == pytest.approx(0.096)
+    assert float(schedule(160)) == pytest.approx(0.1 * 0.96 ** 2)
+    adam = make_optimizer(TrainConfig(optimizer="adam", ema=False), steps_per_epoch=10)
+    assert isinstance(adam, keras.optimizers.Adam) and not adam.use_ema
+    with pytest.raises(ValueError, match="TrainConfig.optimizer"):
+        TrainConfig(optimizer="rmsprop")
+
+
+def test_class_count_mismatch_is_refused(image_folder):
+    data = load_data(f"folder:{image_folder}")
+    with pytest.raises(ValueError, match="has 10 classes but dataset .* has 3"):
+        train(tiny_spec(classes=10), data, None, TrainConfig(epochs=1))
+
+
+def _backed_up_epochs(out):
+    try:
+        return json.loads((out / "backup" / "training_metadata.json").read_text())["epoch"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_training_killed_with_sigkill_resumes_from_last_finished_epoch(digits_dir, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, str(SCRIPTS / "train_digits.py"), digits_dir, str(out), "5"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.time() + 240
+    while _backed_up_epochs(out) < 2 and time.time() < deadline and first.poll() is None:
+        time.sleep(0.1)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    finished = _backed_up_epochs(out)
+    assert 2 <= finished < 5
+    second = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    assert f"Resuming {out} after epoch {finished} of 5" in second.stdout
+    total, this_run, resumed = map(int, second.stdout.split("RESULT")[1].split())
+    assert (total, this_run, resumed) == (5, 5 - finished, finished)
+    assert read_history(out / "history.csv")["epoch"] == [0, 1, 2, 3, 4]
