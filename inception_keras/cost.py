@@ -101,6 +101,23 @@ class NetworkCost:
         }
 
 
+def conv_params(in_channels: int, filters: int, kernel: int, bias: bool) -> int:
+    return kernel * kernel * in_channels * filters + (filters if bias else 0)
+
+
+def batch_norm_params(channels: int) -> tuple[int, int]:
+    """(all, trainable): gamma, beta, moving mean, moving variance."""
+    return 4 * channels, 2 * channels
+
+
+def conv_macs(out_pixels: int, in_channels: int, filters: int, kernel: int) -> int:
+    return out_pixels * kernel * kernel * in_channels * filters
+
+
+def dense_params(units_in: int, units_out: int) -> int:
+    return units_in * units_out + units_out
+
+
 class _Collapse(Exception):
     def __init__(self, where: str, message: str):
         super().__init__(message)
@@ -135,15 +152,14 @@ class _Tracer:
              padding="same", where: str = "") -> tuple[Shape, list[LayerCost]]:
         h, w, c = shape
         out = (*_window(shape, kernel, stride, padding, where), filters)
-        weights = kernel * kernel * c * filters
         layers = []
         if isinstance(padding, int) and padding > 0:
             layers.append(LayerCost(f"{prefix}_pad", "ZeroPadding2D", (h + 2 * padding, w + 2 * padding, c)))
-        bias = 0 if self.bn else filters
-        layers.append(LayerCost(f"{prefix}_conv", "Conv2D", out, weights + bias, weights + bias,
-                                out[0] * out[1] * filters * kernel * kernel * c))
+        params = conv_params(c, filters, kernel, bias=not self.bn)
+        layers.append(LayerCost(f"{prefix}_conv", "Conv2D", out, params, params,
+                                conv_macs(out[0] * out[1], c, filters, kernel)))
         if self.bn:
-            layers.append(LayerCost(f"{prefix}_bn", "BatchNormalization", out, 4 * filters, 2 * filters))
+            layers.append(LayerCost(f"{prefix}_bn", "BatchNormalization", out, *batch_norm_params(filters)))
         layers.append(LayerCost(f"{prefix}_{self.spec.activation}", "Activation", out))
         return out, layers
 
@@ -242,7 +258,7 @@ class _Tracer:
 
 
 def _dense(name: str, units_in: int, units_out: int) -> list[LayerCost]:
-    params = units_in * units_out + units_out
+    params = dense_params(units_in, units_out)
     return [LayerCost(name, "Dense", (units_out,), params, params, units_in * units_out)]
 
 
