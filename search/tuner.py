@@ -1,0 +1,167 @@
+"""KerasTuner pieces: the HyperModel and constraint-aware oracles and tuners.
+
+Every built-in oracle draws new points through `Oracle._random_values()`; the budget
+mixin screens them with the exact cost model there, so an over-budget candidate never
+becomes a trial (no slot of `max_trials`, no failure count, no model build).
+Bayesian optimization's own proposals come from `populate_space`: an over-budget one
+is repaired onto the budget (`search.budget.repair`), not swapped for a random
+sample. Each finished trial writes `records/trial_ID.json` (params, multiply-adds,
+validation accuracy, train time, worker) beside the KerasTuner project.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import keras_tuner as kt
+
+from inception_keras import build_model, network_cost
+from inception_keras.serialize import atomic_write_text
+from inception_keras.train import TrainConfig, compile_model, monitor_name
+
+from search.budget import PointCost, cheapest, repair
+from search.space import SearchSpace
+
+TUNERS = ("random", "bayesian", "hyperband")
+
+
+class InceptionHyperModel(kt.HyperModel):
+    """hp -> `space.spec_for` -> `build_model` -> `compile_model` (aux losses weighted as the spec says)."""
+
+    def __init__(self, space: SearchSpace, config: TrainConfig, steps_per_epoch: int, defaults: dict):
+        super().__init__(name=space.name)
+        self.space, self.config, self.steps_per_epoch, self.defaults = space, config, steps_per_epoch, defaults
+
+    def declare(self, hp: kt.HyperParameters) -> dict:
+        return {dim.name: hp.Choice(dim.name, list(dim.values), ordered=True, default=self.defaults[dim.name])
+                for dim in self.space.dimensions}
+
+    def build(self, hp):
+        spec = self.space.spec_for(self.declare(hp))
+        model = build_model(spec)
+        compile_model(model, spec, self.config, self.steps_per_epoch)
+        return model
+
+
+class BudgetMixin:
+    """Screens every newly drawn point with the exact cost model before a trial exists."""
+
+    def __init__(self, *args, space: SearchSpace, max_attempts: int = 10_000, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.space, self.point_cost, self.max_attempts = space, PointCost(space), max_attempts
+        self.screened = self.rejected = self.repaired = 0
+        self.exhausted = False
+
+    def _random_values(self):
+        for _ in range(self.max_attempts):
+            values = super()._random_values()
+            if values is None:  # KerasTuner found no new point (too many duplicates)
+                return None
+            self.screened += 1
+            if self.point_cost.within(values):
+                return values
+            self.rejected += 1
+        self.exhausted = True
+        return None
+
+    def get_state(self):
+        return {**super().get_state(), "budget_screened": self.screened, "budget_rejected": self.rejected,
+                "budget_repaired": self.repaired}
+
+    def set_state(self, state):
+        super().set_state(state)
+        self.screened = state.get("budget_screened", 0)
+        self.rejected = state.get("budget_rejected", 0)
+        self.repaired = state.get("budget_repaired", 0)
+
+
+class BudgetRandomSearchOracle(BudgetMixin, kt.oracles.RandomSearchOracle):
+    pass
+
+
+class BudgetHyperbandOracle(BudgetMixin, kt.oracles.HyperbandOracle):
+    pass
+
+
+class BudgetBayesianOracle(BudgetMixin, kt.oracles.BayesianOptimizationOracle):
+    def populate_space(self, trial_id):
+        result = super().populate_space(trial_id)
+        values = result.get("values")
+        if result.get("status") == "RUNNING" and values and not self.point_cost.within(values):
+            self.repaired += 1
+            result = {**result, "values": {**values, **repair(values, self.point_cost)}}
+        return result
+
+
+class RecordingMixin:
+    """Writes a JSON record per finished trial and prints a one-line progress report."""
+
+    def __init__(self, *args, space: SearchSpace, records_dir: Path, **kwargs):
+        self.space, self.records_dir = space, Path(records_dir)
+        super().__init__(*args, **kwargs)
+
+    def run_trial(self, trial, *args, **kwargs):
+        values = {dim.name: trial.hyperparameters.get(dim.name) for dim in self.space.dimensions}
+        spec = self.space.spec_for(values)
+        cost = network_cost(spec)
+        start = time.perf_counter()
+        histories = super().run_trial(trial, *args, **kwargs)
+        seconds = time.perf_counter() - start
+        monitor = monitor_name(spec)
+        accuracy = max((max(h.history.get(monitor, [float("nan")])) for h in histories if hasattr(h, "history")),
+                       default=float("nan"))
+        inference = self.space.budget.model == "inference"
+        record = {
+            "trial_id": trial.trial_id, "worker": self.tuner_id, "values": values,
+            "params": cost.inference_params if inference else cost.total_params,
+            "macs": cost.inference_macs if inference else cost.total_macs,
+            "inference_params": cost.inference_params, "inference_macs": cost.inference_macs,
+            "total_params": cost.total_params, "total_macs": cost.total_macs,
+            "val_accuracy": accuracy, "train_seconds": round(seconds, 2),
+            "epochs": kwargs.get("epochs"), "spec": spec.to_dict(),
+        }
+        atomic_write_text(self.records_dir / f"trial_{trial.trial_id}.json", json.dumps(record, indent=1))
+        print(f"[search] trial {trial.trial_id} ({self.tuner_id}): {monitor} {accuracy:.4f}, "
+              f"{record['params']:,} params, {record['macs']:,} multiply-adds, {seconds:.1f} s", flush=True)
+        return histories
+
+
+class BudgetTuner(RecordingMixin, kt.Tuner):
+    pass
+
+
+class BudgetHyperband(RecordingMixin, kt.tuners.Hyperband):
+    def __init__(self, *args, space: SearchSpace, records_dir: Path, oracle, hypermodel, **kwargs):
+        # Hyperband's own __init__ only makes a HyperbandOracle; keep its run_trial and weight loading.
+        self.space, self.records_dir = space, Path(records_dir)
+        kt.Tuner.__init__(self, *args, oracle=oracle, hypermodel=hypermodel, **kwargs)
+
+
+def make_tuner(kind: str, space: SearchSpace, config: TrainConfig, steps_per_epoch: int, directory: Path,
+               max_trials: int, epochs: int, seed: int = 0, overwrite: bool = False, initial_points: int | None = None,
+               max_attempts: int = 10_000, distribution_strategy=None):
+    """A tuner whose oracle screens candidates by the space's budget; `directory/kt` holds its project."""
+    if kind not in TUNERS:
+        raise ValueError(f"tuner must be one of {', '.join(TUNERS)}; got {kind!r}")
+    point_cost = PointCost(space)
+    defaults = cheapest(point_cost)
+    hypermodel = InceptionHyperModel(space, config, steps_per_epoch, defaults)
+    hp = kt.HyperParameters()
+    hypermodel.declare(hp)
+    objective = kt.Objective(monitor_name(space.base), "max")
+    common = dict(objective=objective, seed=seed, hyperparameters=hp, tune_new_entries=False, space=space,
+                  max_attempts=max_attempts)
+    if kind == "random":
+        oracle = BudgetRandomSearchOracle(max_trials=max_trials, **common)
+    elif kind == "bayesian":
+        points = initial_points or max(2, min(3 * len(space.dimensions), max_trials // 2))
+        oracle = BudgetBayesianOracle(max_trials=max_trials, num_initial_points=points, **common)
+    else:
+        oracle = BudgetHyperbandOracle(max_epochs=epochs, factor=3, **common)
+        oracle.max_trials = max_trials
+    tuner_class = BudgetHyperband if kind == "hyperband" else BudgetTuner
+    return tuner_class(oracle=oracle, hypermodel=hypermodel, directory=str(directory), project_name="kt",
+                       overwrite=overwrite, space=space, records_dir=Path(directory) / "records",
+                       distribution_strategy=distribution_strategy)
