@@ -1,0 +1,68 @@
+"""Oracle behaviour without training: every trial the oracles create is within budget."""
+
+import keras_tuner as kt
+import pytest
+
+from inception_keras.train import TrainConfig
+from search.budget import PointCost, check_feasible, cheapest
+from search.space import get_space
+from search.tuner import (BudgetBayesianOracle, BudgetHyperbandOracle, BudgetRandomSearchOracle,
+                          InceptionHyperModel)
+
+OBJECTIVE = kt.Objective("val_predictions_accuracy", "max")
+
+
+def make_oracle(cls, space, tmp_path, **kwargs):
+    hp = kt.HyperParameters()
+    InceptionHyperModel(space, TrainConfig(), 10, cheapest(PointCost(space))).declare(hp)
+    oracle = cls(objective=OBJECTIVE, hyperparameters=hp, tune_new_entries=False, space=space, seed=1, **kwargs)
+    oracle._set_project_dir(str(tmp_path), "oracle")
+    return oracle
+
+
+def run_trials(oracle, count, score=lambda values: 0.5):
+    created = []
+    for _ in range(count):
+        trial = oracle.create_trial("tuner0")
+        if trial.status != "RUNNING":
+            break
+        created.append(dict(trial.hyperparameters.values))
+        oracle.update_trial(trial.trial_id, {"val_predictions_accuracy": score(trial.hyperparameters.values)})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    return created
+
+
+@pytest.mark.parametrize("cls, kwargs", [(BudgetRandomSearchOracle, {"max_trials": 12}),
+                                         (BudgetHyperbandOracle, {"max_epochs": 9})])
+def test_random_and_hyperband_only_create_trials_within_budget(cls, kwargs, tmp_path):
+    space = get_space("mini_bottlenecks").with_budget(max_params=80_000)
+    oracle = make_oracle(cls, space, tmp_path, **kwargs)
+    cost = PointCost(space)
+    created = run_trials(oracle, 12)
+    assert len(created) == 12
+    assert all(cost.within(values) for values in created)
+    new_points = [values for values in created if values.get("tuner/round", 0) == 0]  # Hyperband also promotes
+    assert oracle.rejected > 0 and oracle.screened == oracle.rejected + len(new_points)
+    assert len(oracle.trials) == 12  # rejections took no trial slot
+
+
+def test_sampling_that_finds_nothing_stops_and_says_so(tmp_path):
+    space = get_space("mini_bottlenecks")
+    cost = check_feasible(space)
+    space = space.with_budget(max_params=cost(cheapest(cost))[0])  # only the cheapest point fits
+    oracle = make_oracle(BudgetRandomSearchOracle, space, tmp_path, max_trials=5, max_attempts=300)
+    trial = oracle.create_trial("tuner0")
+    assert trial.status == "STOPPED"
+    assert oracle.exhausted and oracle.rejected == 300 and len(oracle.trials) == 0
+
+
+def test_bayesian_proposals_over_budget_are_repaired_not_resampled(tmp_path):
+    space = get_space("mini_bottlenecks").with_budget(max_params=70_000)
+    oracle = make_oracle(BudgetBayesianOracle, space, tmp_path, max_trials=10, num_initial_points=3)
+    cost = PointCost(space)
+    wider_is_better = lambda values: sum(values[d.name] for d in space.dimensions) / 500  # pushes GP over budget
+    created = run_trials(oracle, 6, wider_is_better)
+    assert len(created) == 6 and all(cost.within(values) for values in created)
+    assert oracle.repaired >= 1
+    assert oracle.screened - oracle.rejected == 3  # only the initial points were random draws
