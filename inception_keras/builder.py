@@ -27,7 +27,7 @@ def conv_block(x, spec: NetworkSpec, filters: int, kernel: int, stride: int = 1,
     x = layers.Conv2D(filters, kernel, strides=stride, padding=padding, use_bias=not batch_norm,
                       name=f"{name}_conv")(x)
     if batch_norm:
-        x = layers.BatchNormalization(epsilon=spec.bn_epsilon, name=f"{name}_bn")(x)
+        x = layers.BatchNormalization(momentum=spec.bn_momentum, epsilon=spec.bn_epsilon, name=f"{name}_bn")(x)
     return layers.Activation(spec.activation, name=f"{name}_{spec.activation}")(x)
 
 

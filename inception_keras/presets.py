@@ -80,7 +80,8 @@ def googlenet_torchvision() -> NetworkSpec:
         stages=stages_from_table(GOOGLENET_TABLE1, ch5x5_kernel=3,
                                  pools={"4": MAX_POOL, "5": PoolSpec("max", 2, 2)}),
         aux_heads=(AuxHeadSpec("4a", **aux), AuxHeadSpec("4d", **aux)),
-        head=HeadSpec(dropout=0.2, classes=1000), normalization="batch_norm", bn_epsilon=1e-3)
+        head=HeadSpec(dropout=0.2, classes=1000), normalization="batch_norm", bn_epsilon=1e-3,
+        bn_momentum=0.9)  # torch's BatchNorm2d momentum 0.1
 
 
 def googlenet_mini() -> NetworkSpec:
@@ -90,7 +91,7 @@ def googlenet_mini() -> NetworkSpec:
         stem=(ConvSpec(32, 3), MAX_POOL),  # 16 x 16 x 32
         stages=stages_from_table(MINI_TABLE, pools={"4": MAX_POOL, "5": MAX_POOL}),
         aux_heads=(AuxHeadSpec("4a", **aux), AuxHeadSpec("4b", **aux)),
-        head=HeadSpec(dropout=0.2, classes=10), normalization="batch_norm")
+        head=HeadSpec(dropout=0.2, classes=10), normalization="batch_norm", bn_momentum=0.9)
 
 
 _REGISTRY: dict[str, Callable[[], NetworkSpec]] = {

@@ -233,6 +233,7 @@ class NetworkSpec:
     normalization: str = "none"
     activation: str = "relu"
     bn_epsilon: float = 1e-3
+    bn_momentum: float = 0.99
     stem: tuple[StemLayer, ...] = ()
     stages: tuple[StageSpec, ...] = ()
     aux_heads: tuple[AuxHeadSpec, ...] = ()
@@ -249,6 +250,7 @@ class NetworkSpec:
         _check_choice("normalization", self.normalization, NORMALIZATIONS)
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_float("bn_epsilon", self.bn_epsilon, 1e-12, 1.0)
+        _check_float("bn_momentum", self.bn_momentum, 0.0, 1.0, high_open=True)
         self._check_types()
         self._check_names()
 

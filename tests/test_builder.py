@@ -21,6 +21,17 @@ def test_outputs_are_named_and_shaped():
     assert tuple(single(np.zeros((1, 32, 32, 3), "float32")).shape) == (1, 10)
 
 
+def test_batch_norm_settings_come_from_the_spec():
+    model = build_model(get_spec("googlenet_torchvision").with_input_size(64).without_aux())
+    bn = model.get_layer("inception_4e_5x5_bn")
+    assert (bn.momentum, bn.epsilon) == (0.9, 1e-3)
+    assert model.get_layer("inception_4e_5x5_conv").kernel_size == (3, 3)  # torchvision's "5x5" is 3x3
+    assert not model.get_layer("inception_4e_5x5_conv").use_bias
+    paper = build_model(get_spec("googlenet").without_aux())
+    assert paper.get_layer("inception_4e_5x5_conv").kernel_size == (5, 5)
+    assert paper.get_layer("inception_4e_5x5_conv").use_bias
+
+
 def test_layer_names_follow_the_convention():
     names = {layer.name for layer in build_model(get_spec("googlenet")).layers}
     for name in ("inception_3a_3x3_reduce_conv", "inception_3a_concat", "inception_5b_pool_proj_relu", "pool_4",

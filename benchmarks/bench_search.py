@@ -1,0 +1,92 @@
+"""Budget screening speed, and the share of trials within budget for each constraint-aware oracle.
+
+    python benchmarks/bench_search.py
+
+1. Candidates screened per second by the budget check (`search.budget.PointCost`) against
+   the full cost model and against building the Keras model and counting (goal >= 10,000/s).
+2. Trials created by each oracle (random, Bayesian, Hyperband) under a budget that rejects
+   most of the space, scored by a stand-in for accuracy (no training): share within budget
+   (must be 100 %), candidates rejected before any trial, Bayesian proposals repaired.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import random
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras_tuner as kt  # noqa: E402
+
+from inception_keras import network_cost  # noqa: E402
+from inception_keras.train import TrainConfig  # noqa: E402
+from search.budget import PointCost, cheapest  # noqa: E402
+from search.space import get_space  # noqa: E402
+from search.tuner import (BudgetBayesianOracle, BudgetHyperbandOracle, BudgetRandomSearchOracle,  # noqa: E402
+                          InceptionHyperModel)
+
+
+def rate(fn, points) -> float:
+    start = time.perf_counter()
+    for values in points:
+        fn(values)
+    return len(points) / (time.perf_counter() - start)
+
+
+def screening(name: str) -> None:
+    from inception_keras import build_model
+
+    space = get_space(name)
+    cost = PointCost(space)
+    rng = random.Random(0)
+    points = [{d.name: rng.choice(d.values) for d in space.dimensions} for _ in range(5000)]
+    screen = rate(cost.within, points)
+    full = rate(lambda v: network_cost(space.spec_for(v)), points[:300])
+    build = rate(lambda v: build_model(space.spec_for(v)).count_params(), points[:3])
+    print(f"{name:<24}{screen:>14,.0f}{full:>14,.0f}{build:>12,.2f}{screen / build:>14,.0f}x"
+          f"  {'met' if screen >= 10_000 else 'NOT met'}")
+
+
+def oracle_share(cls, space, trials: int, **kwargs) -> tuple[int, int, int, int]:
+    hp = kt.HyperParameters()
+    cost = PointCost(space)
+    InceptionHyperModel(space, TrainConfig(), 10, cheapest(cost)).declare(hp)
+    oracle = cls(objective=kt.Objective("val_predictions_accuracy", "max"), hyperparameters=hp,
+                 tune_new_entries=False, space=space, seed=0, **kwargs)
+    oracle._set_project_dir(tempfile.mkdtemp(), "bench")
+    created = within = 0
+    for _ in range(trials):
+        trial = oracle.create_trial("bench")
+        if trial.status != "RUNNING":
+            break
+        values = trial.hyperparameters.values
+        created += 1
+        within += cost.within(values)
+        score = sum(values[d.name] for d in space.dimensions) / 1000  # wider looks better: pushes against the budget
+        oracle.update_trial(trial.trial_id, {"val_predictions_accuracy": score})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    return created, within, oracle.rejected, oracle.repaired
+
+
+def main() -> None:
+    print(f"{'space':<24}{'screened/s':>14}{'cost model/s':>14}{'build/s':>12}{'vs build':>15}  (goal >= 10,000/s)")
+    for name in ("mini_bottlenecks", "googlenet_bottlenecks", "googlenet_widths"):
+        screening(name)
+    space = get_space("mini_bottlenecks").with_budget(max_params=70_000)
+    print(f"\noracles on mini_bottlenecks under {space.budget.describe()}, 30 trials each")
+    print(f"{'oracle':<12}{'trials':>8}{'within budget':>15}{'rejected':>10}{'repaired':>10}")
+    for label, cls, kwargs in (("random", BudgetRandomSearchOracle, {"max_trials": 30}),
+                               ("bayesian", BudgetBayesianOracle, {"max_trials": 30, "num_initial_points": 5}),
+                               ("hyperband", BudgetHyperbandOracle, {"max_epochs": 27})):
+        with contextlib.redirect_stdout(io.StringIO()):  # KerasTuner prints a block per trial
+            created, within, rejected, repaired = oracle_share(cls, space, 30, **kwargs)
+        print(f"{label:<12}{created:>8}{within / created:>14.0%}{rejected:>10,}{repaired:>10}")
+
+
+if __name__ == "__main__":
+    main()
