@@ -166,7 +166,8 @@ class _Tracer:
     def pool(self, name: str, shape: Shape, pool: PoolSpec, where: str) -> Shape:
         out = (*_window(shape, pool.size, pool.stride, pool.padding, where), shape[2])
         layer = LayerCost(name, "MaxPooling2D" if pool.kind == "max" else "AveragePooling2D", out)
-        self.blocks.append(BlockCost(name, f"{pool.kind} pool", out, (layer,), f"{pool.size}x{pool.size}/{pool.stride}"))
+        patch = f"{pool.size}x{pool.size}/{pool.stride}"
+        self.blocks.append(BlockCost(name, f"{pool.kind} pool", out, (layer,), patch))
         return out
 
     def stem(self, shape: Shape) -> Shape:
@@ -184,7 +185,8 @@ class _Tracer:
             elif isinstance(layer, LRNSpec):
                 self.lrn_count += 1
                 name = f"lrn_{self.lrn_count}"
-                self.blocks.append(BlockCost(name, "LRN", shape, (LayerCost(name, "LocalResponseNormalization", shape),)))
+                layer_cost = LayerCost(name, "LocalResponseNormalization", shape)
+                self.blocks.append(BlockCost(name, "LRN", shape, (layer_cost,)))
         return shape
 
     def module(self, name: str, shape: Shape, module: InceptionSpec) -> Shape:

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from inception_keras.builder import inference_model  # also registers LocalResponseNormalization
 from inception_keras.data import to_model_input
-from inception_keras.serialize import load_spec, spec_from_text, spec_to_yaml
+from inception_keras.serialize import load_spec, spec_to_yaml
 from inception_keras.spec import NetworkSpec
 
 TOLERANCE = 1e-5

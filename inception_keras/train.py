@@ -166,7 +166,8 @@ def read_history(path: Path) -> dict[str, list[float]]:
 
 
 def train(spec: NetworkSpec, data: DataSplits, out_dir: str | Path | None = None, config: TrainConfig | None = None,
-          callbacks: list | None = None, standard: bool = True, verbose: int | str = "auto") -> tuple[keras.Model, TrainResult]:
+          callbacks: list | None = None, standard: bool = True,
+          verbose: int | str = "auto") -> tuple[keras.Model, TrainResult]:
     """Build `spec` and fit it on `data`.
 
     With `out_dir` and `standard`, the standard callbacks write there and a run killed

@@ -65,7 +65,8 @@ def cmd_report(directory: Path, args, print_table: bool = True) -> int:
         raise CommandError(f"{directory} holds no search (no records/ directory)")
     records = write_results(directory)
     if print_table:
-        budget = json.loads((directory / "space.json").read_text())["budget"] if (directory / "space.json").exists() else ""
+        space_file = directory / "space.json"
+        budget = json.loads(space_file.read_text())["budget"] if space_file.exists() else ""
         print(report_text(records, budget))
         print(f"written: {directory}/results.json, results.csv, pareto.png, best_spec.yaml")
     if args.export:

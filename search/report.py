@@ -80,7 +80,7 @@ def plot(records: list[dict], path: Path) -> Path:
         axis.set_xlabel(label)
         axis.set_ylabel("validation accuracy")
         axis.grid(alpha=0.3)
-        axis.legend(loc="lower right")
+        axis.legend(loc="best")
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from inception_keras import NetworkSpec, SpecError, get_spec, list_specs, resolve_spec
+from inception_keras import NetworkSpec, SpecError, list_specs, resolve_spec
 from inception_keras.spec import StageSpec
 
 WIDTH_FIELDS = ("ch1x1", "ch3x3_reduce", "ch3x3", "ch5x5_reduce", "ch5x5", "pool_proj")
@@ -255,4 +255,4 @@ def get_space(name_or_path: str) -> SearchSpace:
                              f"nor a .yaml/.json file; registered specs ({', '.join(list_specs())}) are bases")
 
 
-__all__ = ["Budget", "Dimension", "SearchSpace", "get_space", "get_spec", "list_spaces", "load_space", "parse_count"]
+__all__ = ["Budget", "Dimension", "SearchSpace", "get_space", "list_spaces", "load_space", "parse_count"]

@@ -61,8 +61,8 @@ def random_specs(draw):
         padding = draw(st.sampled_from(["same", "valid", 0, 1, 2]))
         stem.append(ConvSpec(draw(widths), draw(st.sampled_from([1, 3, 5])), draw(st.integers(1, 2)), padding))
         if draw(st.booleans()):
-            stem.append(PoolSpec(draw(st.sampled_from(["max", "avg"])), draw(st.integers(1, 3)), draw(st.integers(1, 2)),
-                                 draw(st.sampled_from(["same", "valid"]))))
+            stem.append(PoolSpec(draw(st.sampled_from(["max", "avg"])), draw(st.integers(1, 3)),
+                                 draw(st.integers(1, 2)), draw(st.sampled_from(["same", "valid"]))))
     stages = []
     for s in range(draw(st.integers(1, 2))):
         modules = tuple(InceptionSpec(draw(widths), draw(st.integers(0, 4)), draw(widths), draw(st.integers(0, 4)),

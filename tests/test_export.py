@@ -29,7 +29,8 @@ def test_export_layout_signatures_and_reload(mini, tmp_path):
     spec, model = mini
     first = export_saved_model(model, spec, CLASSES, base_dir=tmp_path)
     second = export_saved_model(model, spec, CLASSES, base_dir=tmp_path)
-    assert (Path(first.path), Path(second.path)) == (tmp_path / "googlenet_mini" / "1", tmp_path / "googlenet_mini" / "2")
+    root = tmp_path / "googlenet_mini"
+    assert (Path(first.path), Path(second.path)) == (root / "1", root / "2")
     assert first.max_abs_diff <= 1e-5
     assets = Path(first.path) / "assets"
     assert load_spec(assets / "spec.yaml") == spec

@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -86,7 +85,8 @@ def test_bayesian_and_hyperband_searches_run(tuner, space_file, folder_data, tmp
 
 def test_impossible_budget_fails_before_any_training(space_file, folder_data, tmp_path):
     with pytest.raises(BudgetError, match="impossible budget .* the smallest achievable is"):
-        run_search(tiny_space(space_file, max_params=500), folder_data, tmp_path / "s", max_trials=2, epochs=1, config=CONFIG)
+        run_search(tiny_space(space_file, max_params=500), folder_data, tmp_path / "s", max_trials=2, epochs=1,
+                   config=CONFIG)
     assert not (tmp_path / "s").exists()
 
 
