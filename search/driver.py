@@ -94,9 +94,10 @@ def run_search(space: SearchSpace, data: DataSplits, directory: str | Path, tune
     directory.mkdir(parents=True, exist_ok=True)
     if not is_worker():
         _save_space(space, directory, data.class_names)
+    low_params, low_macs = point_cost(cheapest(point_cost))
     print(f"[search] {space.name}: {len(space.dimensions)} widths vary, {space.size():.3g} points; "
-          f"budget {space.budget.describe()}; cheapest point: {point_cost(cheapest(point_cost))[0]:,} params, "
-          f"{point_cost(cheapest(point_cost))[1]:,} multiply-adds; tuner {tuner}, {max_trials} trials", flush=True)
+          f"budget {space.budget.describe()}; cheapest point: {low_params:,} params, {low_macs:,} multiply-adds; "
+          f"tuner {tuner}, {max_trials} trials", flush=True)
     strategy = None
     if mirrored:
         import tensorflow as tf
