@@ -74,16 +74,22 @@ def load_data_or_exit(dataset: str, data_dir: str | None, download: bool = True)
 
 def fit_classes(spec, data, keep: bool = False):
     """`spec` with the dataset's number of classes (unless `keep`: then they must agree)."""
-    if spec.head.classes != len(data.class_names) and not keep:
+    if spec.head.classes != len(data.class_names) and keep:
+        raise CommandError(f"--classes {spec.head.classes} does not match {data.name}, which has "
+                           f"{len(data.class_names)} classes; leave --classes out to use the dataset's")
+    if spec.head.classes != len(data.class_names):
         print(f"{data.name} has {len(data.class_names)} classes: using a {len(data.class_names)}-class head")
         spec = spec.with_classes(len(data.class_names))
     return spec
 
 
-def run_training(spec, data, out: Path, config):
-    from inception_keras.train import summary_line, train
+def run_training(spec, data, out: Path, config, overwrite: bool = False):
+    from inception_keras.train import RunExistsError, summary_line, train
 
-    model, result = train(spec, data, out, config)
+    try:
+        model, result = train(spec, data, out, config, overwrite=overwrite)
+    except RunExistsError as error:
+        raise CommandError(str(error)) from None
     print(summary_line(result))
     print(f"best model: {result.best_model}; history: {out / 'history.csv'}; "
           f"TensorBoard logs: {out / 'logs'} (tensorboard --logdir {out / 'logs'})")
@@ -106,7 +112,7 @@ def cmd_train(args) -> int:
     data = load_data_or_exit(args.dataset, args.data_dir, download=not args.no_download)
     spec = fit_classes(spec, data, keep=bool(args.classes))
     out = Path(args.out or Path("runs") / spec.name)
-    _, result = run_training(spec, data, out, train_config_from_args(args))
+    _, result = run_training(spec, data, out, train_config_from_args(args), overwrite=args.overwrite)
     if args.export:
         export_run(Path(result.out_dir), args.export_dir)
     return 0
@@ -151,7 +157,7 @@ def cmd_demo(args) -> int:
     data = load_data_or_exit("sklearn_digits", args.data_dir)
     spec = fit_classes(get_spec("googlenet_mini"), data)
     config = TrainConfig(epochs=DEMO_EPOCHS, learning_rate=DEMO_LEARNING_RATE)
-    _, result = run_training(spec, data, Path(args.out), config)
+    _, result = run_training(spec, data, Path(args.out), config, overwrite=True)  # resumes if interrupted
     print(f"\n== 4. export to {args.export_dir}/ and reload check")
     import numpy as np
 
@@ -167,6 +173,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--early-stopping", type=positive_int, metavar="PATIENCE", help="stop after PATIENCE "
                        "epochs without a better validation accuracy")
     train.add_argument("--out", help="run directory (default runs/SPEC_NAME); run again to resume")
+    train.add_argument("--overwrite", action="store_true", help="train again if --out holds a finished run")
     train.add_argument("--export", action="store_true", help="export the best model when training ends")
     train.add_argument("--export-dir", default="saved_models")
     train.set_defaults(func=cmd_train)

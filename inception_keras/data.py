@@ -75,6 +75,9 @@ def _from_builder(name: str, builder) -> DataSplits:
     validation = _pick_validation(name, known)
     features = builder.info.features
     image, label = builder.info.supervised_keys or ("image", "label")
+    if image not in features or label not in features or not hasattr(features[label], "names"):
+        raise DataError(f"dataset {name!r} is not an image classification dataset: it needs an image feature and "
+                        f"a ClassLabel (supervised keys {image!r}, {label!r}); features are {list(features)}")
     shape = tuple(features[image].shape)
     train = builder.as_dataset(split="train", as_supervised=True, shuffle_files=True)
     val = builder.as_dataset(split=validation, as_supervised=True)
@@ -115,7 +118,11 @@ def load_tfds(name: str, data_dir: str | None = None, download: bool = True) -> 
                 f"dataset {name!r} is not prepared in {builder.data_dir} and {why}. Prepare it on a machine "
                 f"with network access (`tfds build {name} --data_dir DIR`), copy DIR here and pass "
                 f"--data-dir DIR; or use --dataset folder:PATH, or the offline default {DEFAULT_DATASET!r}")
-        builder.download_and_prepare()
+        try:
+            builder.download_and_prepare()
+        except Exception as error:  # tfds raises many types: manual downloads, checksums, network
+            raise DataError(f"dataset {name!r} could not be prepared in {builder.data_dir}: "
+                            f"{' '.join(str(error).split())[:500]}") from None
     return _from_builder(name, builder)
 
 

@@ -18,15 +18,14 @@ class _SpecLoader(yaml.SafeLoader):
     """SafeLoader that also reads `1e-4` as a float (YAML 1.1 wants `1.0e-4`)."""
 
 
-_SpecLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
-    list("-+0123456789."),
-)
-
-
 class _SpecDumper(yaml.SafeDumper):
-    """Writes each mapping of plain values (a module, a layer, a head) as one flow-style row."""
+    """Writes each mapping of plain values (a module, a layer, a head) as one flow-style row; knows the
+    loader's float pattern, so strings that match it (a stage named "1e5") are quoted."""
+
+
+for _cls in (_SpecLoader, _SpecDumper):
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+                               list("-+0123456789."))
 
 
 def _represent_dict(dumper, data):
@@ -61,6 +60,8 @@ def load_spec(path: str | os.PathLike) -> NetworkSpec:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise SpecError(str(path), f"cannot read spec file: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise SpecError(str(path), f"not a UTF-8 text file: {error}") from None
     fmt = "json" if path.suffix.lower() == ".json" else "yaml"
     try:
         return spec_from_text(text, str(path), fmt)

@@ -13,6 +13,7 @@ Whole-network checks that need feature-map sizes live in `inception_keras.cost`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -47,7 +48,7 @@ def _check_int(name: str, value: Any, minimum: int, strict: bool = False) -> Non
 def _check_float(name: str, value: Any, low: float, high: float, high_open: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SpecError(name, f"must be a number, got {value!r}")
-    if value < low or value > high or (high_open and value == high):
+    if not math.isfinite(value) or value < low or value > high or (high_open and value == high):
         bracket = ")" if high_open else "]"
         raise SpecError(name, f"must be in [{low}, {high}{bracket}, got {value}")
 
@@ -172,6 +173,11 @@ class StageSpec:
             raise SpecError("modules", "must be a non-empty tuple of InceptionSpec")
         if len(self.modules) > 26:
             raise SpecError("modules", f"at most 26 modules per stage, got {len(self.modules)}")
+        for i, module in enumerate(self.modules):
+            if not isinstance(module, InceptionSpec):
+                raise SpecError(f"modules[{i}]", f"must be an InceptionSpec, got {type(module).__name__}")
+        if self.pool is not None and not isinstance(self.pool, PoolSpec):
+            raise SpecError("pool", f"must be a max_pool or avg_pool (or null), got {type(self.pool).__name__}")
 
     def module_names(self) -> tuple[str, ...]:
         return tuple(f"{self.name}{chr(ord('a') + i)}" for i in range(len(self.modules)))
@@ -247,6 +253,8 @@ class NetworkSpec:
             raise SpecError("input_shape", f"must be [height, width, channels], got {shape!r}")
         for i, size in enumerate(shape):
             _check_int(f"input_shape[{i}]", size, 0, strict=True)
+        if shape[2] not in (1, 3):
+            raise SpecError("input_shape[2]", f"channels must be 1 (grey) or 3 (RGB), got {shape[2]}")
         _check_choice("normalization", self.normalization, NORMALIZATIONS)
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_float("bn_epsilon", self.bn_epsilon, 1e-12, 1.0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -165,17 +166,36 @@ def read_history(path: Path) -> dict[str, list[float]]:
     return {key: [float(row[key]) for row in ordered] for key in (ordered[0] if ordered else {})}
 
 
+class RunExistsError(ValueError):
+    """The output directory holds a finished training."""
+
+
+def _clear_finished_run(out_dir: Path, overwrite: bool) -> None:
+    """A finished run (summary.json, no backup/) is kept unless `overwrite`; an interrupted one resumes."""
+    if (out_dir / "backup").exists() or not (out_dir / "summary.json").exists():
+        return
+    if not overwrite:
+        raise RunExistsError(f"{out_dir} holds a finished training (summary.json, best.keras): give another output "
+                             f"directory, or overwrite it (--overwrite) to train again from scratch")
+    for name in ("summary.json", "best.keras", "history.csv"):
+        (out_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(out_dir / "logs", ignore_errors=True)
+
+
 def train(spec: NetworkSpec, data: DataSplits, out_dir: str | Path | None = None, config: TrainConfig | None = None,
-          callbacks: list | None = None, standard: bool = True,
+          callbacks: list | None = None, standard: bool = True, overwrite: bool = False,
           verbose: int | str = "auto") -> tuple[keras.Model, TrainResult]:
     """Build `spec` and fit it on `data`.
 
     With `out_dir` and `standard`, the standard callbacks write there and a run killed
     at any point continues from its last finished epoch when started again with the
-    same `out_dir`. `callbacks` go to `model.fit` as they are.
+    same `out_dir`; a finished run there raises RunExistsError unless `overwrite`.
+    `callbacks` go to `model.fit` as they are.
     """
     config = config or TrainConfig()
     validate(spec)
+    if out_dir is not None and standard:
+        _clear_finished_run(Path(out_dir), overwrite)
     if spec.head.classes != len(data.class_names):
         raise ValueError(f"spec {spec.name!r} has {spec.head.classes} classes but dataset {data.name!r} has "
                          f"{len(data.class_names)}; use spec.with_classes({len(data.class_names)})")

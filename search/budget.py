@@ -29,7 +29,7 @@ class PointCost:
         cost = network_cost(base)
         blocks = cost.blocks
         first = next(i for i, block in enumerate(blocks) if block.name.startswith("inception_"))
-        self.stem_channels = blocks[first - 1].output_shape[-1]
+        self.stem_channels = blocks[first - 1].output_shape[-1] if first else base.input_shape[2]
         variable = lambda block: block.name.startswith("inception_") or block.aux or block.name == "predictions"
         fixed = [block for block in blocks if not variable(block) and (self.include_aux or not block.aux)]
         self.fixed_params = sum(block.params for block in fixed)

@@ -73,10 +73,12 @@ def cmd_report(directory: Path, args, print_table: bool = True) -> int:
         from search.budget import BudgetError
         from search.driver import export_best
 
+        from inception_keras.export import ExportError
+
         try:
             print(export_best(directory, args.export_dir).describe())
-        except BudgetError as error:
-            raise CommandError(str(error)) from None
+        except (BudgetError, ExportError, OSError, ValueError) as error:
+            raise CommandError(f"cannot export the best trial of {directory}: {error}") from None
     return 0
 
 
@@ -106,8 +108,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--tuner-id", help="worker id, unique per worker (restart a dead worker with the same id)")
     parser.add_argument("--oracle-ip", default=os.environ.get("KERASTUNER_ORACLE_IP", "127.0.0.1"),
                         help="chief address; the chief binds to it (default 127.0.0.1)")
-    parser.add_argument("--oracle-port", type=positive_int, default=int(os.environ.get("KERASTUNER_ORACLE_PORT",
-                                                                                      DEFAULT_PORT)))
+    parser.add_argument("--oracle-port", type=positive_int,
+                        default=os.environ.get("KERASTUNER_ORACLE_PORT", str(DEFAULT_PORT)))
     parser.add_argument("--timeout", type=float, metavar="SECONDS", help="give up (exit 124) if not done by then")
     parser.add_argument("--export", action="store_true", help="export the best model when done (or with report)")
     parser.add_argument("--export-dir", default="saved_models")

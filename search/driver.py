@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from search.report import read_records, report_text, write_results
 from search.space import SearchSpace
 
 CHIEF_ID = "chief"
+RESULT_FILES = ("results.json", "results.csv", "pareto.png", "best_spec.yaml", "space.json", "class_names.txt")
 
 
 @dataclass
@@ -93,6 +95,10 @@ def run_search(space: SearchSpace, data: DataSplits, directory: str | Path, tune
     start = time.perf_counter()
     directory.mkdir(parents=True, exist_ok=True)
     if not is_worker():
+        if overwrite:  # KerasTuner deletes its project (kt/); the records and results are ours
+            shutil.rmtree(directory / "records", ignore_errors=True)
+            for name in RESULT_FILES:
+                (directory / name).unlink(missing_ok=True)
         _save_space(space, directory, data.class_names)
     low_params, low_macs = point_cost(cheapest(point_cost))
     print(f"[search] {space.name}: {len(space.dimensions)} widths vary, {space.size():.3g} points; "

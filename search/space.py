@@ -170,7 +170,8 @@ def dimensions_from(base: NetworkSpec, vary: list | None, where: str = "vary") -
                 raise SpecError(f"{at}.modules[{j}]", f"no module {name!r} in {base.name}; modules are "
                                                       f"{', '.join(modules)}")
         widths = entry.get("widths", list(BOTTLENECK_FIELDS))
-        for j, width in enumerate(widths if isinstance(widths, list) else [widths]):
+        widths = widths if isinstance(widths, list) else [widths]
+        for j, width in enumerate(widths):
             if width not in WIDTH_FIELDS:
                 raise SpecError(f"{at}.widths[{j}]", f"unknown width {width!r}; widths are {', '.join(WIDTH_FIELDS)}")
         for width in widths:

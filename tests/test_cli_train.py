@@ -15,6 +15,11 @@ def test_train_then_export_from_the_cli(image_folder, tmp_path, capsys):
     assert f"exported {exports / 'googlenet_mini' / '1'} (version 1)" in printed
     assert main(["export", str(out), "--base-dir", str(exports), "--name", "colours"]) == 0
     assert (exports / "colours" / "1" / "saved_model.pb").exists()
+    capsys.readouterr()
+    assert main(args[:2] + ["--classes", "5"] + args[2:]) == 2
+    assert "--classes 5 does not match" in capsys.readouterr().err
+    assert main(args) == 2
+    assert "holds a finished training" in capsys.readouterr().err
 
 
 def test_cli_data_errors_are_one_line_and_fast(tmp_path, capsys):

@@ -71,6 +71,9 @@ def test_random_search_trials_are_all_within_budget_and_reported(space_file, fol
     printed = capsys.readouterr().out
     assert "Pareto front, params vs accuracy" in printed and "Pareto front, multiply-adds vs accuracy" in printed
     assert "exported" in printed and (tmp_path / "exp" / "tiny_searched" / "1" / "saved_model.pb").exists()
+    again = run_search(space, folder_data, tmp_path / "s", "random", max_trials=1, epochs=1, config=CONFIG,
+                       overwrite=True)
+    assert len(again.records) == 1 and len(list((tmp_path / "s" / "records").iterdir())) == 1
 
 
 @pytest.mark.parametrize("tuner", ["bayesian", "hyperband"])
@@ -154,6 +157,13 @@ def test_mirrored_strategy_option(space_file, folder_data, tmp_path):
     outcome = run_search(tiny_space(space_file), folder_data, tmp_path / "m", max_trials=1, epochs=1, config=CONFIG,
                          mirrored=True)
     assert len(outcome.records) == 1
+
+
+def test_a_bad_port_variable_does_not_break_other_commands():
+    env = {**os.environ, "KERASTUNER_ORACLE_PORT": "abc"}
+    result = subprocess.run([sys.executable, "-m", "inception_keras.cli", "specs"], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert result.returncode == 0 and "googlenet_mini" in result.stdout
 
 
 def test_search_cli_errors(space_file, capsys):

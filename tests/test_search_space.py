@@ -109,3 +109,18 @@ def test_repair_lands_within_budget_moving_towards_the_cheapest_point():
             assert low <= fixed[dim.name] <= high
         if cost.within(values):
             assert fixed == values
+
+
+def test_widths_may_be_a_single_name_and_a_stemless_base_is_counted_exactly(tmp_path):
+    space = space_from_dict({"base": "googlenet_mini", "vary": [{"widths": "pool_proj", "choices": [8, 16]}]})
+    assert [d.name for d in space.dimensions][:2] == ["3a_pool_proj", "3b_pool_proj"]
+    stemless = get_spec("googlenet_mini").replace(stem=())
+    path = tmp_path / "stemless.yaml"
+    from inception_keras import save_spec
+
+    save_spec(stemless, path)
+    space = space_from_dict({"base": str(path), "budget": {"max_params": "1M"}})
+    cost = PointCost(space)
+    for values in _random_points(space, 5):
+        exact = network_cost(space.spec_for(values))
+        assert cost(values) == (exact.inference_params, exact.inference_macs)

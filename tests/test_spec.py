@@ -143,3 +143,29 @@ def test_spec_files_report_their_path(tmp_path):
         load_spec(bad)
     with pytest.raises(SpecError, match="cannot read spec file"):
         load_spec(tmp_path / "missing.yaml")
+
+
+def test_non_finite_wrong_typed_and_unusable_fields_are_refused(tmp_path):
+    def bad(mutate):
+        data = get_spec("googlenet_mini").to_dict()
+        mutate(data)
+        with pytest.raises(SpecError) as info:
+            NetworkSpec.from_dict(data)
+        return str(info.value)
+
+    assert bad(lambda d: d["head"].update(dropout=float("nan"))) == "head.dropout: must be in [0.0, 1.0), got nan"
+    assert bad(lambda d: d["aux_heads"][0].update(loss_weight=float("inf"))).startswith("aux_heads[0].loss_weight")
+    assert bad(lambda d: d["stages"][1].update(pool={"lrn": {}})).startswith(
+        "stages[1].pool: must be a max_pool or avg_pool")
+    assert bad(lambda d: d.update(input_shape=[32, 32, 4])) == \
+        "input_shape[2]: channels must be 1 (grey) or 3 (RGB), got 4"
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(SpecError, match="not a UTF-8 text file"):
+        load_spec(binary)
+
+
+def test_strings_that_look_like_floats_survive_yaml():
+    spec = get_spec("googlenet_mini")
+    renamed = spec.replace(stages=(dataclasses.replace(spec.stages[0], name="1e5"),) + spec.stages[1:], aux_heads=())
+    assert spec_from_text(spec_to_yaml(renamed)) == renamed

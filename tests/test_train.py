@@ -12,7 +12,7 @@ import pytest
 
 from inception_keras import get_spec
 from inception_keras.data import load_data
-from inception_keras.train import TrainConfig, compile_model, make_optimizer, read_history, train
+from inception_keras.train import RunExistsError, TrainConfig, compile_model, make_optimizer, read_history, train
 
 SCRIPTS = Path(__file__).parent / "scripts"
 
@@ -42,6 +42,9 @@ def test_loss_goes_down_and_standard_callbacks_write(image_folder, tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["epochs_total"] == 4 and summary["train_images_per_second"] > 0
     assert summary["best_val_accuracy"] == max(history["val_predictions_accuracy"])
+    with pytest.raises(RunExistsError, match="holds a finished training"):
+        train(tiny_spec(), data, tmp_path / "run", config, verbose=0)
+    assert (tmp_path / "run" / "best.keras").exists()
     # the total loss is the weighted sum: predictions + 0.3 * aux_1 + 0.3 * aux_2
     for epoch in range(4):
         combined = history["predictions_loss"][epoch] + 0.3 * (history["aux_1_loss"][epoch] +
