@@ -141,6 +141,9 @@ def export_saved_model(model: keras.Model, spec: NetworkSpec, class_names: list[
                        base_dir: str | Path = "saved_models", name: str | None = None, images=None,
                        top_k: int = 5) -> ExportResult:
     """Export the inference model of `model` to `base_dir/name/VERSION` and verify it."""
+    if spec.input_shape[2] not in (1, 3):
+        raise ExportError(f"the serving signature takes RGB images; a {spec.input_shape[2]}-channel model "
+                          f"cannot use it")
     if len(class_names) != spec.head.classes:
         raise ExportError(f"{len(class_names)} class names for a {spec.head.classes}-class model")
     if "aux_1" in {layer.name for layer in model.layers}:

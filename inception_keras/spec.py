@@ -253,8 +253,6 @@ class NetworkSpec:
             raise SpecError("input_shape", f"must be [height, width, channels], got {shape!r}")
         for i, size in enumerate(shape):
             _check_int(f"input_shape[{i}]", size, 0, strict=True)
-        if shape[2] not in (1, 3):
-            raise SpecError("input_shape[2]", f"channels must be 1 (grey) or 3 (RGB), got {shape[2]}")
         _check_choice("normalization", self.normalization, NORMALIZATIONS)
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_float("bn_epsilon", self.bn_epsilon, 1e-12, 1.0)

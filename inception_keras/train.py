@@ -21,7 +21,7 @@ from inception_keras.builder import build_model
 from inception_keras.cost import validate
 from inception_keras.data import DataSplits, make_pipeline
 from inception_keras.serialize import atomic_write_text, save_spec
-from inception_keras.spec import NetworkSpec
+from inception_keras.spec import NetworkSpec, SpecError
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -194,6 +194,9 @@ def train(spec: NetworkSpec, data: DataSplits, out_dir: str | Path | None = None
     """
     config = config or TrainConfig()
     validate(spec)
+    if spec.input_shape[2] not in (1, 3):  # any width costs and builds; images come grey or RGB
+        raise SpecError("input_shape[2]", f"images are fed with 1 (grey) or 3 (RGB) channels, "
+                                          f"got {spec.input_shape[2]}")
     if out_dir is not None and standard:
         _clear_finished_run(Path(out_dir), overwrite)
     if spec.head.classes != len(data.class_names):

@@ -157,8 +157,6 @@ def test_non_finite_wrong_typed_and_unusable_fields_are_refused(tmp_path):
     assert bad(lambda d: d["aux_heads"][0].update(loss_weight=float("inf"))).startswith("aux_heads[0].loss_weight")
     assert bad(lambda d: d["stages"][1].update(pool={"lrn": {}})).startswith(
         "stages[1].pool: must be a max_pool or avg_pool")
-    assert bad(lambda d: d.update(input_shape=[32, 32, 4])) == \
-        "input_shape[2]: channels must be 1 (grey) or 3 (RGB), got 4"
     binary = tmp_path / "binary.yaml"
     binary.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(SpecError, match="not a UTF-8 text file"):

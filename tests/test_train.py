@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from inception_keras import get_spec
+from inception_keras import SpecError, get_spec
 from inception_keras.data import load_data
 from inception_keras.train import RunExistsError, TrainConfig, compile_model, make_optimizer, read_history, train
 
@@ -77,10 +77,14 @@ def test_paper_recipe_optimizer():
         TrainConfig(optimizer="rmsprop")
 
 
-def test_class_count_mismatch_is_refused(image_folder):
+def test_class_count_or_channel_mismatch_is_refused(image_folder):
     data = load_data(f"folder:{image_folder}")
     with pytest.raises(ValueError, match="has 10 classes but dataset .* has 3"):
         train(tiny_spec(classes=10), data, None, TrainConfig(epochs=1))
+    four_channels = tiny_spec().replace(input_shape=(24, 24, 4))
+    with pytest.raises(SpecError, match=r"input_shape\[2\]: images are fed with 1 \(grey\) or 3 \(RGB\) "
+                                        r"channels, got 4"):
+        train(four_channels, data, None, TrainConfig(epochs=1))
 
 
 def _backed_up_epochs(out):
