@@ -64,29 +64,15 @@ class NetworkCost:
     def layers(self, include_aux: bool = True) -> tuple[LayerCost, ...]:
         return tuple(layer for block in self.blocks if include_aux or not block.aux for layer in block.layers)
 
-    @property
-    def total_params(self) -> int:
-        return sum(layer.params for layer in self.layers())
+    def _sum(self, quantity: str, include_aux: bool) -> int:
+        return sum(getattr(layer, quantity) for layer in self.layers(include_aux))
 
-    @property
-    def total_trainable_params(self) -> int:
-        return sum(layer.trainable_params for layer in self.layers())
-
-    @property
-    def total_macs(self) -> int:
-        return sum(layer.macs for layer in self.layers())
-
-    @property
-    def inference_params(self) -> int:
-        return sum(layer.params for layer in self.layers(include_aux=False))
-
-    @property
-    def inference_trainable_params(self) -> int:
-        return sum(layer.trainable_params for layer in self.layers(include_aux=False))
-
-    @property
-    def inference_macs(self) -> int:
-        return sum(layer.macs for layer in self.layers(include_aux=False))
+    total_params = property(lambda self: self._sum("params", True))
+    total_trainable_params = property(lambda self: self._sum("trainable_params", True))
+    total_macs = property(lambda self: self._sum("macs", True))
+    inference_params = property(lambda self: self._sum("params", False))
+    inference_trainable_params = property(lambda self: self._sum("trainable_params", False))
+    inference_macs = property(lambda self: self._sum("macs", False))
 
     def to_dict(self) -> dict:
         return {

@@ -171,14 +171,14 @@ def make_pipeline(data: tf.data.Dataset, input_shape: tuple[int, int, int], clas
     def prepare(image, label):
         return to_model_input(image, size, channels), label
 
-    if augment:
-        data = data.cache() if cache else data
-        data = data.shuffle(min(num_examples or 10_000, 10_000), seed=seed) if training else data
-        data = data.map(lambda image, label: prepare(paper_crop(image), label), num_parallel_calls=tf.data.AUTOTUNE)
-    else:
+    if not augment:  # deterministic: resize before the cache
         data = data.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-        data = data.cache() if cache else data
-        data = data.shuffle(min(num_examples or 10_000, 10_000), seed=seed) if training else data
+    if cache:
+        data = data.cache()
+    if training:
+        data = data.shuffle(min(num_examples or 10_000, 10_000), seed=seed)
+    if augment:  # random: after the cache, fresh every epoch
+        data = data.map(lambda image, label: prepare(paper_crop(image), label), num_parallel_calls=tf.data.AUTOTUNE)
 
     def targets(images, labels):
         onehot = tf.one_hot(labels, classes)

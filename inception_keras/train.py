@@ -193,12 +193,13 @@ def train(spec: NetworkSpec, data: DataSplits, out_dir: str | Path | None = None
     `callbacks` go to `model.fit` as they are.
     """
     config = config or TrainConfig()
+    run_dir = Path(out_dir) if out_dir is not None and standard else None  # where the standard callbacks write
     validate(spec)
     if spec.input_shape[2] not in (1, 3):  # any width costs and builds; images come grey or RGB
         raise SpecError("input_shape[2]", f"images are fed with 1 (grey) or 3 (RGB) channels, "
                                           f"got {spec.input_shape[2]}")
-    if out_dir is not None and standard:
-        _clear_finished_run(Path(out_dir), overwrite)
+    if run_dir is not None:
+        _clear_finished_run(run_dir, overwrite)
     if spec.head.classes != len(data.class_names):
         raise ValueError(f"spec {spec.name!r} has {spec.head.classes} classes but dataset {data.name!r} has "
                          f"{len(data.class_names)}; use spec.with_classes({len(data.class_names)})")
@@ -217,17 +218,16 @@ def train(spec: NetworkSpec, data: DataSplits, out_dir: str | Path | None = None
     throughput = Throughput()
     all_callbacks = [throughput]
     resumed_from = 0
-    if out_dir is not None and standard:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        metadata = out_dir / "backup" / "training_metadata.json"
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        metadata = run_dir / "backup" / "training_metadata.json"
         resumed_from = json.loads(metadata.read_text())["epoch"] if metadata.exists() else 0
-        earlier = read_history(out_dir / "history.csv") if resumed_from else {}
+        earlier = read_history(run_dir / "history.csv") if resumed_from else {}
         if resumed_from:
-            print(f"Resuming {out_dir} after epoch {resumed_from} of {config.epochs}")
-        save_spec(spec, out_dir / "spec.yaml")
-        atomic_write_text(out_dir / "class_names.txt", "\n".join(data.class_names) + "\n")
-        all_callbacks += standard_callbacks(out_dir, spec, config, earlier)
+            print(f"Resuming {run_dir} after epoch {resumed_from} of {config.epochs}")
+        save_spec(spec, run_dir / "spec.yaml")
+        atomic_write_text(run_dir / "class_names.txt", "\n".join(data.class_names) + "\n")
+        all_callbacks += standard_callbacks(run_dir, spec, config, earlier)
     all_callbacks += list(callbacks or [])
 
     if verbose == "auto":  # progress bars on a terminal, one line per epoch in a log
@@ -237,7 +237,7 @@ def train(spec: NetworkSpec, data: DataSplits, out_dir: str | Path | None = None
                         verbose=verbose, shuffle=False)  # the pipeline shuffles
     wall = time.perf_counter() - start
     monitor = monitor_name(spec)
-    full = read_history(out_dir / "history.csv") if out_dir is not None and standard else {}
+    full = read_history(run_dir / "history.csv") if run_dir is not None else {}
     full = full or {key: [float(v) for v in values] for key, values in history.history.items()}
     result = TrainResult(
         best_val_accuracy=max(full.get(monitor, [float("nan")])),
@@ -249,7 +249,7 @@ def train(spec: NetworkSpec, data: DataSplits, out_dir: str | Path | None = None
         train_images_per_second=round(data.train_size * throughput.epochs / throughput.seconds, 1)
         if throughput.seconds else 0.0,
         out_dir=str(out_dir) if out_dir is not None else "",
-        best_model=str(out_dir / "best.keras") if out_dir is not None and standard else "",
+        best_model=str(run_dir / "best.keras") if run_dir is not None else "",
         history=full,
     )
     if out_dir is not None:
