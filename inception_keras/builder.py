@@ -10,11 +10,13 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from inception_keras.cost import validate
+from inception_keras.cost import keras_pool_padding, validate
+from inception_keras.input_conversion import InputConversion
 from inception_keras.lrn import LocalResponseNormalization
 from inception_keras.spec import AuxHeadSpec, ConvSpec, InceptionSpec, LRNSpec, NetworkSpec, PoolSpec
 
 OUTPUT_NAMES = ("predictions", "aux_1", "aux_2")
+POOLINGS = (None, "avg", "max")
 
 
 def conv_block(x, spec: NetworkSpec, filters: int, kernel: int, stride: int = 1, padding="same", name: str = ""):
@@ -27,13 +29,16 @@ def conv_block(x, spec: NetworkSpec, filters: int, kernel: int, stride: int = 1,
     x = layers.Conv2D(filters, kernel, strides=stride, padding=padding, use_bias=not batch_norm,
                       name=f"{name}_conv")(x)
     if batch_norm:
-        x = layers.BatchNormalization(momentum=spec.bn_momentum, epsilon=spec.bn_epsilon, name=f"{name}_bn")(x)
+        x = layers.BatchNormalization(momentum=spec.bn_momentum, epsilon=spec.bn_epsilon, scale=spec.bn_scale,
+                                      name=f"{name}_bn")(x)
     return layers.Activation(spec.activation, name=f"{name}_{spec.activation}")(x)
 
 
-def pool_layer(pool: PoolSpec, name: str):
-    pooling = layers.MaxPooling2D if pool.kind == "max" else layers.AveragePooling2D
-    return pooling(pool.size, strides=pool.stride, padding=pool.padding, name=name)
+def pool(x, pool_spec: PoolSpec, name: str):
+    """Max or average pooling; `ceil` padding becomes the Keras padding equal to it on this feature map."""
+    pooling = layers.MaxPooling2D if pool_spec.kind == "max" else layers.AveragePooling2D
+    padding = keras_pool_padding(tuple(x.shape[1:]), pool_spec.size, pool_spec.stride, pool_spec.padding, name)
+    return pooling(pool_spec.size, strides=pool_spec.stride, padding=padding, name=name)(x)
 
 
 def inception_module(x, module: InceptionSpec, spec: NetworkSpec, name: str):
@@ -44,12 +49,12 @@ def inception_module(x, module: InceptionSpec, spec: NetworkSpec, name: str):
                                          ("5x5", module.ch5x5_reduce, module.ch5x5, module.ch5x5_kernel)):
         branch = conv_block(x, spec, reduce, 1, name=f"{prefix}_{label}_reduce") if reduce else x
         branches.append(conv_block(branch, spec, width, kernel, name=f"{prefix}_{label}"))
-    pooled = pool_layer(PoolSpec(module.pool, module.pool_size, 1, "same"), f"{prefix}_pool")(x)
+    pooled = pool(x, PoolSpec(module.pool, module.pool_size, 1, "same"), f"{prefix}_pool")
     branches.append(conv_block(pooled, spec, module.pool_proj, 1, name=f"{prefix}_pool_proj"))
     return layers.Concatenate(name=f"{prefix}_concat")(branches)
 
 
-def aux_head(x, aux: AuxHeadSpec, spec: NetworkSpec, index: int):
+def aux_head(x, aux: AuxHeadSpec, spec: NetworkSpec, index: int, activation: str | None = "softmax"):
     """Pool -> 1x1 conv -> flatten -> dense -> dropout -> softmax classifier `aux_{index}`."""
     prefix = f"aux_{index}"
     if aux.pool == "avg":
@@ -60,10 +65,12 @@ def aux_head(x, aux: AuxHeadSpec, spec: NetworkSpec, index: int):
     x = layers.Flatten(name=f"{prefix}_flatten")(x)
     x = layers.Dense(aux.dense_width, activation=spec.activation, name=f"{prefix}_fc")(x)
     x = layers.Dropout(aux.dropout, name=f"{prefix}_dropout")(x)
-    return layers.Dense(spec.head.classes, activation="softmax", name=prefix)(x)
+    return layers.Dense(spec.head.classes, activation=activation, name=prefix)(x)
 
 
 def stem(x, spec: NetworkSpec):
+    if spec.input_conversion != "none":
+        x = InputConversion(spec.input_conversion, name="input_conversion")(x)
     counts = {"conv": 0, "pool": 0, "lrn": 0}
     for layer in spec.stem:
         if isinstance(layer, ConvSpec):
@@ -72,7 +79,7 @@ def stem(x, spec: NetworkSpec):
                            name=f"conv{counts['conv']}")
         elif isinstance(layer, PoolSpec):
             counts["pool"] += 1
-            x = pool_layer(layer, f"pool_{counts['pool']}")(x)
+            x = pool(x, layer, f"pool_{counts['pool']}")
         elif isinstance(layer, LRNSpec):
             counts["lrn"] += 1
             x = LocalResponseNormalization(layer.size, layer.alpha, layer.beta, layer.bias,
@@ -80,8 +87,19 @@ def stem(x, spec: NetworkSpec):
     return x, counts["pool"]
 
 
-def build_model(spec: NetworkSpec) -> keras.Model:
-    """The training model: outputs `{"predictions", "aux_1", ...}` with aux heads, else one output."""
+def build_model(spec: NetworkSpec, include_top: bool = True, pooling: str | None = None,
+                classifier_activation: str | None = "softmax") -> keras.Model:
+    """The training model: outputs `{"predictions", "aux_1", ...}` with aux heads, else one output.
+
+    Args:
+        spec: the network.
+        include_top: with the classifiers (`predictions` and the aux heads); without them the
+            output is the last feature map, or its global pooling (`pooling`), as in `keras.applications`.
+        pooling: with `include_top` False: None (the feature map), `avg` or `max`.
+        classifier_activation: of every classifier: `softmax`, or None for logits.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of None, 'avg', 'max'; got {pooling!r}")
     validate(spec)
     inputs = keras.Input(shape=spec.input_shape, name="image")
     x, pools = stem(inputs, spec)
@@ -89,15 +107,20 @@ def build_model(spec: NetworkSpec) -> keras.Model:
     for stage in spec.stages:
         if stage.pool is not None:
             pools += 1
-            x = pool_layer(stage.pool, f"pool_{pools}")(x)
+            x = pool(x, stage.pool, f"pool_{pools}")
         for name, module in zip(stage.module_names(), stage.modules):
             x = inception_module(x, module, spec, name)
             for index, aux in enumerate(spec.aux_heads, start=1):
-                if aux.after == name:
-                    outputs[f"aux_{index}"] = aux_head(x, aux, spec, index)
+                if aux.after == name and include_top:
+                    outputs[f"aux_{index}"] = aux_head(x, aux, spec, index, classifier_activation)
+    if not include_top:
+        if pooling is not None:
+            global_pool = layers.GlobalAveragePooling2D if pooling == "avg" else layers.GlobalMaxPooling2D
+            x = global_pool(name=f"pool_{pools + 1}")(x)
+        return keras.Model(inputs, x, name=spec.name)
     x = layers.GlobalAveragePooling2D(name=f"pool_{pools + 1}")(x)
     x = layers.Dropout(spec.head.dropout, name="dropout")(x)
-    predictions = layers.Dense(spec.head.classes, activation="softmax", name="predictions")(x)
+    predictions = layers.Dense(spec.head.classes, activation=classifier_activation, name="predictions")(x)
     if not outputs:
         return keras.Model(inputs, predictions, name=spec.name)
     return keras.Model(inputs, {"predictions": predictions, **outputs}, name=spec.name)

@@ -91,9 +91,10 @@ def conv_params(in_channels: int, filters: int, kernel: int, bias: bool) -> int:
     return kernel * kernel * in_channels * filters + (filters if bias else 0)
 
 
-def batch_norm_params(channels: int) -> tuple[int, int]:
-    """(all, trainable): gamma, beta, moving mean, moving variance."""
-    return 4 * channels, 2 * channels
+def batch_norm_params(channels: int, scale: bool = True) -> tuple[int, int]:
+    """(all, trainable): gamma (unless not `scale`), beta, moving mean, moving variance."""
+    trainable = (2 if scale else 1) * channels
+    return trainable + 2 * channels, trainable
 
 
 def conv_macs(out_pixels: int, in_channels: int, filters: int, kernel: int) -> int:
@@ -110,9 +111,44 @@ class _Collapse(Exception):
         self.where = where
 
 
+def _ceil_mode_size(size: int, kernel: int, stride: int) -> int:
+    """Output size of Caffe's / torch's ceil-mode pooling without padding (a last window must start inside)."""
+    out = -(-(size - kernel) // stride) + 1
+    return out - 1 if (out - 1) * stride >= size else out
+
+
+def _keras_paddings_for_ceil(size: int, kernel: int, stride: int) -> set[str]:
+    """The Keras paddings whose windows are exactly ceil mode's along one axis of `size`."""
+    out = _ceil_mode_size(size, kernel, stride)
+    found = set()
+    if size >= kernel and (size - kernel) // stride + 1 == out:
+        found.add("valid")
+    same = -(-size // stride)
+    if same == out and max((same - 1) * stride + kernel - size, 0) <= 1:  # nothing padded before the first window
+        found.add("same")
+    return found
+
+
+def keras_pool_padding(shape: Shape, kernel: int, stride: int, padding: str, where: str = "") -> str:
+    """The Keras padding that realizes `padding` (`same`, `valid` or `ceil`) on a `shape` feature map."""
+    if padding != "ceil":
+        return padding
+    h, w = shape[0], shape[1]
+    if min(_ceil_mode_size(h, kernel, stride), _ceil_mode_size(w, kernel, stride)) < 1:
+        raise _Collapse(where, f"a {kernel}x{kernel} window (padding 'ceil') needs a feature map of at least "
+                               f"{kernel - stride + 1}x{kernel - stride + 1}, got {h}x{w}")
+    both = _keras_paddings_for_ceil(h, kernel, stride) & _keras_paddings_for_ceil(w, kernel, stride)
+    if not both:
+        raise SpecError(where, f"ceil-mode {kernel}x{kernel}/{stride} pooling of a {h}x{w} feature map has no "
+                               f"exact Keras equivalent ('valid' or 'same'); use another input size or padding")
+    return "valid" if "valid" in both else "same"
+
+
 def _window(shape: Shape, kernel: int, stride: int, padding, where: str) -> tuple[int, int]:
     """Output (height, width) of a conv or pool window; raises _Collapse if nothing is left."""
     h, w = shape[0], shape[1]
+    if padding == "ceil":
+        padding = keras_pool_padding(shape, kernel, stride, padding, where)
     if padding == "same":
         return math.ceil(h / stride), math.ceil(w / stride)
     pad = 0 if padding == "valid" else padding
@@ -145,7 +181,8 @@ class _Tracer:
         layers.append(LayerCost(f"{prefix}_conv", "Conv2D", out, params, params,
                                 conv_macs(out[0] * out[1], c, filters, kernel)))
         if self.bn:
-            layers.append(LayerCost(f"{prefix}_bn", "BatchNormalization", out, *batch_norm_params(filters)))
+            layers.append(LayerCost(f"{prefix}_bn", "BatchNormalization", out,
+                                    *batch_norm_params(filters, self.spec.bn_scale)))
         layers.append(LayerCost(f"{prefix}_{self.spec.activation}", "Activation", out))
         return out, layers
 
@@ -157,6 +194,9 @@ class _Tracer:
         return out
 
     def stem(self, shape: Shape) -> Shape:
+        if self.spec.input_conversion != "none":
+            layer = LayerCost("input_conversion", "InputConversion", shape)
+            self.blocks.append(BlockCost("input_conversion", f"input ({self.spec.input_conversion})", shape, (layer,)))
         for i, layer in enumerate(self.spec.stem):
             where = f"stem[{i}]"
             if isinstance(layer, ConvSpec):
@@ -259,7 +299,7 @@ def smallest_input_size(spec: NetworkSpec, limit: int = 4096) -> int | None:
     for size in range(1, limit + 1):
         try:
             _trace(spec.with_input_size(size))
-        except _Collapse:
+        except (_Collapse, SpecError):
             continue
         return size
     return None

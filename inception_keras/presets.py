@@ -38,6 +38,7 @@ MINI_TABLE = (
 )
 
 MAX_POOL = PoolSpec("max", 3, 2)
+CEIL_MAX_POOL = PoolSpec("max", 3, 2, "ceil")  # Caffe's and torch's ceil mode; equals 'same' on even maps
 
 
 def stages_from_table(table, ch5x5_kernel: int = 5, pools: dict | None = None) -> tuple[StageSpec, ...]:
@@ -56,32 +57,47 @@ def stages_from_table(table, ch5x5_kernel: int = 5, pools: dict | None = None) -
 
 def googlenet() -> NetworkSpec:
     lrn = LRNSpec(size=5, alpha=1e-4, beta=0.75)
-    stem = (ConvSpec(64, 7, 2), MAX_POOL, lrn,            # 56 x 56 x 64
-            ConvSpec(64, 1), ConvSpec(192, 3), lrn, MAX_POOL)  # 28 x 28 x 192
+    # BVLC Caffe: conv1 pads 3 on every side (Keras 'same' at stride 2 would pad 2 and 3); pools in ceil mode
+    stem = (ConvSpec(64, 7, 2, padding=3), CEIL_MAX_POOL, lrn,            # 56 x 56 x 64
+            ConvSpec(64, 1), ConvSpec(192, 3), lrn, CEIL_MAX_POOL)        # 28 x 28 x 192
     aux = AuxHeadSpec("4a", "avg", 5, 3, 128, 1024, 0.7, 0.3)
     return NetworkSpec(
         name="googlenet", input_shape=(224, 224, 3), stem=stem,
-        stages=stages_from_table(GOOGLENET_TABLE1, pools={"4": MAX_POOL, "5": MAX_POOL}),
+        stages=stages_from_table(GOOGLENET_TABLE1, pools={"4": CEIL_MAX_POOL, "5": CEIL_MAX_POOL}),
         aux_heads=(aux, AuxHeadSpec("4d", "avg", 5, 3, 128, 1024, 0.7, 0.3)),
         head=HeadSpec(dropout=0.4, classes=1000), normalization="none")
 
 
 def googlenet_bn() -> NetworkSpec:
+    stem = (ConvSpec(64, 7, 2), MAX_POOL, ConvSpec(64, 1), ConvSpec(192, 3), MAX_POOL)
     base = googlenet()
-    stem = tuple(layer for layer in base.stem if not isinstance(layer, LRNSpec))
-    return base.replace(name="googlenet_bn", stem=stem, normalization="batch_norm")
+    stages = stages_from_table(GOOGLENET_TABLE1, pools={"4": MAX_POOL, "5": MAX_POOL})
+    return base.replace(name="googlenet_bn", stem=stem, stages=stages, normalization="batch_norm")
 
 
 def googlenet_torchvision() -> NetworkSpec:
-    stem = (ConvSpec(64, 7, 2, padding=3), MAX_POOL, ConvSpec(64, 1), ConvSpec(192, 3), MAX_POOL)
+    # torchvision: every MaxPool2d has ceil_mode=True; the "5x5" branch is 3x3 (a known bug, torchvision #906)
+    stem = (ConvSpec(64, 7, 2, padding=3), CEIL_MAX_POOL, ConvSpec(64, 1), ConvSpec(192, 3), CEIL_MAX_POOL)
     aux = dict(pool="adaptive_avg", pool_size=4, conv_width=128, dense_width=1024, dropout=0.7, loss_weight=0.3)
     return NetworkSpec(
         name="googlenet_torchvision", input_shape=(224, 224, 3), stem=stem,
         stages=stages_from_table(GOOGLENET_TABLE1, ch5x5_kernel=3,
-                                 pools={"4": MAX_POOL, "5": PoolSpec("max", 2, 2)}),
+                                 pools={"4": CEIL_MAX_POOL, "5": PoolSpec("max", 2, 2, "ceil")}),
         aux_heads=(AuxHeadSpec("4a", **aux), AuxHeadSpec("4d", **aux)),
         head=HeadSpec(dropout=0.2, classes=1000), normalization="batch_norm", bn_epsilon=1e-3,
         bn_momentum=0.9)  # torch's BatchNorm2d momentum 0.1
+
+
+def googlenet_slim() -> NetworkSpec:
+    """TF-slim's `inception_v1` (models/research/slim/nets/inception_v1.py): padding SAME everywhere, 3x3 in the
+    "5x5" branch, batch norm without gamma (scale=False, epsilon 1e-3, decay 0.9997), MaxPool_5a 2x2/2, no aux
+    heads, dropout keep 0.8, 1001 classes (index 0 is background)."""
+    stem = (ConvSpec(64, 7, 2), MAX_POOL, ConvSpec(64, 1), ConvSpec(192, 3), MAX_POOL)
+    return NetworkSpec(
+        name="googlenet_slim", input_shape=(224, 224, 3), stem=stem,
+        stages=stages_from_table(GOOGLENET_TABLE1, ch5x5_kernel=3, pools={"4": MAX_POOL, "5": PoolSpec("max", 2, 2)}),
+        head=HeadSpec(dropout=0.2, classes=1001), normalization="batch_norm", bn_epsilon=1e-3, bn_momentum=0.9997,
+        bn_scale=False)
 
 
 def googlenet_mini() -> NetworkSpec:
@@ -98,6 +114,7 @@ _REGISTRY: dict[str, Callable[[], NetworkSpec]] = {
     "googlenet": googlenet,
     "googlenet_bn": googlenet_bn,
     "googlenet_torchvision": googlenet_torchvision,
+    "googlenet_slim": googlenet_slim,
     "googlenet_mini": googlenet_mini,
 }
 

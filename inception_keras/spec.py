@@ -20,7 +20,9 @@ from typing import Any, Union
 NORMALIZATIONS = ("none", "batch_norm")
 ACTIVATIONS = ("relu", "relu6", "elu", "selu", "gelu", "silu", "swish", "tanh", "leaky_relu", "mish")
 POOL_KINDS = ("max", "avg")
+POOL_PADDINGS = ("same", "valid", "ceil")
 AUX_POOLS = ("avg", "adaptive_avg")
+INPUT_CONVERSIONS = ("none", "caffe")
 
 
 class SpecError(ValueError):
@@ -60,11 +62,11 @@ def _check_choice(name: str, value: Any, choices: tuple) -> None:
 
 def _check_padding(name: str, value: Any, allow_int: bool) -> None:
     if isinstance(value, str):
-        _check_choice(name, value, ("same", "valid"))
+        _check_choice(name, value, ("same", "valid") if allow_int else POOL_PADDINGS)
     elif allow_int:
         _check_int(name, value, 0)
     else:
-        raise SpecError(name, f"must be 'same' or 'valid', got {value!r}")
+        raise SpecError(name, f"must be one of {', '.join(POOL_PADDINGS)}; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,12 @@ class ConvSpec:
 
 @dataclass(frozen=True)
 class PoolSpec:
-    """A pooling layer: `kind` is `max` or `avg`."""
+    """A pooling layer: `kind` is `max` or `avg`.
+
+    `padding` `ceil` is Caffe's and torch's `ceil_mode=True` with no padding: windows start
+    at the top left and a last, partial window is kept. The builder realizes it as Keras
+    `valid` or `same` where one of them is exactly equal (for 3x3/2 and 2x2/2 windows always).
+    """
 
     kind: str = "max"
     size: int = 3
@@ -230,16 +237,22 @@ class HeadSpec:
 class NetworkSpec:
     """A whole Inception network.
 
+    The model takes RGB in [-1, 1]. `input_conversion` `caffe` starts it with a layer that
+    turns that into what BVLC Caffe's weights expect (BGR, 0-255, minus the mean 104/117/123).
+    `bn_scale` False leaves out batch norm's gamma (TF-slim's `scale=False`).
+
     Feature-map sizes are checked by `inception_keras.cost.validate`, which every
     entry point (registry, file loading, builder, cost) runs.
     """
 
     name: str
     input_shape: tuple[int, int, int] = (224, 224, 3)
+    input_conversion: str = "none"
     normalization: str = "none"
     activation: str = "relu"
     bn_epsilon: float = 1e-3
     bn_momentum: float = 0.99
+    bn_scale: bool = True
     stem: tuple[StemLayer, ...] = ()
     stages: tuple[StageSpec, ...] = ()
     aux_heads: tuple[AuxHeadSpec, ...] = ()
@@ -253,10 +266,15 @@ class NetworkSpec:
             raise SpecError("input_shape", f"must be [height, width, channels], got {shape!r}")
         for i, size in enumerate(shape):
             _check_int(f"input_shape[{i}]", size, 0, strict=True)
+        _check_choice("input_conversion", self.input_conversion, INPUT_CONVERSIONS)
+        if self.input_conversion != "none" and shape[2] != 3:
+            raise SpecError("input_conversion", f"{self.input_conversion!r} needs 3 input channels, got {shape[2]}")
         _check_choice("normalization", self.normalization, NORMALIZATIONS)
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_float("bn_epsilon", self.bn_epsilon, 1e-12, 1.0)
         _check_float("bn_momentum", self.bn_momentum, 0.0, 1.0, high_open=True)
+        if not isinstance(self.bn_scale, bool):
+            raise SpecError("bn_scale", f"must be true or false, got {self.bn_scale!r}")
         self._check_types()
         self._check_names()
 

@@ -1,4 +1,5 @@
 import ast
+import sys
 from pathlib import Path
 
 import keras
@@ -55,7 +56,7 @@ def test_inference_model_shares_weights():
 def test_keras_save_and_safe_load_give_equal_outputs(name, tmp_path):
     spec = get_spec(name)
     if name == "googlenet":  # LRN and biases; smallest size with aux heads
-        spec = spec.with_input_size(65).with_classes(10)
+        spec = spec.with_input_size(79).with_classes(10)
     model = build_model(spec)
     x = np.random.default_rng(1).random((2, *spec.input_shape), dtype=np.float32)
     before = model.predict(x, verbose=0)
@@ -96,3 +97,28 @@ def test_model_code_uses_no_tensorflow():
         top = {alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
         top |= {node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
         assert not {name for name in top if name and name.split(".")[0] in ("keras", "tensorflow")}, module
+
+
+def test_ceil_mode_pooling_equals_torch_or_is_refused():
+    """`ceil` padding (Caffe's and torch's ceil_mode) against torch's own pooling, recorded for maps 2..13."""
+    from inception_keras.builder import pool
+    from inception_keras.spec import PoolSpec, SpecError
+
+    sys.path.insert(0, str(Path(__file__).parent / "reference"))
+    from synthetic import pooling_input
+
+    recorded = np.load(Path(__file__).parent / "fixtures" / "pretrained" / "pooling.npz")
+    exact = refused = 0
+    for key in recorded.files:
+        kind, size, stride, n = key.split("_")
+        x, expected = pooling_input(kind, int(size), int(stride), int(n)), recorded[key]
+        inputs = keras.Input(shape=x.shape[1:])
+        try:
+            model = keras.Model(inputs, pool(inputs, PoolSpec(kind, int(size), int(stride), "ceil"), "p"))
+        except SpecError as error:
+            assert "no exact Keras equivalent" in str(error) or "needs a feature map" in str(error)
+            refused += 1
+            continue
+        np.testing.assert_allclose(model(x), expected, atol=1e-6, err_msg=key)
+        exact += 1
+    assert (exact, refused) == (70, 0)  # 3x3/2, 2x2/2 and 3x3/1 always have an exact Keras padding

@@ -24,6 +24,21 @@ def test_torchvision_variant_matches_torchvision_published_count():
     assert cost.total_trainable_params == 13_004_888
 
 
+def test_slim_variant_matches_tf_slim_variables():
+    # tf_slim's inception_v1(num_classes=1001) creates 230 variables holding 6,633,209 values (no gamma in its
+    # batch norm); 6,618,649 of them trainable (all but moving mean / variance)
+    cost = network_cost(get_spec("googlenet_slim"))
+    assert (cost.total_params, cost.total_trainable_params) == (6_633_209, 6_618_649)
+    assert cost.inference_macs == 1_498_377_216
+
+
+def test_caffe_geometry_keeps_the_paper_parameters():
+    spec = get_spec("googlenet")
+    assert spec.stem[0].padding == 3 and spec.stem[1].padding == "ceil"
+    cost = network_cost(spec.replace(input_conversion="caffe"))
+    assert cost.inference_params == 6_998_552 and cost.layers()[0].name == "input_conversion"
+
+
 def test_bottleneck_example():
     assert bottleneck_example() == (346_816_512, 125_239_296)
 
@@ -62,22 +77,25 @@ def random_specs(draw):
         stem.append(ConvSpec(draw(widths), draw(st.sampled_from([1, 3, 5])), draw(st.integers(1, 2)), padding))
         if draw(st.booleans()):
             stem.append(PoolSpec(draw(st.sampled_from(["max", "avg"])), draw(st.integers(1, 3)),
-                                 draw(st.integers(1, 2)), draw(st.sampled_from(["same", "valid"]))))
+                                 draw(st.integers(1, 2)), draw(st.sampled_from(["same", "valid", "ceil"]))))
     stages = []
     for s in range(draw(st.integers(1, 2))):
         modules = tuple(InceptionSpec(draw(widths), draw(st.integers(0, 4)), draw(widths), draw(st.integers(0, 4)),
                                       draw(widths), draw(widths), ch5x5_kernel=draw(st.sampled_from([3, 5])),
                                       pool=draw(st.sampled_from(["max", "avg"])), pool_size=draw(st.integers(1, 3)))
                         for _ in range(draw(st.integers(1, 2))))
-        pool = PoolSpec("max", 2, 2) if s and draw(st.booleans()) else None
+        pool = PoolSpec("max", draw(st.integers(2, 3)), 2, draw(st.sampled_from(["same", "ceil"]))) \
+            if s and draw(st.booleans()) else None
         stages.append(StageSpec(str(s + 3), modules, pool))
     names = [f"{stage.name}{chr(97 + i)}" for stage in stages for i in range(len(stage.modules))]
     aux = tuple(AuxHeadSpec(draw(st.sampled_from(names)), draw(st.sampled_from(["avg", "adaptive_avg"])),
                             draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(widths), draw(widths))
                 for _ in range(draw(st.integers(0, 2))))
-    size = draw(st.integers(8, 24))
-    return NetworkSpec("random", input_shape=(size, size, draw(st.integers(1, 3))),
-                       normalization=draw(st.sampled_from(["none", "batch_norm"])), stem=tuple(stem),
+    size, channels = draw(st.integers(8, 24)), draw(st.integers(1, 3))
+    return NetworkSpec("random", input_shape=(size, size, channels),
+                       input_conversion=draw(st.sampled_from(["none", "caffe"])) if channels == 3 else "none",
+                       normalization=draw(st.sampled_from(["none", "batch_norm"])), bn_scale=draw(st.booleans()),
+                       stem=tuple(stem),
                        stages=tuple(stages), aux_heads=aux, head=HeadSpec(0.1, draw(st.integers(2, 5))))
 
 
@@ -97,3 +115,12 @@ def test_collapsing_stem_is_refused_with_smallest_input():
     with pytest.raises(SpecError, match=r"^stem\[0\]: a 7x7 window .* got 4x4 at input 4x4; "
                                         r"the smallest input that works is 7x7$"):
         network_cost(spec)
+
+
+def test_ceil_pooling_without_an_exact_keras_padding_is_refused():
+    stem = (ConvSpec(4, 1), PoolSpec("max", 3, 3, "ceil"))
+    spec = NetworkSpec("ceil", input_shape=(10, 10, 3), stem=stem, stages=(StageSpec("3", (InceptionSpec(1, 0, 1, 0, 1, 1),)),))
+    with pytest.raises(SpecError, match=r"^stem\[1\]: ceil-mode 3x3/3 pooling of a 10x10 feature map has no exact "
+                                        r"Keras equivalent"):
+        network_cost(spec)
+    assert network_cost(spec.with_input_size(12)).blocks[1].output_shape == (4, 4, 4)  # 'valid' is exact there

@@ -110,15 +110,17 @@ def test_paper_googlenet_at_64px_is_refused_naming_aux_head_and_smallest_input()
     message = str(info.value)
     assert message.startswith("aux_heads[0] (after 4a):")
     assert "got 4x4 at input 64x64" in message
-    assert message.endswith("the smallest input that works is 65x65")
+    assert message.endswith("the smallest input that works is 79x79")  # Caffe geometry: ceil-mode pools
 
 
 def test_smallest_input_is_exact():
     from inception_keras.cost import smallest_input_size, network_cost
 
-    assert smallest_input_size(get_spec("googlenet")) == 65
-    network_cost(get_spec("googlenet").with_input_size(65))
-    assert smallest_input_size(get_spec("googlenet").without_aux()) == 1
+    assert smallest_input_size(get_spec("googlenet")) == 79
+    network_cost(get_spec("googlenet").with_input_size(79))
+    with pytest.raises(SpecError):
+        network_cost(get_spec("googlenet").with_input_size(78))
+    assert smallest_input_size(get_spec("googlenet").without_aux()) == 31  # a 3x3 ceil-mode pool needs 2x2
 
 
 def test_spec_is_frozen_and_python_construction_validates():
