@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup demo test test-slow bench clean
+REF_VENV := .venv-ref
+REF_STAMP := $(REF_VENV)/.installed
+REFERENCE_DIR := runs/verify-weights
+
+.PHONY: setup demo test test-slow bench verify-weights clean
 
 setup: $(STAMP)
 
@@ -33,5 +37,18 @@ bench: setup
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_train.py
 
+# The reference frameworks, in a venv of their own (~7 GB): torch + torchvision, TF-slim (with the tf-keras it
+# needs), OpenCV's Caffe reader, protoc for BVLC's caffe.proto.
+$(REF_STAMP):
+	test -x $(REF_VENV)/bin/python || $(PYTHON) -m venv $(REF_VENV)
+	$(REF_VENV)/bin/pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 \
+		"opencv-python-headless>=4.8,<5" tf-slim==1.1.0 tensorflow==2.21.0 tf-keras==2.21.0 grpcio-tools numpy
+	touch $(REF_STAMP)
+
+# Live cross-framework check: the frameworks write weights files and their own outputs; we read the files and compare.
+verify-weights: setup $(REF_STAMP)
+	$(REF_VENV)/bin/python tests/reference/make_reference.py $(REFERENCE_DIR)
+	REFERENCE_DIR=$(REFERENCE_DIR) $(BIN)/python -m pytest -q -s -m verify tests/test_pretrained_live.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(REF_VENV) .pytest_cache .hypothesis

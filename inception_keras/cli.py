@@ -1,56 +1,27 @@
 """The `inception-keras` command line.
 
 Spec and cost commands import no Keras, so they answer in well under a second.
-Other packages add subcommands through the `inception_keras.commands` entry-point
-group (a function taking the subparsers object); `search/` adds `search` that way.
+Subcommands register themselves: a module's `register(subparsers)` adds its parsers,
+for the built-in modules listed in BUILT_IN and for every entry point of the
+`inception_keras.commands` group (`search/` adds `search` that way).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 from importlib.metadata import entry_points
 
-from inception_keras.cost import network_cost, validate
+from inception_keras.cli_common import CommandError, Parser, add_spec_arguments, spec_from_args
+from inception_keras.cost import network_cost
 from inception_keras.presets import get_spec, list_specs, resolve_spec
 from inception_keras.serialize import spec_to_yaml
 from inception_keras.spec import SpecError
 
-
-class CommandError(Exception):
-    """A user error: printed as one line, exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise CommandError(f"{self.prog}: {message}")
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", metavar="SPEC", help="registered spec name (see `specs`) or a .yaml/.json file")
-    parser.add_argument("--input-size", type=positive_int, metavar="N", help="square input size in pixels")
-    parser.add_argument("--classes", type=positive_int, metavar="N", help="number of classes")
-
-
-def spec_from_args(args: argparse.Namespace):
-    spec = resolve_spec(args.spec)
-    if args.input_size:
-        spec = spec.with_input_size(args.input_size)
-    if args.classes:
-        spec = spec.with_classes(args.classes)
-    return validate(spec)
+BUILT_IN = ("inception_keras.commands", "inception_keras.commands_weights")
 
 
 def cmd_specs(args) -> int:
@@ -75,9 +46,7 @@ def cmd_summary(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="inception-keras", description="Declarative Inception networks for Keras 3.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
+def register(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("specs", help="list the registered specs").set_defaults(func=cmd_specs)
     spec = sub.add_parser("spec", help="print a registered spec as YAML, to start a custom one from")
     spec.add_argument("name", metavar="NAME")
@@ -86,9 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_spec_arguments(summary)
     summary.add_argument("--json", action="store_true", help="print the per-layer costs as JSON")
     summary.set_defaults(func=cmd_summary)
-    from inception_keras import commands
 
-    commands.register(sub)
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="inception-keras", description="Declarative Inception networks for Keras 3.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser, required=True)
+    register(sub)
+    for module in BUILT_IN:
+        importlib.import_module(module).register(sub)
     for entry in entry_points(group="inception_keras.commands"):
         entry.load()(sub)
     return parser

@@ -9,30 +9,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from inception_keras.cli import CommandError, add_spec_arguments, positive_int, spec_from_args
+from inception_keras.cli_common import (CommandError, add_spec_arguments, fraction, positive_float, positive_int,
+                                        spec_from_args)
 
 DEMO_EPOCHS = 20
 DEMO_LEARNING_RATE = 0.05
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,9 +30,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
                         help="sgd: the paper's recipe (momentum 0.9, lr x0.96 every 8 epochs); adam")
-    parser.add_argument("--learning-rate", type=_positive_float, help="default 0.01 (sgd), 0.001 (adam)")
+    parser.add_argument("--learning-rate", type=positive_float, help="default 0.01 (sgd), 0.001 (adam)")
     parser.add_argument("--no-ema", action="store_true", help="turn off Polyak averaging (EMA of weights)")
-    parser.add_argument("--label-smoothing", type=_fraction, default=0.0)
+    parser.add_argument("--label-smoothing", type=fraction, default=0.0)
     parser.add_argument("--augment", action="store_true", help="the paper's random crops (8-100%% area) and flips")
 
 
@@ -83,12 +64,18 @@ def fit_classes(spec, data, keep: bool = False):
     return spec
 
 
-def run_training(spec, data, out: Path, config, overwrite: bool = False):
-    from inception_keras.train import RunExistsError, summary_line, train
+def run_training(spec, data, out: Path, config, overwrite: bool = False, weights: str | None = None,
+                 freeze: bool = False, fine_tune_epochs: int = 0, fine_tune_learning_rate: float | None = None):
+    from inception_keras.pretrained import WeightsError
+    from inception_keras.train import RunExistsError, fine_tune, summary_line, train
 
     try:
-        model, result = train(spec, data, out, config, overwrite=overwrite)
-    except RunExistsError as error:
+        if freeze:
+            model, result = fine_tune(spec, data, out, config, weights, fine_tune_epochs, fine_tune_learning_rate,
+                                      overwrite=overwrite)
+        else:
+            model, result = train(spec, data, out, config, overwrite=overwrite, weights=weights)
+    except (RunExistsError, WeightsError) as error:
         raise CommandError(str(error)) from None
     print(summary_line(result))
     print(f"best model: {result.best_model}; history: {out / 'history.csv'}; "
@@ -109,10 +96,27 @@ def export_run(run: Path, base_dir: str, name: str | None = None, images=None) -
 
 def cmd_train(args) -> int:
     spec = spec_from_args(args)
+    if args.no_aux:
+        spec = spec.without_aux()
+    if (args.freeze or args.fine_tune_epochs) and not args.weights:
+        raise CommandError("--freeze and --fine-tune-epochs need --weights FILE (the pretrained base)")
+    if args.fine_tune_epochs and not args.freeze:
+        raise CommandError("--fine-tune-epochs is the second phase after --freeze; without --freeze everything "
+                           "trains from the start")
+    if args.weights:
+        from inception_keras.pretrained import WeightsError
+        from inception_keras.pretrained.convert import detect_source
+
+        try:
+            detect_source(args.weights)
+        except WeightsError as error:
+            raise CommandError(f"--weights: {error}") from None
     data = load_data_or_exit(args.dataset, args.data_dir, download=not args.no_download)
     spec = fit_classes(spec, data, keep=bool(args.classes))
     out = Path(args.out or Path("runs") / spec.name)
-    _, result = run_training(spec, data, out, train_config_from_args(args), overwrite=args.overwrite)
+    _, result = run_training(spec, data, out, train_config_from_args(args), overwrite=args.overwrite,
+                             weights=args.weights, freeze=args.freeze, fine_tune_epochs=args.fine_tune_epochs,
+                             fine_tune_learning_rate=args.fine_tune_learning_rate)
     if args.export:
         export_run(Path(result.out_dir), args.export_dir)
     return 0
@@ -172,6 +176,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_train_arguments(train)
     train.add_argument("--early-stopping", type=positive_int, metavar="PATIENCE", help="stop after PATIENCE "
                        "epochs without a better validation accuracy")
+    train.add_argument("--weights", metavar="FILE", help="start from these weights: a torchvision .pth, TF-slim "
+                       "checkpoint, BVLC .caffemodel or .keras file; a classifier for another class count starts "
+                       "fresh")
+    train.add_argument("--freeze", action="store_true", help="with --weights: train only the new head(s), the base "
+                       "frozen (batch norm in inference mode)")
+    train.add_argument("--fine-tune-epochs", type=positive_int, default=0, metavar="N", help="after --freeze: N more "
+                       "epochs training everything but batch norm, from the head phase's best model (written to "
+                       "OUT/head)")
+    train.add_argument("--fine-tune-learning-rate", type=positive_float, metavar="LR",
+                       help="learning rate of the --fine-tune-epochs phase (default: a tenth of --learning-rate)")
+    train.add_argument("--no-aux", action="store_true", help="train without the spec's aux heads")
     train.add_argument("--out", help="run directory (default runs/SPEC_NAME); run again to resume")
     train.add_argument("--overwrite", action="store_true", help="train again if --out holds a finished run")
     train.add_argument("--export", action="store_true", help="export the best model when training ends")
@@ -179,7 +194,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.set_defaults(func=cmd_train)
 
     export = sub.add_parser("export", help="export a training run as a SavedModel, or --check an export")
-    export.add_argument("run", nargs="?", help="training run directory (holds best.keras, spec.yaml)")
+    export.add_argument("run", nargs="?", help="training run directory (holds best.keras, spec.yaml), or a .keras file")
     export.add_argument("--name", help="model name under the base directory (default: the spec's name)")
     export.add_argument("--base-dir", default="saved_models")
     export.add_argument("--check", metavar="DIR", help="reload an existing export and compare with Keras")

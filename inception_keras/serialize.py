@@ -86,6 +86,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+CLASS_NAMES_FILE = "class_names.txt"
+
+
+def write_class_names(path: str | os.PathLike, names: list[str]) -> Path:
+    """One class name per line, in label order, written atomically."""
+    return atomic_write_text(path, "".join(f"{name}\n" for name in names))
+
+
+def read_class_names(path: str | os.PathLike) -> list[str]:
+    """The names `write_class_names` wrote; a missing or unreadable file is an OSError / UnicodeDecodeError."""
+    return Path(path).read_text(encoding="utf-8").splitlines()
+
+
 def save_spec(spec: NetworkSpec, path: str | os.PathLike) -> Path:
     """Write `spec` as JSON (`.json`) or YAML (anything else), atomically."""
     text = spec_to_json(spec) if Path(path).suffix.lower() == ".json" else spec_to_yaml(spec)

@@ -8,6 +8,7 @@ validation and checkpoints); aux losses weighted 0.3.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 import sys
@@ -20,10 +21,11 @@ import keras
 from inception_keras.builder import build_model
 from inception_keras.cost import validate
 from inception_keras.data import DataSplits, make_pipeline
-from inception_keras.serialize import atomic_write_text, save_spec
+from inception_keras.serialize import CLASS_NAMES_FILE, atomic_write_text, save_spec, write_class_names
 from inception_keras.spec import NetworkSpec, SpecError
 
 OPTIMIZERS = ("sgd", "adam")
+FREEZE = ("none", "base", "batch_norm")
 
 
 @dataclass
@@ -42,6 +44,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: bool = False
     early_stopping_patience: int = 0
+    freeze: str = "none"
     seed: int | None = 0
 
     def __post_init__(self):
@@ -50,7 +53,7 @@ class TrainConfig:
                   ("learning_rate", self.learning_rate is None or self.learning_rate > 0),
                   ("decay_every_epochs", self.decay_every_epochs >= 1), ("decay_rate", 0 < self.decay_rate <= 1),
                   ("ema_momentum", 0 < self.ema_momentum < 1), ("label_smoothing", 0 <= self.label_smoothing < 1),
-                  ("early_stopping_patience", self.early_stopping_patience >= 0)]
+                  ("early_stopping_patience", self.early_stopping_patience >= 0), ("freeze", self.freeze in FREEZE)]
         for name, ok in checks:
             if not ok:
                 raise ValueError(f"TrainConfig.{name}: invalid value {getattr(self, name)!r}")
@@ -70,6 +73,21 @@ class TrainResult:
     out_dir: str
     best_model: str
     history: dict = field(default_factory=dict)
+
+
+def is_head_layer(name: str) -> bool:
+    """The classifier `predictions` and every layer of the aux heads (`aux_1_proj_conv`, `aux_1`, ...)."""
+    return name == "predictions" or name.startswith("aux_")
+
+
+def apply_freeze(model: keras.Model, freeze: str) -> None:
+    """`base`: only the heads train; `batch_norm`: all but batch norm, which then runs in inference mode
+    (a Keras BatchNormalization with trainable False normalizes with its moving statistics)."""
+    for layer in model.layers:
+        if freeze == "base":
+            layer.trainable = is_head_layer(layer.name)
+        elif freeze == "batch_norm":
+            layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
 
 
 def output_names(spec: NetworkSpec) -> tuple[str, ...]:
@@ -172,7 +190,7 @@ class RunExistsError(ValueError):
 
 def _clear_finished_run(out_dir: Path, overwrite: bool) -> None:
     """A finished run (summary.json, no backup/) is kept unless `overwrite`; an interrupted one resumes."""
-    if (out_dir / "backup").exists() or not (out_dir / "summary.json").exists():
+    if not _is_finished(out_dir):
         return
     if not overwrite:
         raise RunExistsError(f"{out_dir} holds a finished training (summary.json, best.keras): give another output "
@@ -184,13 +202,21 @@ def _clear_finished_run(out_dir: Path, overwrite: bool) -> None:
 
 def train(spec: NetworkSpec, data: DataSplits, out_dir: str | Path | None = None, config: TrainConfig | None = None,
           callbacks: list | None = None, standard: bool = True, overwrite: bool = False,
-          verbose: int | str = "auto") -> tuple[keras.Model, TrainResult]:
+          verbose: int | str = "auto", weights: str | Path | None = None) -> tuple[keras.Model, TrainResult]:
     """Build `spec` and fit it on `data`.
 
-    With `out_dir` and `standard`, the standard callbacks write there and a run killed
-    at any point continues from its last finished epoch when started again with the
-    same `out_dir`; a finished run there raises RunExistsError unless `overwrite`.
-    `callbacks` go to `model.fit` as they are.
+    Args:
+        spec, data: the network (its class count must be the dataset's) and the data.
+        out_dir: where the standard callbacks write; a run killed at any point continues from
+            its last finished epoch when started again with the same `out_dir`; a finished run
+            there raises RunExistsError unless `overwrite`.
+        config: how to train (`config.freeze` freezes the base or batch norm).
+        callbacks: passed to `model.fit` as they are, after the standard ones.
+        standard: use the standard callbacks (needs `out_dir`).
+        verbose: Keras' progress output; "auto": bars on a terminal, a line per epoch otherwise.
+        weights: start from a file's weights (`inception_keras.pretrained.convert.load_weights`):
+            a torchvision, TF-slim, Caffe or `.keras` file; classifiers whose class count differs
+            and heads the file lacks start fresh.
     """
     config = config or TrainConfig()
     run_dir = Path(out_dir) if out_dir is not None and standard else None  # where the standard callbacks write
@@ -213,6 +239,11 @@ def train(spec: NetworkSpec, data: DataSplits, out_dir: str | Path | None = None
     val_ds = make_pipeline(data.validation, num_examples=data.validation_size, **pipeline)
     steps = -(-data.train_size // config.batch_size)
     model = build_model(spec)
+    if weights is not None:
+        from inception_keras.pretrained.convert import load_weights
+
+        print(f"{weights}: {load_weights(model, weights, fresh_heads=True).describe()}")
+    apply_freeze(model, config.freeze)
     compile_model(model, spec, config, steps)
 
     throughput = Throughput()
@@ -226,7 +257,7 @@ def train(spec: NetworkSpec, data: DataSplits, out_dir: str | Path | None = None
         if resumed_from:
             print(f"Resuming {run_dir} after epoch {resumed_from} of {config.epochs}")
         save_spec(spec, run_dir / "spec.yaml")
-        atomic_write_text(run_dir / "class_names.txt", "\n".join(data.class_names) + "\n")
+        write_class_names(run_dir / CLASS_NAMES_FILE, data.class_names)
         all_callbacks += standard_callbacks(run_dir, spec, config, earlier)
     all_callbacks += list(callbacks or [])
 
@@ -255,6 +286,35 @@ def train(spec: NetworkSpec, data: DataSplits, out_dir: str | Path | None = None
     if out_dir is not None:
         atomic_write_text(Path(out_dir) / "summary.json", json.dumps(asdict(result), indent=2))
     return model, result
+
+
+def fine_tune(spec: NetworkSpec, data: DataSplits, out_dir: str | Path, config: TrainConfig, weights: str | Path,
+              fine_tune_epochs: int = 0, fine_tune_learning_rate: float | None = None, overwrite: bool = False,
+              verbose: int | str = "auto") -> tuple[keras.Model, TrainResult]:
+    """Transfer learning as in the Keras guide: train the new head(s) on a frozen base, then optionally everything.
+
+    Phase 1 (`config.epochs`): only the classifiers train; the base, batch norm included, is
+    frozen (batch norm in inference mode). Phase 2 (`fine_tune_epochs` > 0) starts from phase 1's
+    best model and trains everything but batch norm (still in inference mode) at
+    `fine_tune_learning_rate` (default a tenth of phase 1's). Phase 1 writes to `out_dir/head`
+    when there is a phase 2, which writes to `out_dir`; rerun the same call to resume either.
+    """
+    out_dir = Path(out_dir)
+    head_dir = out_dir / "head" if fine_tune_epochs else out_dir
+    if overwrite or not _is_finished(head_dir) or not fine_tune_epochs:
+        model, result = train(spec, data, head_dir, dataclasses.replace(config, freeze="base"), overwrite=overwrite,
+                              verbose=verbose, weights=weights)
+        if not fine_tune_epochs:
+            return model, result
+    rate = fine_tune_learning_rate or (config.learning_rate or (0.01 if config.optimizer == "sgd" else 1e-3)) / 10
+    second = dataclasses.replace(config, freeze="batch_norm", epochs=fine_tune_epochs, learning_rate=rate)
+    print(f"fine-tuning everything but batch norm for {fine_tune_epochs} epochs at learning rate {rate:g}, "
+          f"from {head_dir / 'best.keras'}")
+    return train(spec, data, out_dir, second, overwrite=overwrite, verbose=verbose, weights=head_dir / "best.keras")
+
+
+def _is_finished(run_dir: Path) -> bool:
+    return (run_dir / "summary.json").exists() and not (run_dir / "backup").exists()
 
 
 def summary_line(result: TrainResult) -> str:

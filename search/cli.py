@@ -7,7 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
-from inception_keras.cli import CommandError, positive_int
+from inception_keras.cli_common import CommandError, positive_int
 from inception_keras.commands import add_train_arguments, fit_classes, load_data_or_exit
 from inception_keras.commands import train_config_from_args
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inception_keras.data import DataSplits, make_pipeline
-from inception_keras.serialize import atomic_write_text
+from inception_keras.serialize import CLASS_NAMES_FILE, atomic_write_text, read_class_names, write_class_names
 from inception_keras.train import TrainConfig, output_names
 
 from search.budget import BudgetError, check_feasible, cheapest
@@ -76,7 +76,7 @@ def _save_space(space: SearchSpace, directory: Path, class_names: list[str]) -> 
         "name": space.name, "budget": space.budget.describe(),
         "dimensions": {dim.name: list(dim.values) for dim in space.dimensions},
         "base": space.base.to_dict()}, indent=1))
-    atomic_write_text(directory / "class_names.txt", "\n".join(class_names) + "\n")
+    write_class_names(directory / CLASS_NAMES_FILE, class_names)
 
 
 def run_search(space: SearchSpace, data: DataSplits, directory: str | Path, tuner: str = "random",
@@ -157,5 +157,5 @@ def export_best(directory: str | Path, base_dir: str = "saved_models", name: str
         raise BudgetError(f"the best trial's weights are missing: {checkpoint}")
     model = build_model(spec)
     model.load_weights(checkpoint, skip_mismatch=False)
-    class_names = (directory / "class_names.txt").read_text().splitlines()
+    class_names = read_class_names(directory / CLASS_NAMES_FILE)
     return export_saved_model(model, spec, class_names, base_dir, name or f"{spec.name}")

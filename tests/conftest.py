@@ -33,3 +33,25 @@ def image_folder(tmp_path_factory):
                 pixels = np.clip(np.array(colour) + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(pixels).save(root / split / label / f"{i}.png")
     return root
+
+
+@pytest.fixture(scope="session")
+def slim_checkpoint(tmp_path_factory):
+    """A full-size TF-slim inception_v1 checkpoint written by TensorFlow's own Saver (V2 format), holding the
+    deterministic weights whose TF-slim outputs tests/fixtures/pretrained/slim.npz records. Returns its prefix."""
+    import sys
+    from pathlib import Path
+
+    import tensorflow as tf
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_pretrained_equivalence import fixture_weights
+
+    _, weights = fixture_weights("slim")
+    prefix = tmp_path_factory.mktemp("slim") / "inception_v1.ckpt"
+    with tf.Graph().as_default():
+        variables = [tf.compat.v1.Variable(value, name=name) for name, value in weights.tensors.items()]
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.variables_initializer(variables))
+            tf.compat.v1.train.Saver(variables).save(session, str(prefix), write_meta_graph=False)
+    return str(prefix)

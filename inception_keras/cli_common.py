@@ -1,0 +1,79 @@
+"""What every `inception-keras` subcommand shares: the user-error type, the parser, argument types.
+
+Both `inception_keras.cli` (the entry point) and the modules that add subcommands
+(`commands`, `commands_weights`, `search.cli`) import this module; none imports `cli`, so
+`python -m inception_keras.cli` and the installed script raise and catch the same classes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+
+
+class CommandError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise CommandError(f"{self.prog}: {message}")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (`inf` and `nan` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite positive number, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
+    return value
+
+
+def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", metavar="SPEC", help="registered spec name (see `specs`) or a .yaml/.json file")
+    parser.add_argument("--input-size", type=positive_int, metavar="N", help="square input size in pixels")
+    parser.add_argument("--classes", type=positive_int, metavar="N", help="number of classes")
+
+
+def spec_from_args(args: argparse.Namespace):
+    from inception_keras.cost import validate
+    from inception_keras.presets import resolve_spec
+
+    spec = resolve_spec(args.spec)
+    if args.input_size:
+        spec = spec.with_input_size(args.input_size)
+    if args.classes:
+        spec = spec.with_classes(args.classes)
+    return validate(spec)
+
+
+def error_text(error: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, without TensorFlow's `{{function_node ...}}` and `[Op:...]` noise."""
+    text = str(getattr(error, "message", None) or error)
+    text = re.sub(r"\{\{function_node [^}]*\}\}|\[Op:[^\]]*\]( name:\S*)?", "", text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."

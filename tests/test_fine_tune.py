@@ -1,0 +1,86 @@
+"""Transfer learning on the embedded digits: a base trained on the ten digits, a new 2-class head for parity."""
+
+import numpy as np
+import pytest
+
+from inception_keras import get_spec
+from inception_keras.cli import main
+from inception_keras.data import load_data
+from inception_keras.pretrained.convert import load_keras_model
+from inception_keras.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def parity_folder(tmp_path_factory):
+    """The digits as an image folder with two classes, even and odd (PNG, 8x8 grey)."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    root = tmp_path_factory.mktemp("parity")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 400), ("validation", 150)):
+        for i in rng.choice(len(digits.target), size=count, replace=False):
+            label = "even" if digits.target[i] % 2 == 0 else "odd"
+            (root / split / label).mkdir(parents=True, exist_ok=True)
+            pixels = np.round(digits.images[i] * 255 / 16).astype(np.uint8)
+            Image.fromarray(pixels).save(root / split / label / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def digit_base(digits_dir, tmp_path_factory):
+    """googlenet_mini trained briefly on the ten digits: a .keras file of our own to start from."""
+    out = tmp_path_factory.mktemp("base")
+    config = TrainConfig(epochs=4, optimizer="adam", learning_rate=3e-3, ema=False)
+    _, result = train(get_spec("googlenet_mini"), load_data("sklearn_digits", digits_dir), out, config, verbose=0)
+    assert result.best_val_accuracy > 0.7
+    return out / "best.keras"
+
+
+def weights_of(model, *names):
+    return [np.array(w) for name in names for w in model.get_layer(name).get_weights()]
+
+
+def test_freeze_trains_the_new_head_only_then_fine_tunes_all_but_batch_norm(digit_base, parity_folder, tmp_path,
+                                                                            capsys):
+    out = tmp_path / "parity"
+    args = ["train", "googlenet_mini", "--dataset", f"folder:{parity_folder}", "--weights", str(digit_base),
+            "--freeze", "--epochs", "3", "--optimizer", "adam", "--learning-rate", "0.01", "--no-ema",
+            "--fine-tune-epochs", "1", "--out", str(out)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "has 2 classes: using a 2-class head" in text
+    assert "newly initialised: aux_1, aux_2, predictions" in text
+
+    base = load_keras_model(digit_base)
+    head = load_keras_model(out / "head" / "best.keras")
+    tuned = load_keras_model(out / "best.keras")
+    body = ("conv1_conv", "inception_4b_3x3_conv", "inception_4b_3x3_bn")
+    for before, after in zip(weights_of(base, *body), weights_of(head, *body)):
+        np.testing.assert_array_equal(before, after)  # frozen, batch norm statistics included
+    assert not np.array_equal(weights_of(base, "aux_1_fc")[0], weights_of(head, "aux_1_fc")[0])  # heads trained
+    assert head.get_layer("predictions").units == 2
+    conv_before, conv_after = weights_of(head, "inception_4b_3x3_conv")[0], weights_of(tuned, "inception_4b_3x3_conv")[0]
+    assert not np.array_equal(conv_before, conv_after)  # phase 2 trains the base ...
+    for before, after in zip(weights_of(head, "inception_4b_3x3_bn"), weights_of(tuned, "inception_4b_3x3_bn")):
+        np.testing.assert_array_equal(before, after)  # ... but not batch norm
+    import json
+
+    head_summary = json.loads((out / "head" / "summary.json").read_text())
+    assert head_summary["best_val_accuracy"] >= 0.85  # parity from digit features, with only the head trained
+
+    assert main(["export", str(out), "--base-dir", str(tmp_path / "models")]) == 0
+    assert "exported" in capsys.readouterr().out
+
+
+def test_without_aux_heads_and_refusals(digit_base, parity_folder, tmp_path, capsys):
+    args = ["train", "googlenet_mini", "--dataset", f"folder:{parity_folder}", "--weights", str(digit_base),
+            "--no-aux", "--epochs", "1", "--optimizer", "adam", "--out", str(tmp_path / "noaux")]
+    assert main(args) == 0
+    model = load_keras_model(tmp_path / "noaux" / "best.keras")
+    assert model.output_shape == (None, 2)
+    assert main(["train", "googlenet_mini", "--freeze", "--out", str(tmp_path / "x")]) == 2
+    assert "--freeze and --fine-tune-epochs need --weights" in capsys.readouterr().err
+    assert main(["train", "googlenet_mini", "--weights", str(tmp_path / "nothing.pth"), "--out", str(tmp_path / "y")]) == 2
+    assert "--weights: " in capsys.readouterr().err
