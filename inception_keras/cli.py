@@ -15,11 +15,11 @@ import os
 import sys
 from importlib.metadata import entry_points
 
-from inception_keras.cli_common import CommandError, Parser, add_spec_arguments, spec_from_args
+from inception_keras.cli_common import Parser, add_spec_arguments, spec_from_args
+from inception_keras.errors import UserError, error_text
 from inception_keras.cost import network_cost
 from inception_keras.presets import get_spec, list_specs, resolve_spec
 from inception_keras.serialize import spec_to_yaml
-from inception_keras.spec import SpecError
 
 BUILT_IN = ("inception_keras.commands", "inception_keras.commands_weights")
 
@@ -69,16 +69,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command: 0 on success, 2 and one line on bad input (any UserError), 130 on Ctrl-C.
+
+    Anything else is a bug: one line too, exit 1, and the traceback with INCEPTION_KERAS_DEBUG=1.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except (SpecError, CommandError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except UserError as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # a bug, not bad input
+        if os.environ.get("INCEPTION_KERAS_DEBUG"):
+            raise
+        print(f"internal error: {type(error).__name__}: {error_text(error)} (rerun with INCEPTION_KERAS_DEBUG=1 "
+              f"for the traceback, and please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
+
+from inception_keras.errors import UserError, error_text  # noqa: F401  (error_text: re-exported for commands)
 
 
-class CommandError(Exception):
+class CommandError(UserError):
     """A user error: printed as one line, exit code 2."""
 
 
@@ -69,11 +70,3 @@ def spec_from_args(args: argparse.Namespace):
     if args.classes:
         spec = spec.with_classes(args.classes)
     return validate(spec)
-
-
-def error_text(error: BaseException, limit: int = 300) -> str:
-    """An exception's message on one line, without TensorFlow's `{{function_node ...}}` and `[Op:...]` noise."""
-    text = str(getattr(error, "message", None) or error)
-    text = re.sub(r"\{\{function_node [^}]*\}\}|\[Op:[^\]]*\]( name:\S*)?", "", text)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."

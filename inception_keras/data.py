@@ -17,6 +17,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from inception_keras.digits import SklearnDigits
+from inception_keras.errors import UserError
 
 DEFAULT_DATASET = "sklearn_digits"
 LOCAL_BUILDERS = {"sklearn_digits": SklearnDigits}  # prepared from installed packages, no network
@@ -25,7 +26,7 @@ CACHE_LIMIT_BYTES = 1 << 30
 NETWORK_PROBE = ("storage.googleapis.com", 443)
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A dataset cannot be loaded; the message says which, where, and what to do."""
 
 

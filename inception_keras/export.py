@@ -23,13 +23,14 @@ import tensorflow as tf
 from inception_keras.builder import inference_model  # also registers LocalResponseNormalization
 from inception_keras.data import to_model_input
 from inception_keras.serialize import CLASS_NAMES_FILE, load_spec, read_class_names, spec_to_yaml, write_class_names
+from inception_keras.errors import UserError
 from inception_keras.spec import NetworkSpec, SpecError
 
 TOLERANCE = 1e-5
 TMP_PREFIX = ".tmp-"
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """An export failed its check or cannot be read."""
 
 

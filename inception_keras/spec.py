@@ -17,6 +17,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from inception_keras.errors import UserError
+
 NORMALIZATIONS = ("none", "batch_norm")
 ACTIVATIONS = ("relu", "relu6", "elu", "selu", "gelu", "silu", "swish", "tanh", "leaky_relu", "mish")
 POOL_KINDS = ("max", "avg")
@@ -25,7 +27,7 @@ AUX_POOLS = ("avg", "adaptive_avg")
 INPUT_CONVERSIONS = ("none", "caffe")
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A spec field is wrong. `path` names it, e.g. `stages[1].modules[0].ch3x3`."""
 
     def __init__(self, path: str, message: str):

@@ -21,6 +21,7 @@ import keras
 from inception_keras.builder import build_model
 from inception_keras.cost import validate
 from inception_keras.data import DataSplits, make_pipeline
+from inception_keras.errors import UserError
 from inception_keras.serialize import CLASS_NAMES_FILE, atomic_write_text, save_spec, write_class_names
 from inception_keras.spec import NetworkSpec, SpecError
 
@@ -184,7 +185,7 @@ def read_history(path: Path) -> dict[str, list[float]]:
     return {key: [float(row[key]) for row in ordered] for key in (ordered[0] if ordered else {})}
 
 
-class RunExistsError(ValueError):
+class RunExistsError(UserError, ValueError):
     """The output directory holds a finished training."""
 
 

@@ -10,11 +10,12 @@ over-budget point step by step until it fits.
 from __future__ import annotations
 
 from inception_keras.cost import batch_norm_params, conv_params, dense_params, network_cost
+from inception_keras.errors import UserError
 
 from search.space import REDUCE_FIELDS, WIDTH_FIELDS, SearchSpace
 
 
-class BudgetError(ValueError):
+class BudgetError(UserError, ValueError):
     """The budget cannot be met, or sampling found nothing within it."""
 
 

@@ -119,7 +119,8 @@ def test_collapsing_stem_is_refused_with_smallest_input():
 
 def test_ceil_pooling_without_an_exact_keras_padding_is_refused():
     stem = (ConvSpec(4, 1), PoolSpec("max", 3, 3, "ceil"))
-    spec = NetworkSpec("ceil", input_shape=(10, 10, 3), stem=stem, stages=(StageSpec("3", (InceptionSpec(1, 0, 1, 0, 1, 1),)),))
+    stages = (StageSpec("3", (InceptionSpec(1, 0, 1, 0, 1, 1),)),)
+    spec = NetworkSpec("ceil", input_shape=(10, 10, 3), stem=stem, stages=stages)
     with pytest.raises(SpecError, match=r"^stem\[1\]: ceil-mode 3x3/3 pooling of a 10x10 feature map has no exact "
                                         r"Keras equivalent"):
         network_cost(spec)

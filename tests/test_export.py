@@ -117,3 +117,23 @@ def test_googlenet_export_is_at_most_115_percent_of_weights(tmp_path):
     result = export_saved_model(build_model(spec), spec, [str(i) for i in range(1000)], base_dir=tmp_path)
     assert result.total_bytes <= 1.15 * result.weight_bytes
     assert result.max_abs_diff <= 1e-5
+
+
+def test_an_imported_caffe_style_model_exports_from_a_keras_file(tmp_path, capsys):
+    """The uint8 signature feeds [-1, 1] to the model; a model that converts for Caffe inside exports unchanged."""
+    spec = get_spec("googlenet_mini").replace(input_conversion="caffe")
+    model = build_model(spec)
+    assert model.get_layer("input_conversion").count_params() == 0
+    path = tmp_path / "imported.keras"
+    model.save(path)
+    assert main(["export", str(path), "--base-dir", str(tmp_path / "models")]) == 0
+    exported = tmp_path / "models" / "googlenet_mini" / "1"
+    assert "exported" in capsys.readouterr().out
+    assert (exported / "assets" / "class_names.txt").read_text().splitlines() == [str(i) for i in range(10)]
+    assert not (exported / "assets" / "spec.yaml").exists()  # not known for a bare .keras file
+    assert main(["export", "--check", str(exported), "--model", str(path)]) == 0
+    loaded = tf.saved_model.load(str(exported))
+    images = np.random.default_rng(5).integers(0, 256, size=(2, 40, 30, 3), dtype=np.uint8)
+    served = loaded.signatures["serving_default"](tf.constant(images))["probabilities"]
+    expected = model.predict(to_model_input(images, (32, 32), 3), verbose=0)["predictions"]
+    np.testing.assert_allclose(served, expected, atol=1e-5)

@@ -54,7 +54,7 @@ def test_file_through_the_public_api_equals_its_framework(source, name):
         assert difference <= 2e-4, key
         if key != "features":
             np.testing.assert_array_equal(top5(ours[key]), top5(reference[key]))
-    if f"logits_float64" in reference.files:
+    if "logits_float64" in reference.files:
         ours64 = outputs(path, aux=False, dtype="float64")
         for key in ("logits", "features"):
             difference = relative_difference(ours64[key], reference[f"{key}_float64"])

@@ -6,6 +6,8 @@ layers of the matching spec, checking every shape before anything is assigned.
 
 from __future__ import annotations
 
+from inception_keras.errors import UserError
 
-class WeightsError(ValueError):
+
+class WeightsError(UserError, ValueError):
     """A weights file cannot be read or does not fit the model; the message names the file and the tensor."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inception_keras.cli_common import error_text
+from inception_keras.errors import error_text
 from inception_keras.pretrained import WeightsError
 
 _SUFFIX = re.compile(r"\.(index|meta|data-\d{5}-of-\d{5})$")

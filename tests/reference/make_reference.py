@@ -124,7 +124,8 @@ def _slim_import_shim():
 
     sys.modules["tf_keras.legacy_tf_layers"] = legacy
     for sub in ("base", "convolutional", "core", "normalization", "pooling"):
-        sys.modules[f"tf_keras.legacy_tf_layers.{sub}"] = importlib.import_module(f"tf_keras.src.legacy_tf_layers.{sub}")
+        module = importlib.import_module(f"tf_keras.src.legacy_tf_layers.{sub}")
+        sys.modules[f"tf_keras.legacy_tf_layers.{sub}"] = module
 
 
 def slim_reference(out: Path) -> dict:

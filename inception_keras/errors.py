@@ -1,0 +1,32 @@
+"""The project's error base and message helpers (imports nothing).
+
+Every error caused by what a user gave (a spec, a file, a dataset, an argument) derives from
+`UserError`; the CLI prints it as one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import re
+
+
+class UserError(Exception):
+    """Bad input or state the user can fix; the message says what and where, on one line."""
+
+
+def error_text(error: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, without TensorFlow's `{{function_node ...}}` and `[Op:...]` noise."""
+    text = str(getattr(error, "message", None) or error)
+    text = re.sub(r"\{\{function_node [^}]*\}\}|\[Op:[^\]]*\]( name:\S*)?", "", text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def short_repr(value, limit: int = 80) -> str:
+    """`repr(value)` cut to `limit` characters, without building the whole repr of a huge or aliased structure."""
+    import reprlib
+
+    shortener = reprlib.Repr()
+    shortener.maxlevel, shortener.maxstring, shortener.maxother = 3, limit, limit
+    shortener.maxlist = shortener.maxtuple = shortener.maxdict = shortener.maxset = 6
+    text = shortener.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
