@@ -6,10 +6,9 @@ Keras and TensorFlow are imported inside each command, so `--help` stays fast.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
+from inception_keras.atomic import atomic_path
 from inception_keras.cli_common import CommandError, error_text, positive_int
 
 IMAGENET_CROP = 0.875  # 224 of 256: the central crop torchvision, TF-slim and Caffe evaluate on
@@ -44,10 +43,7 @@ def cmd_weights_import(args) -> int:
     except WeightsError as error:
         raise CommandError(str(error)) from None
     print(report.describe())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".keras", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out, suffix=".keras") as tmp:
         model.save(tmp)
         x = np.random.default_rng(0).uniform(-1, 1, size=(2, *spec.input_shape)).astype("float32")
         reloaded = load_keras_model(tmp)
@@ -55,11 +51,8 @@ def cmd_weights_import(args) -> int:
         if isinstance(before, dict):
             before, after = before["predictions"], after["predictions"]
         diff = float(np.abs(np.asarray(before) - np.asarray(after)).max())
-        if not np.isfinite(diff) or diff > 1e-6:
+        if not diff <= 1e-6:
             raise CommandError(f"{out}: the saved model reloads with different outputs (max abs diff {diff:.2e})")
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     cost = network_cost(spec)
     print(f"wrote {out} ({out.stat().st_size:,} bytes; {cost.total_params:,} params); reloaded with "
           f"safe_mode=True: max abs diff {diff:.1e}. It takes RGB in [-1, 1] "

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import yaml
 
+from inception_keras.atomic import atomic_write_text
 from inception_keras.cost import validate
 from inception_keras.spec import NetworkSpec, SpecError
 
@@ -69,21 +69,6 @@ def load_spec(path: str | os.PathLike) -> NetworkSpec:
         if error.path.startswith(str(path)):
             raise
         raise SpecError(f"{path}: {error.path}" if error.path else str(path), error.message) from None
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write to a temporary file beside `path`, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 CLASS_NAMES_FILE = "class_names.txt"

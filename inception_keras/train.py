@@ -22,7 +22,8 @@ from inception_keras.builder import build_model
 from inception_keras.cost import validate
 from inception_keras.data import DataSplits, make_pipeline
 from inception_keras.errors import UserError
-from inception_keras.serialize import CLASS_NAMES_FILE, atomic_write_text, save_spec, write_class_names
+from inception_keras.atomic import atomic_write_text
+from inception_keras.serialize import CLASS_NAMES_FILE, save_spec, write_class_names
 from inception_keras.spec import NetworkSpec, SpecError
 
 OPTIMIZERS = ("sgd", "adam")

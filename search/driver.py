@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inception_keras.data import DataSplits, make_pipeline
-from inception_keras.serialize import CLASS_NAMES_FILE, atomic_write_text, read_class_names, write_class_names
+from inception_keras.atomic import atomic_write_text
+from inception_keras.serialize import CLASS_NAMES_FILE, read_class_names, write_class_names
 from inception_keras.train import TrainConfig, output_names
 
 from search.budget import BudgetError, check_feasible, cheapest

@@ -13,7 +13,8 @@ import math
 from pathlib import Path
 
 from inception_keras import NetworkSpec
-from inception_keras.serialize import atomic_write_text, spec_to_yaml
+from inception_keras.atomic import atomic_write_bytes, atomic_write_text
+from inception_keras.serialize import spec_to_yaml
 
 COLUMNS = ("trial_id", "worker", "val_accuracy", "params", "macs", "train_seconds")
 
@@ -85,10 +86,7 @@ def plot(records: list[dict], path: Path) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
     pyplot.close(figure)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buffer.getvalue())
-    tmp.replace(path)
-    return path
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def write_results(directory: str | Path) -> list[dict]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import keras_tuner as kt
 
 from inception_keras import build_model, network_cost
-from inception_keras.serialize import atomic_write_text
+from inception_keras.atomic import atomic_write_text
 from inception_keras.train import TrainConfig, compile_model, monitor_name
 
 from search.budget import PointCost, cheapest, repair
