@@ -10,7 +10,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from inception_keras.cost import keras_pool_padding, validate
+from inception_keras import memory
+from inception_keras.cost import keras_pool_padding, network_cost
 from inception_keras.input_conversion import InputConversion
 from inception_keras.lrn import LocalResponseNormalization
 from inception_keras.spec import AuxHeadSpec, ConvSpec, InceptionSpec, LRNSpec, NetworkSpec, PoolSpec
@@ -100,7 +101,8 @@ def build_model(spec: NetworkSpec, include_top: bool = True, pooling: str | None
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of None, 'avg', 'max'; got {pooling!r}")
-    validate(spec)
+    cost = network_cost(spec)
+    memory.check(cost, "building it", memory.estimate(cost).weights + memory.RUNTIME_BYTES)
     inputs = keras.Input(shape=spec.input_shape, name="image")
     x, pools = stem(inputs, spec)
     outputs = {}

@@ -15,7 +15,8 @@ import os
 import sys
 from importlib.metadata import entry_points
 
-from inception_keras.cli_common import Parser, add_spec_arguments, spec_from_args
+from inception_keras.cli_common import (Parser, add_spec_arguments, import_tensorflow_quietly, positive_int,
+                                        spec_from_args)
 from inception_keras.errors import UserError, error_text
 from inception_keras.cost import network_cost
 from inception_keras.presets import get_spec, list_specs, resolve_spec
@@ -39,22 +40,31 @@ def cmd_spec(args) -> int:
 
 
 def cmd_summary(args) -> int:
+    from inception_keras.memory import estimate
     from inception_keras.report import summary_text
 
     cost = network_cost(spec_from_args(args))
-    print(json.dumps(cost.to_dict(), indent=2) if args.json else summary_text(cost))
+    memory = estimate(cost, args.batch_size)
+    if args.json:
+        print(json.dumps({**cost.to_dict(), "memory_bytes": {
+            "weights": memory.weights, "training": memory.training, "inference": memory.inference,
+            "batch_size": memory.batch_size}}, indent=2))
+    else:
+        print(summary_text(cost))
+        print(f"memory (estimated): {memory.describe()}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("specs", help="list the registered specs").set_defaults(func=cmd_specs)
+    sub.add_parser("specs", help="list the registered specs").set_defaults(func=cmd_specs, needs_tensorflow=False)
     spec = sub.add_parser("spec", help="print a registered spec as YAML, to start a custom one from")
     spec.add_argument("name", metavar="NAME")
-    spec.set_defaults(func=cmd_spec)
+    spec.set_defaults(func=cmd_spec, needs_tensorflow=False)
     summary = sub.add_parser("summary", help="Table 1-style layer table with exact params and multiply-adds")
     add_spec_arguments(summary)
     summary.add_argument("--json", action="store_true", help="print the per-layer costs as JSON")
-    summary.set_defaults(func=cmd_summary)
+    summary.add_argument("--batch-size", type=positive_int, default=64, help="batch of the training-memory estimate")
+    summary.set_defaults(func=cmd_summary, needs_tensorflow=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "needs_tensorflow", True):
+            import_tensorflow_quietly()
         return args.func(args)
     except UserError as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)

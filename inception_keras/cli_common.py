@@ -54,6 +54,32 @@ def fraction(text: str) -> float:
     return value
 
 
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with the process's stderr (fd 2) closed, once.
+
+    TensorFlow's C++ runtime prints an absl warning and a oneDNN notice while it loads, which
+    neither TF_CPP_MIN_LOG_LEVEL nor TF_ENABLE_ONEDNN_OPTS silence; the CLI's output stays what
+    the user asked for. A missing TensorFlow is a UserError saying how to install it.
+    """
+    import os
+    import sys
+
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        import tensorflow  # noqa: F401
+    except ImportError as error:
+        raise CommandError(f"TensorFlow cannot be imported ({error}); install it with "
+                           f"`pip install inception-keras[cpu]` (or [gpu])") from None
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", metavar="SPEC", help="registered spec name (see `specs`) or a .yaml/.json file")
     parser.add_argument("--input-size", type=positive_int, metavar="N", help="square input size in pixels")

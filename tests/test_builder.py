@@ -67,14 +67,16 @@ def test_keras_save_and_safe_load_give_equal_outputs(name, tmp_path):
         np.testing.assert_array_equal(before[key], after[key])
 
 
-def test_lrn_matches_caffe_formula():
+@pytest.mark.parametrize("size, beta", [(5, 0.75), (3, 0.5), (1, 1.0), (7, 0.6)])
+def test_lrn_matches_caffe_formula(size, beta):
     rng = np.random.default_rng(2)
-    x = rng.normal(size=(2, 3, 3, 7)).astype("float32") * 10
-    size, alpha, beta, bias = 5, 1e-2, 0.75, 2.0
+    x = rng.normal(size=(2, 3, 3, 9)).astype("float32") * 10
+    alpha, bias = 1e-2, 2.0
     layer = LocalResponseNormalization(size, alpha, beta, bias)
     expected = np.empty_like(x)
-    for c in range(7):
-        lo, hi = max(0, c - 2), min(7, c + 3)
+    half = size // 2
+    for c in range(9):
+        lo, hi = max(0, c - half), min(9, c + half + 1)
         expected[..., c] = x[..., c] / (bias + alpha / size * (x[..., lo:hi] ** 2).sum(-1)) ** beta
     np.testing.assert_allclose(layer(x), expected, rtol=1e-5)
     clone = LocalResponseNormalization.from_config(layer.get_config())
@@ -85,7 +87,7 @@ def test_lrn_matches_caffe_formula():
 
 def test_model_code_uses_no_tensorflow():
     package = Path(inception_keras.__file__).parent
-    for module in ("builder.py", "lrn.py", "spec.py", "cost.py"):
+    for module in ("builder.py", "lrn.py", "input_conversion.py", "spec.py", "cost.py", "memory.py"):
         tree = ast.parse((package / module).read_text())
         imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                     for alias in node.names}
