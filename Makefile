@@ -9,7 +9,7 @@ REF_VENV := .venv-ref
 REF_STAMP := $(REF_VENV)/.installed
 REFERENCE_DIR := runs/verify-weights
 
-.PHONY: setup demo test test-slow bench verify-weights clean
+.PHONY: setup demo test test-slow bench bench-peer verify-weights clean
 
 setup: $(STAMP)
 
@@ -32,13 +32,18 @@ test: setup
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
-bench: setup
+bench: bench-peer
 	$(BIN)/python benchmarks/bench_cost.py
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_train.py
 
-# The reference frameworks, in a venv of their own (~7 GB): torch + torchvision, TF-slim (with the tf-keras it
-# needs), OpenCV's Caffe reader, protoc for BVLC's caffe.proto.
+# Keras against torchvision in one run (torch from .venv-ref), and the cost of LRN.
+bench-peer: setup $(REF_STAMP)
+	$(BIN)/python benchmarks/bench_peer.py --memory --jit
+	$(BIN)/python benchmarks/bench_lrn.py
+
+# The reference frameworks, in a venv of their own (~7 GB): torch + torchvision (also the peer of bench-peer),
+# TF-slim (with the tf-keras it needs), OpenCV's Caffe reader, protoc for BVLC's caffe.proto.
 $(REF_STAMP):
 	test -x $(REF_VENV)/bin/python || $(PYTHON) -m venv $(REF_VENV)
 	$(REF_VENV)/bin/pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 \

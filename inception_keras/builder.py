@@ -18,6 +18,13 @@ from inception_keras.spec import AuxHeadSpec, ConvSpec, InceptionSpec, LRNSpec, 
 
 OUTPUT_NAMES = ("predictions", "aux_1", "aux_2")
 POOLINGS = (None, "avg", "max")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def float32_under_mixed_precision() -> str | None:
+    """`float32` for the layers that must not compute in 16 bits (LRN, the classifiers and their softmax, the
+    input conversion) while a mixed policy is in force; else None (the global policy, e.g. float64)."""
+    return "float32" if keras.config.dtype_policy().name.startswith("mixed") else None
 
 
 def conv_block(x, spec: NetworkSpec, filters: int, kernel: int, stride: int = 1, padding="same", name: str = ""):
@@ -66,12 +73,12 @@ def aux_head(x, aux: AuxHeadSpec, spec: NetworkSpec, index: int, activation: str
     x = layers.Flatten(name=f"{prefix}_flatten")(x)
     x = layers.Dense(aux.dense_width, activation=spec.activation, name=f"{prefix}_fc")(x)
     x = layers.Dropout(aux.dropout, name=f"{prefix}_dropout")(x)
-    return layers.Dense(spec.head.classes, activation=activation, name=prefix)(x)
+    return layers.Dense(spec.head.classes, activation=activation, name=prefix, dtype=float32_under_mixed_precision())(x)
 
 
 def stem(x, spec: NetworkSpec):
     if spec.input_conversion != "none":
-        x = InputConversion(spec.input_conversion, name="input_conversion")(x)
+        x = InputConversion(spec.input_conversion, name="input_conversion", dtype=float32_under_mixed_precision())(x)
     counts = {"conv": 0, "pool": 0, "lrn": 0}
     for layer in spec.stem:
         if isinstance(layer, ConvSpec):
@@ -84,12 +91,12 @@ def stem(x, spec: NetworkSpec):
         elif isinstance(layer, LRNSpec):
             counts["lrn"] += 1
             x = LocalResponseNormalization(layer.size, layer.alpha, layer.beta, layer.bias,
-                                           name=f"lrn_{counts['lrn']}")(x)
+                                           name=f"lrn_{counts['lrn']}", dtype=float32_under_mixed_precision())(x)
     return x, counts["pool"]
 
 
 def build_model(spec: NetworkSpec, include_top: bool = True, pooling: str | None = None,
-                classifier_activation: str | None = "softmax") -> keras.Model:
+                classifier_activation: str | None = "softmax", precision: str | None = None) -> keras.Model:
     """The training model: outputs `{"predictions", "aux_1", ...}` with aux heads, else one output.
 
     Args:
@@ -98,11 +105,27 @@ def build_model(spec: NetworkSpec, include_top: bool = True, pooling: str | None
             output is the last feature map, or its global pooling (`pooling`), as in `keras.applications`.
         pooling: with `include_top` False: None (the feature map), `avg` or `max`.
         classifier_activation: of every classifier: `softmax`, or None for logits.
+        precision: `float32`, `mixed_bfloat16` or `mixed_float16` (Keras mixed precision: 16-bit compute,
+            float32 weights; LRN, the classifiers and the input conversion stay float32, so the model takes
+            and returns float32); None: Keras' global dtype policy.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of None, 'avg', 'max'; got {pooling!r}")
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     cost = network_cost(spec)
     memory.check(cost, "building it", memory.estimate(cost).weights + memory.RUNTIME_BYTES)
+    if precision is None:
+        return _build(spec, include_top, pooling, classifier_activation)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        return _build(spec, include_top, pooling, classifier_activation)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _build(spec: NetworkSpec, include_top: bool, pooling: str | None, classifier_activation: str | None):
     inputs = keras.Input(shape=spec.input_shape, name="image")
     x, pools = stem(inputs, spec)
     outputs = {}
@@ -122,7 +145,8 @@ def build_model(spec: NetworkSpec, include_top: bool = True, pooling: str | None
         return keras.Model(inputs, x, name=spec.name)
     x = layers.GlobalAveragePooling2D(name=f"pool_{pools + 1}")(x)
     x = layers.Dropout(spec.head.dropout, name="dropout")(x)
-    predictions = layers.Dense(spec.head.classes, activation=classifier_activation, name="predictions")(x)
+    predictions = layers.Dense(spec.head.classes, activation=classifier_activation, name="predictions",
+                               dtype=float32_under_mixed_precision())(x)
     if not outputs:
         return keras.Model(inputs, predictions, name=spec.name)
     return keras.Model(inputs, {"predictions": predictions, **outputs}, name=spec.name)

@@ -1,0 +1,97 @@
+"""The cost of LRN in the faithful GoogLeNet: `googlenet` against the same network without its two LRN layers.
+
+    python benchmarks/bench_lrn.py [--batch 32] [--size 224] [--rounds 5]
+
+Goal: with LRN >= 0.85x the speed without, in training and inference. Also times the previous
+formulation (a sum of five shifted slices and `power`) for comparison. Interleaved rounds, median
+step after warm-up, synthetic data, SGD momentum 0.9 with the aux losses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from keras import ops  # noqa: E402
+
+from inception_keras import build_model, get_spec, inference_model  # noqa: E402
+from inception_keras.lrn import LocalResponseNormalization  # noqa: E402
+from inception_keras.spec import LRNSpec  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+from bench_peer import cpu_name  # noqa: E402
+
+
+def slices_lrn(self, inputs):
+    """The formulation before the banded matrix: five shifted slices summed, then `power`."""
+    channels, half = inputs.shape[-1], self.size // 2
+    padded = ops.pad(ops.square(inputs), [[0, 0]] * (len(inputs.shape) - 1) + [[half, half]])
+    window = sum(padded[..., offset:offset + channels] for offset in range(self.size))
+    return inputs / ops.power(self.bias + (self.alpha / self.size) * window, self.beta)
+
+
+def variant(spec, batch: int):
+    model = build_model(spec)
+    loss = keras.losses.CategoricalCrossentropy()
+    names = ("predictions", "aux_1", "aux_2")
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss={n: loss for n in names},
+                  loss_weights={"predictions": 1.0, "aux_1": 0.3, "aux_2": 0.3})
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.uniform(-1, 1, (batch, *spec.input_shape)).astype("float32"))
+    y = {n: tf.constant(keras.utils.to_categorical(rng.integers(0, 1000, batch), 1000)) for n in names}
+    inference = inference_model(model)
+    forward = tf.function(lambda inputs: inference(inputs, training=False))
+    return {"train": lambda: model.train_on_batch(x, y), "infer": lambda: forward(x).numpy()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=2)
+    args = parser.parse_args()
+    spec = get_spec("googlenet").with_input_size(args.size)
+    without = spec.replace(stem=tuple(layer for layer in spec.stem if not isinstance(layer, LRNSpec)))
+    variants = {"googlenet (LRN)": variant(spec, args.batch), "without LRN": variant(without, args.batch)}
+    fast_call = LocalResponseNormalization.call
+    LocalResponseNormalization.call = slices_lrn
+    try:
+        previous = variant(spec, args.batch)
+        for step in previous.values():
+            step()
+    finally:
+        LocalResponseNormalization.call = fast_call
+    variants["previous LRN"] = previous
+    times = {(name, mode): [] for name in variants for mode in ("train", "infer")}
+    for steps in variants.values():
+        for step in steps.values():
+            step(), step()
+    for round_index in range(args.rounds):
+        for name, steps in (variants.items() if round_index % 2 == 0 else reversed(list(variants.items()))):
+            for mode, step in steps.items():
+                for _ in range(args.steps):
+                    start = time.perf_counter()
+                    step()
+                    times[(name, mode)].append(time.perf_counter() - start)
+    speed = {key: args.batch / statistics.median(values) for key, values in times.items()}
+    print(f"{cpu_name()}; batch {args.batch}, {args.size} px, {args.rounds} interleaved rounds")
+    print("| images/s | googlenet (LRN) | without LRN | ratio (goal ≥ 0.85) | previous LRN | its ratio |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for mode in ("infer", "train"):
+        lrn, bare, old = (speed[(name, mode)] for name in ("googlenet (LRN)", "without LRN", "previous LRN"))
+        print(f"| {'inference' if mode == 'infer' else 'training'} | {lrn:.1f} | {bare:.1f} | **{lrn / bare:.2f}** | "
+              f"{old:.1f} | {old / bare:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

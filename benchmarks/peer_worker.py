@@ -1,0 +1,127 @@
+"""One side of `bench_peer.py`: a long-lived process that times training and inference steps on command.
+
+    python peer_worker.py keras|torch --batch 32 --size 224 [--jit]
+
+Reads lines `train|infer float32|bf16 STEPS` on stdin and answers one JSON line with the
+seconds of each step; `memory train|infer float32|bf16 STEPS` runs in a fresh process (see
+bench_peer.py) and answers the peak RSS. The Keras side runs in the project's venv, the torch
+side in the reference venv (torch + torchvision only; no inception_keras import there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+CLASSES = 1000
+LEARNING_RATE, MOMENTUM, AUX_WEIGHT = 0.01, 0.9, 0.3
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class KerasSide:
+    """googlenet_torchvision (aux heads, loss weights 0.3), SGD momentum 0.9, no metrics, no EMA."""
+
+    def __init__(self, batch: int, size: int, jit: bool):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        from inception_keras.cli_common import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
+        import keras
+        import numpy as np
+        import tensorflow as tf
+
+        from inception_keras import build_model, get_spec, inference_model
+
+        self.tf, self.keras = tf, keras
+        self.spec = get_spec("googlenet_torchvision").with_input_size(size)
+        rng = np.random.default_rng(0)
+        self.x = tf.constant(rng.uniform(-1, 1, (batch, size, size, 3)).astype("float32"))
+        labels = keras.utils.to_categorical(rng.integers(0, CLASSES, batch), CLASSES)
+        self.y = {name: tf.constant(labels) for name in ("predictions", "aux_1", "aux_2")}
+        self.models, self.jit, self.build, self.inference_model = {}, jit, build_model, inference_model
+
+    def _model(self, precision: str):
+        if precision not in self.models:
+            keras = self.keras
+            model = self.build(self.spec, precision="mixed_bfloat16" if precision == "bf16" else "float32")
+            loss = keras.losses.CategoricalCrossentropy()
+            model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE, momentum=MOMENTUM),
+                          loss={name: loss for name in self.y},
+                          loss_weights={"predictions": 1.0, "aux_1": AUX_WEIGHT, "aux_2": AUX_WEIGHT},
+                          jit_compile=self.jit)
+            inference = self.inference_model(model)
+            forward = self.tf.function(lambda x: inference(x, training=False), jit_compile=self.jit)
+            self.models[precision] = (model, forward)
+        return self.models[precision]
+
+    def step(self, mode: str, precision: str) -> None:
+        model, forward = self._model(precision)
+        if mode == "train":
+            model.train_on_batch(self.x, self.y)
+        else:
+            forward(self.x).numpy()
+
+
+class TorchSide:
+    """torchvision googlenet (aux heads), channels_last, SGD momentum 0.9; bf16 through torch.autocast."""
+
+    def __init__(self, batch: int, size: int, jit: bool):
+        import torch
+        import torchvision
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        self.torch = torch
+        torch.manual_seed(0)
+        self.x = torch.rand(batch, 3, size, size).mul(2).sub(1).contiguous(memory_format=torch.channels_last)
+        self.y = torch.randint(0, CLASSES, (batch,))
+        self.model = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True,
+                                                  transform_input=False).to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
+        self.loss = torch.nn.CrossEntropyLoss()
+
+    def step(self, mode: str, precision: str) -> None:
+        torch = self.torch
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+        if mode == "train":
+            self.model.train()
+            self.optimizer.zero_grad(set_to_none=True)
+            with autocast:
+                logits, aux2, aux1 = self.model(self.x)
+                loss = self.loss(logits, self.y) + AUX_WEIGHT * (self.loss(aux1, self.y) + self.loss(aux2, self.y))
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self.model.eval()
+            with torch.inference_mode(), autocast:
+                self.model(self.x)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("framework", choices=("keras", "torch"))
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--jit", action="store_true")
+    args = parser.parse_args()
+    side = (KerasSide if args.framework == "keras" else TorchSide)(args.batch, args.size, args.jit)
+    print(json.dumps({"ready": True, "rss": peak_rss_bytes()}), flush=True)
+    for line in sys.stdin:
+        command, mode, precision, steps = line.split()
+        times = []
+        for _ in range(int(steps)):
+            start = time.perf_counter()
+            side.step(mode, precision)
+            times.append(time.perf_counter() - start)
+        print(json.dumps({"times": times, "peak_rss": peak_rss_bytes()}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
