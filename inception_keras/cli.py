@@ -23,6 +23,7 @@ from inception_keras.presets import get_spec, list_specs, resolve_spec
 from inception_keras.serialize import spec_to_yaml
 
 BUILT_IN = ("inception_keras.commands", "inception_keras.commands_weights")
+MESSAGE_LIMIT = 600  # characters of an error line; longer ones (an absurd argument echoed) are cut
 
 
 def cmd_specs(args) -> int:
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             import_tensorflow_quietly()
         return args.func(args)
     except UserError as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        print(f"error: {error_text(error, MESSAGE_LIMIT)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

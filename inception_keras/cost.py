@@ -244,6 +244,9 @@ class _Tracer:
             layers = [LayerCost(f"{prefix}_pool", "AveragePooling2D", pooled)]
             patch = f"{aux.pool_size}x{aux.pool_size}/{aux.pool_stride}"
         else:
+            if min(shape[0], shape[1]) < 2:
+                raise _Collapse(where, f"an adaptive average pool needs a feature map of at least 2x2 (Keras's "
+                                       f"TensorFlow backend cannot pool a 1-pixel axis), got {shape[0]}x{shape[1]}")
             pooled = (aux.pool_size, aux.pool_size, c)
             layers = [LayerCost(f"{prefix}_pool", "AdaptiveAveragePooling2D", pooled)]
             patch = f"adaptive {aux.pool_size}x{aux.pool_size}"
@@ -271,6 +274,10 @@ class _Tracer:
 
     def run(self) -> NetworkCost:
         spec = self.spec
+        for index, aux in enumerate(spec.aux_heads):
+            if aux.pool == "adaptive_avg" and aux.pool_size < 2:
+                raise SpecError(f"aux_heads[{index}].pool_size", "an adaptive_avg pool to 1x1 fails in Keras's "
+                                                                 "TensorFlow backend; use pool avg, or pool_size >= 2")
         shape = self.stem(tuple(spec.input_shape))
         for stage_index, stage in enumerate(spec.stages):
             if stage.pool is not None:
@@ -294,15 +301,105 @@ def _trace(spec: NetworkSpec) -> NetworkCost:
     return _Tracer(spec).run()
 
 
+def _axis_windows(spec: NetworkSpec) -> list[tuple[int, int, object, bool]]:
+    """(kernel, stride, padding, branch) of every window that can change or collapse the feature map, in build
+    order; a `branch` window (an aux head's pool) needs the map but leaves the trunk's as it is."""
+    windows = [(layer.kernel, layer.stride, layer.padding, False) if isinstance(layer, ConvSpec)
+               else (layer.size, layer.stride, layer.padding, False)
+               for layer in spec.stem if isinstance(layer, (ConvSpec, PoolSpec))]
+    aux_pools: dict[str, list] = {}
+    for aux in spec.aux_heads:
+        window = (aux.pool_size, aux.pool_stride) if aux.pool == "avg" else (2, 1)  # adaptive: at least 2x2
+        aux_pools.setdefault(aux.after, []).append((*window, "valid", True))
+    for stage in spec.stages:
+        if stage.pool is not None:
+            windows.append((stage.pool.size, stage.pool.stride, stage.pool.padding, False))
+        for name in stage.module_names():
+            windows += aux_pools.get(name, [])
+    return windows
+
+
+def _axis_size(size: int, kernel: int, stride: int, padding, exact: bool) -> int | None:
+    """A window's output size along one axis, None where it collapses (`exact`: or has no Keras equivalent)."""
+    if padding == "ceil":
+        out = _ceil_mode_size(size, kernel, stride)
+        return None if out < 1 or exact and not _keras_paddings_for_ceil(size, kernel, stride) else out
+    if padding == "same":
+        return -(-size // stride)
+    pad = 0 if padding == "valid" else padding
+    return (size + 2 * pad - kernel) // stride + 1 if size + 2 * pad >= kernel else None
+
+
+def _first_uncollapsed(windows: list, limit: int) -> int | None:
+    """Smallest input size in 1..limit at which no window collapses: a binary search, since every window's
+    output size only grows with its input size."""
+    def fits(size):
+        for kernel, stride, padding, branch in windows:
+            out = _axis_size(size, kernel, stride, padding, exact=False)
+            if out is None:
+                return False
+            size = size if branch else out
+        return True
+
+    low, high = 1, limit
+    if not fits(high):
+        return None
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if fits(middle) else (middle + 1, high)
+    return low
+
+
+def _first_exact(windows: list, start: int, limit: int, budget: int = 200_000) -> tuple[int | None, int]:
+    """The smallest size in start..limit whose every window fits exactly (ceil mode with a Keras equivalent), and
+    the largest size checked: at most `budget` window steps, remembering the (window, size) states that fail."""
+    failing: set[tuple[int, int]] = set()
+    for size in range(start, limit + 1):
+        current, visited = size, []
+        for index, (kernel, stride, padding, branch) in enumerate(windows):
+            if (index, current) in failing:
+                break
+            budget -= 1
+            if budget < 0:
+                return None, size - 1
+            visited.append((index, current))
+            out = _axis_size(current, kernel, stride, padding, exact=True)
+            if out is None:
+                break
+            current = current if branch else out
+        else:
+            return size, size
+        failing.update(visited)
+    return None, limit
+
+
+def _traces(spec: NetworkSpec) -> bool:
+    try:
+        _trace(spec)
+    except (_Collapse, SpecError):
+        return False
+    return True
+
+
+def _smallest_input(spec: NetworkSpec, limit: int) -> tuple[int | None, int]:
+    """(the smallest square input that works or None, the largest size known not to work below it)."""
+    windows = _axis_windows(spec)
+    start = _first_uncollapsed(windows, limit)
+    if start is None:
+        return None, limit
+    found, checked = _first_exact(windows, start, limit)
+    if found is not None and not _traces(spec.with_input_size(found)):
+        return None, found - 1
+    return found, checked
+
+
 def smallest_input_size(spec: NetworkSpec, limit: int = 4096) -> int | None:
-    """Smallest square input (same channels) at which no feature map collapses."""
-    for size in range(1, limit + 1):
-        try:
-            _trace(spec.with_input_size(size))
-        except (_Collapse, SpecError):
-            continue
-        return size
-    return None
+    """Smallest square input (same channels) at which no feature map collapses, or None up to `limit`.
+
+    Fast for any depth: a binary search over the sizes where maps collapse, then a bounded scan for ceil-mode
+    pools without a Keras equivalent; the answer is checked by tracing the whole network.
+    """
+    return _smallest_input(spec, limit)[0]
 
 
 def network_cost(spec: NetworkSpec) -> NetworkCost:
@@ -310,9 +407,9 @@ def network_cost(spec: NetworkSpec) -> NetworkCost:
     try:
         return _trace(spec)
     except _Collapse as collapse:
-        smallest = smallest_input_size(spec)
+        smallest, checked = _smallest_input(spec, 4096)
         hint = (f"; the smallest input that works is {smallest}x{smallest}" if smallest
-                else "; no input size up to 4096 works")
+                else f"; no input size up to {checked} works")
         h, w, _ = spec.input_shape
         raise SpecError(collapse.where, f"{collapse} at input {h}x{w}{hint}") from None
 

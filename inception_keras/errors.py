@@ -15,7 +15,7 @@ class UserError(Exception):
 
 def error_text(error: BaseException, limit: int = 300) -> str:
     """An exception's message on one line, without TensorFlow's `{{function_node ...}}` and `[Op:...]` noise."""
-    text = str(getattr(error, "message", None) or error)
+    text = str(error) or str(getattr(error, "message", "")) or type(error).__name__
     text = re.sub(r"\{\{function_node [^}]*\}\}|\[Op:[^\]]*\]( name:\S*)?", "", text)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
@@ -28,5 +28,9 @@ def short_repr(value, limit: int = 80) -> str:
     shortener = reprlib.Repr()
     shortener.maxlevel, shortener.maxstring, shortener.maxother = 3, limit, limit
     shortener.maxlist = shortener.maxtuple = shortener.maxdict = shortener.maxset = 6
-    text = shortener.repr(value)
+    try:
+        text = shortener.repr(value)
+    except ValueError:  # an int beyond Python's 4300-digit conversion limit
+        text = f"<an integer of about {value.bit_length() * 0.30103:,.0f} digits>" if isinstance(value, int) else \
+            f"<a {type(value).__name__}>"
     return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -7,11 +7,11 @@ the BVLC Caffe GoogLeNet for the LRN settings; torchvision's `googlenet` for
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 from inception_keras.cost import validate
-from inception_keras.serialize import load_spec
+from inception_keras.errors import short_repr
+from inception_keras.serialize import load_spec, name_or_file
 from inception_keras.spec import (AuxHeadSpec, ConvSpec, HeadSpec, InceptionSpec, LRNSpec, NetworkSpec, PoolSpec,
                                   SpecError, StageSpec)
 
@@ -127,15 +127,11 @@ def list_specs() -> list[str]:
 def get_spec(name: str) -> NetworkSpec:
     """A registered spec by name, validated."""
     if name not in _REGISTRY:
-        raise SpecError("spec", f"unknown spec {name!r}; registered: {', '.join(_REGISTRY)}")
+        raise SpecError("spec", f"unknown spec {short_repr(name)}; registered: {', '.join(_REGISTRY)}")
     return validate(_REGISTRY[name]())
 
 
-def resolve_spec(name_or_path: str) -> NetworkSpec:
-    """A registered name, or a path to a YAML/JSON spec file."""
-    if name_or_path in _REGISTRY:
-        return get_spec(name_or_path)
-    if Path(name_or_path).suffix.lower() in (".yaml", ".yml", ".json") or Path(name_or_path).exists():
-        return load_spec(name_or_path)
-    raise SpecError("spec", f"{name_or_path!r} is neither a registered spec ({', '.join(_REGISTRY)}) "
-                            "nor a .yaml/.yml/.json file")
+def resolve_spec(name_or_path: str, field: str = "spec") -> NetworkSpec:
+    """A registered name, or a path to a YAML/JSON spec file; an error names `field` when it is neither."""
+    found = name_or_file(name_or_path, _REGISTRY, field, "spec")
+    return get_spec(found) if isinstance(found, str) else load_spec(found)

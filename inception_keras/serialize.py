@@ -1,21 +1,50 @@
-"""Spec files: YAML (loaded with `yaml.safe_load`) and JSON, written atomically."""
+"""Spec files: YAML (loaded with `yaml.safe_load` semantics) and JSON, written atomically.
+
+Spec files and search-space files share the reader (`read_text_file`: regular files up to 4 MiB, UTF-8),
+the parser (`parse_document`: one YAML loader, bounded size and depth) and name-or-file resolution
+(`name_or_file`).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import stat
 from pathlib import Path
+from typing import Any, Iterable
 
 import yaml
 
 from inception_keras.atomic import atomic_write_text
 from inception_keras.cost import validate
-from inception_keras.spec import NetworkSpec, SpecError
+from inception_keras.errors import error_text
+from inception_keras.spec import NetworkSpec, SpecError, show
+
+
+# Real specs and spaces hold a few hundred values and take a few kB; pure-Python YAML reads about 1 MB/s
+MAX_FILE_BYTES = 4 * 2**20
+MAX_VALUES = 100_000
+FILE_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class _TooLarge(Exception):
+    pass
 
 
 class _SpecLoader(yaml.SafeLoader):
-    """SafeLoader that also reads `1e-4` as a float (YAML 1.1 wants `1.0e-4`)."""
+    """SafeLoader that also reads `1e-4` as a float (YAML 1.1 wants `1.0e-4`), and stops after composing
+    MAX_VALUES nodes, so that a document too large to accept is never read to its end."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.nodes_composed = 0
+
+    def compose_node(self, parent, index):
+        self.nodes_composed += 1
+        if self.nodes_composed > MAX_VALUES:
+            raise _TooLarge
+        return super().compose_node(parent, index)
 
 
 class _SpecDumper(yaml.SafeDumper):
@@ -44,31 +73,171 @@ def spec_to_json(spec: NetworkSpec) -> str:
     return json.dumps(spec.to_dict(), indent=2)
 
 
-def spec_from_text(text: str, source: str = "<string>", fmt: str = "yaml") -> NetworkSpec:
-    """Parse, build and validate a spec; any problem is a SpecError naming `source`."""
+def read_text_file(path: str | os.PathLike, what: str = "spec file") -> str:
+    """The UTF-8 text of a regular file of at most MAX_FILE_BYTES, refused before reading when it is not one.
+
+    Raises:
+        SpecError: naming `path`: it cannot be opened, is not a regular file (a directory, a device, a FIFO), is
+            larger than the limit, or is not UTF-8.
+    """
+    name = file_label(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO opens without waiting for a writer
+    except (OSError, ValueError) as error:
+        raise SpecError(name, f"cannot read {what}: {getattr(error, 'strerror', None) or error}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise SpecError(name, f"cannot read {what}: not a regular file ({_file_kind(info.st_mode)})")
+        if info.st_size > MAX_FILE_BYTES:
+            raise SpecError(name, f"{what} too large: {info.st_size:,} bytes, the limit is {MAX_FILE_BYTES:,}")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        raise SpecError(name, f"cannot read {what}: {error.strerror or error}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        raise SpecError(name, f"{what} too large: over the limit of {MAX_FILE_BYTES:,} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SpecError(name, f"not a UTF-8 text file: {error.reason} at byte {error.start}") from None
+
+
+def file_label(path: str | os.PathLike) -> str:
+    """A file's path as error messages name it: as given, or a bounded repr when it is long or not printable."""
+    name = os.fspath(path)
+    return name if len(name) <= 200 and name.isprintable() else show(name, 120)
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((kind for test, kind in kinds if test(mode)), "not a plain file")
+
+
+def parse_document(text: str, source: str = "<string>", fmt: str = "yaml") -> Any:
+    """Plain data from YAML (`yaml.safe_load` plus `1e-4` as a float) or JSON text, refused when it is not
+    valid, nested too deeply, refers to itself, or holds more than MAX_VALUES values once aliases are expanded.
+
+    Raises:
+        SpecError: naming `source`.
+    """
     try:
         data = json.loads(text) if fmt == "json" else yaml.load(text, Loader=_SpecLoader)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise SpecError(source, f"not valid {fmt.upper()}: {' '.join(str(error).split())}") from None
-    return validate(NetworkSpec.from_dict(data))
+        count = expanded_size(data)
+    except RecursionError:
+        raise SpecError(source, "nested too deeply") from None
+    except _TooLarge:
+        raise SpecError(source, f"too large: over the limit of {MAX_VALUES:,} values") from None
+    except _SelfReference:
+        raise SpecError(source, "a YAML alias refers to the mapping or list that holds it") from None
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as error:
+        reason = ("a number has more than 4300 digits" if "integer string conversion" in str(error)
+                  else error_text(error, 200))
+        raise SpecError(source, f"not valid {fmt.upper()}: {reason}") from None
+    if count > MAX_VALUES:
+        shown = f"{count:,}" if count < 10**15 else "more than 10^15"
+        expanded = " once YAML aliases are expanded" if fmt == "yaml" else ""
+        raise SpecError(source, f"too large: {shown} values{expanded}, the limit is {MAX_VALUES:,}")
+    return data
+
+
+class _SelfReference(Exception):
+    pass
+
+
+def expanded_size(data: Any) -> int:
+    """How many values (containers, keys, scalars) `data` holds with shared (aliased) parts counted each time
+    they occur; each shared container is walked once, so a billion-laughs document counts in microseconds.
+
+    Raises:
+        _SelfReference: a container holds itself (a YAML alias to an enclosing node).
+    """
+    sizes: dict[int, int] = {}
+    open_ids: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        node, done = stack.pop()
+        children = _children(node)
+        if children is None:
+            continue
+        if done:
+            open_ids.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(child)] if _children(child) is not None else 1 for child in children)
+        elif id(node) in open_ids:
+            raise _SelfReference
+        elif id(node) not in sizes:
+            open_ids.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children)
+    return sizes[id(data)] if _children(data) is not None else 1
+
+
+def _children(node: Any) -> list | None:
+    if isinstance(node, dict):
+        return [*node.keys(), *node.values()]
+    if isinstance(node, (list, tuple, set, frozenset)):
+        return list(node)
+    return None
+
+
+def spec_from_text(text: str, source: str = "<string>", fmt: str = "yaml") -> NetworkSpec:
+    """Parse, build and validate a spec; any problem is a SpecError naming `source`."""
+    data = parse_document(text, source, fmt)
+    try:
+        return validate(NetworkSpec.from_dict(data))
+    except RecursionError:
+        raise SpecError(source, "nested too deeply") from None
+
+
+def load_document(path: str | os.PathLike, what: str = "spec file") -> Any:
+    """Plain data from a `.json` file (JSON) or any other (YAML), through `read_text_file` and `parse_document`."""
+    fmt = "json" if Path(path).suffix.lower() == ".json" else "yaml"
+    return parse_document(read_text_file(path, what), file_label(path), fmt)
+
+
+def within_file(error: SpecError, path: str | os.PathLike) -> SpecError:
+    """`error` with its path prefixed by the file's (unless it already names it)."""
+    name = file_label(path)
+    if error.path == name or error.path.startswith(f"{name}: "):
+        return error
+    return SpecError(f"{name}: {error.path}" if error.path else name, error.message)
 
 
 def load_spec(path: str | os.PathLike) -> NetworkSpec:
-    """A spec from a `.yaml`/`.yml`/`.json` file."""
-    path = Path(path)
+    """A spec from a `.yaml`/`.yml`/`.json` file; any problem is a SpecError naming the file."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise SpecError(str(path), f"cannot read spec file: {error.strerror or error}") from None
-    except UnicodeDecodeError as error:
-        raise SpecError(str(path), f"not a UTF-8 text file: {error}") from None
-    fmt = "json" if path.suffix.lower() == ".json" else "yaml"
-    try:
-        return spec_from_text(text, str(path), fmt)
+        return validate(NetworkSpec.from_dict(load_document(path)))
     except SpecError as error:
-        if error.path.startswith(str(path)):
-            raise
-        raise SpecError(f"{path}: {error.path}" if error.path else str(path), error.message) from None
+        raise within_file(error, path) from None
+    except RecursionError:
+        raise SpecError(file_label(path), "nested too deeply") from None
+
+
+def looks_like_file(name: str) -> bool:
+    """Whether `name` is meant as a file: it has a spec-file suffix or something exists at that path."""
+    return os.path.splitext(name)[1].lower() in FILE_SUFFIXES or os.path.exists(name)
+
+
+def name_or_file(name_or_path: Any, names: Iterable[str], field: str, what: str, hint: str = "") -> str | Path:
+    """`name_or_path` as one of the registered `names` (returned as is) or as a file (returned as a Path).
+
+    Raises:
+        SpecError: naming `field`, when it is neither (or not a string).
+    """
+    names = list(names)
+    if isinstance(name_or_path, os.PathLike):
+        return Path(name_or_path)
+    if not isinstance(name_or_path, str):
+        raise SpecError(field, f"must be a registered {what} name or a file, got {show(name_or_path)}")
+    if name_or_path in names:
+        return name_or_path
+    if looks_like_file(name_or_path):
+        return Path(name_or_path)
+    raise SpecError(field, f"{show(name_or_path)} is neither a registered {what} ({', '.join(names)}) "
+                           f"nor a .yaml/.yml/.json file{hint}")
 
 
 CLASS_NAMES_FILE = "class_names.txt"

@@ -13,11 +13,11 @@ Whole-network checks that need feature-map sizes live in `inception_keras.cost`.
 from __future__ import annotations
 
 import dataclasses
-import math
+import re
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Iterable, Union
 
-from inception_keras.errors import UserError
+from inception_keras.errors import UserError, short_repr
 
 NORMALIZATIONS = ("none", "batch_norm")
 ACTIVATIONS = ("relu", "relu6", "elu", "selu", "gelu", "silu", "swish", "tanh", "leaky_relu", "mish")
@@ -25,6 +25,28 @@ POOL_KINDS = ("max", "avg")
 POOL_PADDINGS = ("same", "valid", "ceil")
 AUX_POOLS = ("avg", "adaptive_avg")
 INPUT_CONVERSIONS = ("none", "caffe")
+MAX_INT = 2**63 - 1  # TensorFlow's shapes and attributes are int64
+# TensorFlow's name scopes take ASCII letters, digits and `_.-` (a model's name may not start with `_` or `-`);
+# names are also directory names (runs/NAME, saved_models/NAME), so never `/` or a leading `.`
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+STAGE_NAME_PATTERN = re.compile(r"[A-Za-z0-9]{1,64}")
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """A user's value for an error message: a bounded repr that never expands huge or aliased structures."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        return short_repr(value, limit)
+    except ValueError:  # an integer too long for repr() somewhere inside
+        return f"a {type(value).__name__} too large to show"
+
+
+def name_list(names: Iterable[str], limit: int = 12) -> str:
+    """`a, b, c`, cut after `limit` names with how many there are in all."""
+    names = list(names)
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown}, ... ({len(names)} in all)"
 
 
 class SpecError(UserError, ValueError):
@@ -44,22 +66,24 @@ class SpecError(UserError, ValueError):
 
 def _check_int(name: str, value: Any, minimum: int, strict: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(name, f"must be an integer, got {value!r}")
+        raise SpecError(name, f"must be an integer, got {show(value)}")
     if value < minimum or (strict and value == minimum):
-        raise SpecError(name, f"must be {'>' if strict else '>='} {minimum}, got {value}")
+        raise SpecError(name, f"must be {'>' if strict else '>='} {minimum}, got {show(value)}")
+    if value > MAX_INT:
+        raise SpecError(name, f"must be < 2**63, got {show(value)}")
 
 
 def _check_float(name: str, value: Any, low: float, high: float, high_open: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpecError(name, f"must be a number, got {value!r}")
-    if not math.isfinite(value) or value < low or value > high or (high_open and value == high):
+        raise SpecError(name, f"must be a number, got {show(value)}")
+    if not low <= value <= high or (high_open and value == high):  # nan compares false: refused too
         bracket = ")" if high_open else "]"
-        raise SpecError(name, f"must be in [{low}, {high}{bracket}, got {value}")
+        raise SpecError(name, f"must be in [{low}, {high}{bracket}, got {show(value)}")
 
 
 def _check_choice(name: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise SpecError(name, f"must be one of {', '.join(map(str, choices))}; got {value!r}")
+    if not isinstance(value, str) or value not in choices:
+        raise SpecError(name, f"must be one of {', '.join(map(str, choices))}; got {show(value)}")
 
 
 def _check_padding(name: str, value: Any, allow_int: bool) -> None:
@@ -68,7 +92,7 @@ def _check_padding(name: str, value: Any, allow_int: bool) -> None:
     elif allow_int:
         _check_int(name, value, 0)
     else:
-        raise SpecError(name, f"must be one of {', '.join(POOL_PADDINGS)}; got {value!r}")
+        raise SpecError(name, f"must be one of {', '.join(POOL_PADDINGS)}; got {show(value)}")
 
 
 @dataclass(frozen=True)
@@ -176,8 +200,9 @@ class StageSpec:
     pool: PoolSpec | None = None
 
     def __post_init__(self):
-        if not isinstance(self.name, str) or not self.name.isalnum():
-            raise SpecError("name", f"must be a non-empty alphanumeric string, got {self.name!r}")
+        if not isinstance(self.name, str) or not STAGE_NAME_PATTERN.fullmatch(self.name):
+            raise SpecError("name", f"must be 1 to 64 ASCII letters and digits (part of Keras layer names), "
+                                    f"got {show(self.name)}")
         if not isinstance(self.modules, tuple) or not self.modules:
             raise SpecError("modules", "must be a non-empty tuple of InceptionSpec")
         if len(self.modules) > 26:
@@ -213,7 +238,7 @@ class AuxHeadSpec:
 
     def __post_init__(self):
         if not isinstance(self.after, str) or not self.after:
-            raise SpecError("after", f"must name a module such as '4a', got {self.after!r}")
+            raise SpecError("after", f"must name a module such as '4a', got {show(self.after)}")
         _check_choice("pool", self.pool, AUX_POOLS)
         _check_int("pool_size", self.pool_size, 1)
         _check_int("pool_stride", self.pool_stride, 1)
@@ -261,11 +286,12 @@ class NetworkSpec:
     head: HeadSpec = field(default_factory=HeadSpec)
 
     def __post_init__(self):
-        if not isinstance(self.name, str) or not self.name:
-            raise SpecError("name", f"must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name):
+            raise SpecError("name", f"must be 1 to 100 ASCII letters, digits, '_', '.' or '-', starting with a letter "
+                                    f"or digit (a Keras model name and a directory name), got {show(self.name)}")
         shape = self.input_shape
         if not isinstance(shape, tuple) or len(shape) != 3:
-            raise SpecError("input_shape", f"must be [height, width, channels], got {shape!r}")
+            raise SpecError("input_shape", f"must be [height, width, channels], got {show(shape)}")
         for i, size in enumerate(shape):
             _check_int(f"input_shape[{i}]", size, 0, strict=True)
         _check_choice("input_conversion", self.input_conversion, INPUT_CONVERSIONS)
@@ -276,7 +302,7 @@ class NetworkSpec:
         _check_float("bn_epsilon", self.bn_epsilon, 1e-12, 1.0)
         _check_float("bn_momentum", self.bn_momentum, 0.0, 1.0, high_open=True)
         if not isinstance(self.bn_scale, bool):
-            raise SpecError("bn_scale", f"must be true or false, got {self.bn_scale!r}")
+            raise SpecError("bn_scale", f"must be true or false, got {show(self.bn_scale)}")
         self._check_types()
         self._check_names()
 
@@ -301,11 +327,12 @@ class NetworkSpec:
             seen.add(stage.name)
         modules = self.module_names()
         if len(set(modules)) != len(modules):
-            raise SpecError("stages", f"module names collide: {list(modules)}")
+            twice = next(name for i, name in enumerate(modules) if name in modules[:i])
+            raise SpecError("stages", f"module names collide: {twice!r} twice")
         for i, aux in enumerate(self.aux_heads):
             if aux.after not in modules:
                 raise SpecError(f"aux_heads[{i}].after",
-                                f"no module named {aux.after!r}; modules are {', '.join(modules) or 'none'}")
+                                f"no module named {show(aux.after)}; modules are {name_list(modules) or 'none'}")
 
     def module_names(self) -> tuple[str, ...]:
         return tuple(name for stage in self.stages for name in stage.module_names())
@@ -336,6 +363,11 @@ class NetworkSpec:
         return _from_plain(NetworkSpec, data, "")
 
 
+def key_text(key: Any) -> str:
+    """A mapping key as it goes into an error path: as written when short and plain, else a bounded repr."""
+    return key if isinstance(key, str) and key.isprintable() and 0 < len(key) <= 40 else show(key, 40)
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
@@ -349,10 +381,10 @@ def _tagged_to_plain(layer: StemLayer) -> dict:
 def _tagged_from_plain(data: Any, path: str) -> StemLayer:
     if not isinstance(data, dict) or len(data) != 1:
         raise SpecError(path, f"must be a one-key mapping such as {{conv: {{...}}}} with key one of "
-                              f"{', '.join(_TAGGED)}; got {data!r}")
+                              f"{', '.join(_TAGGED)}; got {show(data)}")
     (tag, body), = data.items()
     if tag not in _TAGGED:
-        raise SpecError(path, f"unknown layer type {tag!r}; expected one of {', '.join(_TAGGED)}")
+        raise SpecError(path, f"unknown layer type {show(tag)}; expected one of {', '.join(_TAGGED)}")
     cls, preset = _TAGGED[tag]
     body = {} if body is None else body
     if isinstance(body, dict) and "kind" in body:
@@ -379,7 +411,7 @@ def _sequence(data: Any, path: str, item) -> tuple:
 def _module_from_plain(data: Any, path: str) -> InceptionSpec:
     if isinstance(data, (list, tuple)):
         if len(data) != 6:
-            raise SpecError(path, f"a module as a list needs the six widths of Table 1, got {data!r}")
+            raise SpecError(path, f"a module as a list needs the six widths of Table 1, got {show(data)}")
         data = dict(zip(("ch1x1", "ch3x3_reduce", "ch3x3", "ch5x5_reduce", "ch5x5", "pool_proj"), data))
     return _from_plain(InceptionSpec, data, path)
 
@@ -401,11 +433,11 @@ _NESTED = {
 
 def _from_plain(cls, data: Any, path: str):
     if not isinstance(data, dict):
-        raise SpecError(path, f"must be a mapping, got {type(data).__name__} {data!r}")
+        raise SpecError(path, f"must be a mapping, got {type(data).__name__} {show(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
-            raise SpecError(_join(path, str(key)), f"unknown key; expected one of {', '.join(fields)}")
+            raise SpecError(_join(path, key_text(key)), f"unknown key; expected one of {', '.join(fields)}")
     missing = [name for name, f in fields.items() if name not in data
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:

@@ -29,8 +29,7 @@ class PointCost:
         self.include_aux = space.budget.model == "training"
         cost = network_cost(base)
         blocks = cost.blocks
-        first = next(i for i, block in enumerate(blocks) if block.name.startswith("inception_"))
-        self.stem_channels = blocks[first - 1].output_shape[-1] if first else base.input_shape[2]
+        self.stem_channels = _trunk_channels(blocks, base.input_shape[2])
         variable = lambda block: block.name.startswith("inception_") or block.aux or block.name == "predictions"
         fixed = [block for block in blocks if not variable(block) and (self.include_aux or not block.aux)]
         self.fixed_params = sum(block.params for block in fixed)
@@ -89,6 +88,13 @@ class PointCost:
 
     def within(self, values) -> bool:
         return self.excess(values) == 0.0
+
+
+def _trunk_channels(blocks, input_channels: int) -> int:
+    """Channels entering the first Inception module (the classifier's global pool, in a network without any)."""
+    first = next(i for i, block in enumerate(blocks) if block.name.startswith("inception_")
+                 or block.layers[0].type == "GlobalAveragePooling2D")
+    return blocks[first - 1].output_shape[-1] if first else input_channels
 
 
 def cheapest(cost: PointCost, weights: tuple[float, float] | None = None) -> dict:

@@ -1,7 +1,8 @@
 """Search spaces over Inception widths: which of a base spec's widths vary, over which values, under which budget.
 
-The hp -> spec mapping (`SearchSpace.spec_for`) is one pure function. Spaces load from
-YAML/JSON (`yaml.safe_load`) or come from the registry (`get_space`):
+The hp -> spec mapping (`SearchSpace.spec_for`) is one pure function. Spaces load from YAML/JSON files
+through the spec files' own reader and loader (`inception_keras.serialize`) or come from the registry
+(`get_space`):
 
     name: mini_bottlenecks
     base: googlenet_mini            # registered spec name or spec file
@@ -15,37 +16,50 @@ YAML/JSON (`yaml.safe_load`) or come from the registry (`get_space`):
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from inception_keras import NetworkSpec, SpecError, list_specs, resolve_spec
-from inception_keras.spec import StageSpec
+from inception_keras.serialize import file_label, load_document, name_or_file, within_file
+from inception_keras.spec import MAX_INT, StageSpec, key_text, name_list, show
 
 WIDTH_FIELDS = ("ch1x1", "ch3x3_reduce", "ch3x3", "ch5x5_reduce", "ch5x5", "pool_proj")
 BOTTLENECK_FIELDS = ("ch3x3_reduce", "ch5x5_reduce", "pool_proj")
 REDUCE_FIELDS = ("ch3x3_reduce", "ch5x5_reduce")
 BUDGET_MODELS = ("inference", "training")
 _SUFFIXES = {"": 1, "k": 10**3, "K": 10**3, "m": 10**6, "M": 10**6, "g": 10**9, "G": 10**9}
+MAX_COUNT = 10**15
+MAX_VALUES = 10_000  # per dimension
+_COUNT = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([kKmMgG]?)\s*")
 
 
 def parse_count(text: Any, where: str = "budget") -> int:
-    """`2.5M` -> 2500000, `600M`, `1.2G`, `150k`, or a plain integer."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        value = text
-    else:
-        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([kKmMgG]?)\s*", str(text))
-        if not match:
-            raise SpecError(where, f"must be a count such as 2500000, 2.5M, 600M or 1.2G; got {text!r}")
-        value = round(float(match.group(1)) * _SUFFIXES[match.group(2)])
+    """`2.5M` -> 2500000, `600M`, `1.2G`, `150k`, or a plain number.
+
+    Raises:
+        SpecError: naming `where`: not a count, not finite, not > 0, or above 10^15.
+    """
+    number = _count_number(text, where)
+    if isinstance(number, float) and not math.isfinite(number):
+        raise SpecError(where, f"must be a finite count, got {show(text)}")
+    if number > MAX_COUNT:
+        raise SpecError(where, f"must be at most 10^15, got {show(text)}")
+    value = round(number)
     if value <= 0:
-        raise SpecError(where, f"must be > 0, got {text!r}")
+        raise SpecError(where, f"must be > 0, got {show(text)}")
     return value
+
+
+def _count_number(text: Any, where: str) -> int | float:
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return text
+    match = _COUNT.fullmatch(text) if isinstance(text, str) and len(text) <= 40 else None
+    if not match:
+        raise SpecError(where, f"must be a count such as 2500000, 2.5M, 600M or 1.2G; got {show(text)}")
+    return float(match.group(1)) * _SUFFIXES[match.group(2)]
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,15 @@ class Budget:
     max_params: int | None = None
     max_macs: int | None = None
     model: str = "inference"
+
+    def __post_init__(self):
+        for name in ("max_params", "max_macs"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not 0 < value <= MAX_COUNT):
+                raise SpecError(f"budget.{name}", f"must be an integer count in 1..10^15, got {show(value)}")
+        if self.model not in BUDGET_MODELS:
+            raise SpecError("budget.model", f"must be one of {', '.join(BUDGET_MODELS)}; got {show(self.model)}")
 
     def describe(self) -> str:
         parts = [f"params <= {self.max_params:,}" if self.max_params else "",
@@ -92,7 +115,7 @@ class SearchSpace:
             modules = tuple(dataclasses.replace(module, **by_module[name]) if name in by_module else module
                             for name, module in zip(stage.module_names(), stage.modules))
             stages.append(StageSpec(stage.name, modules, stage.pool))
-        return self.base.replace(name=f"{self.base.name}_searched", stages=tuple(stages))
+        return self.base.replace(name=f"{self.base.name[:91]}_searched", stages=tuple(stages))
 
     def smallest(self) -> dict[str, int]:
         return {dim.name: dim.values[0] for dim in self.dimensions}
@@ -117,24 +140,36 @@ class SearchSpace:
 def _values(entry: Mapping, where: str, width: str) -> tuple[int, ...]:
     if ("choices" in entry) == ("range" in entry):
         raise SpecError(where, "give exactly one of choices: [...] or range: {min, max, step}")
-    if "choices" in entry:
-        values = entry["choices"]
-        if not isinstance(values, list) or not values:
-            raise SpecError(f"{where}.choices", f"must be a non-empty list of widths, got {values!r}")
-    else:
-        bounds = entry["range"]
-        if not isinstance(bounds, Mapping) or set(bounds) - {"min", "max", "step"} or not {"min", "max"} <= set(bounds):
-            raise SpecError(f"{where}.range", f"must be {{min: A, max: B, step: C}}, got {bounds!r}")
-        step = bounds.get("step", 1)
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (bounds["min"], bounds["max"], step)) \
-                or step <= 0 or bounds["max"] < bounds["min"]:
-            raise SpecError(f"{where}.range", f"needs integers min <= max and step > 0, got {dict(bounds)!r}")
-        values = list(range(bounds["min"], bounds["max"] + 1, step))
+    values = _choices(entry["choices"], f"{where}.choices") if "choices" in entry \
+        else _range(entry["range"], f"{where}.range")
     minimum = 0 if width in REDUCE_FIELDS else 1
     for value in values:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise SpecError(where, f"{width} widths must be integers >= {minimum}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_INT:
+            raise SpecError(where, f"{width} widths must be integers >= {minimum}, got {show(value)}")
     return tuple(sorted(set(values)))
+
+
+def _choices(values: Any, where: str) -> list:
+    if not isinstance(values, list) or not values:
+        raise SpecError(where, f"must be a non-empty list of widths, got {show(values)}")
+    if len(values) > MAX_VALUES:
+        raise SpecError(where, f"{len(values):,} widths; at most {MAX_VALUES:,} per width")
+    return values
+
+
+def _range(bounds: Any, where: str) -> range:
+    """The widths of `{min, max, step}`, refused before enumerating when there would be more than MAX_VALUES."""
+    if not isinstance(bounds, Mapping) or set(bounds) - {"min", "max", "step"} or not {"min", "max"} <= set(bounds):
+        raise SpecError(where, f"must be {{min: A, max: B, step: C}}, got {show(bounds)}")
+    low, high, step = bounds["min"], bounds["max"], bounds.get("step", 1)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high, step)) \
+            or step <= 0 or high < low:
+        raise SpecError(where, f"needs integers min <= max and step > 0, got {show(dict(bounds))}")
+    count = (high - low) // step + 1
+    if count > MAX_VALUES:
+        raise SpecError(where, f"would enumerate {show(count)} widths; at most {MAX_VALUES:,} per width "
+                               f"(use a larger step)")
+    return range(low, high + 1, step)
 
 
 def default_values(base_width: int) -> tuple[int, ...]:
@@ -143,7 +178,13 @@ def default_values(base_width: int) -> tuple[int, ...]:
     return tuple(range(step, max(step, 2 * base_width) + 1, step))
 
 
+def _unknown_key(data: Mapping, allowed: tuple[str, ...]) -> str | None:
+    unknown = [key_text(key) for key in data if key not in allowed]
+    return min(unknown) if unknown else None
+
+
 def dimensions_from(base: NetworkSpec, vary: list | None, where: str = "vary") -> tuple[Dimension, ...]:
+    """The dimensions `vary` describes over `base`'s modules (None: every bottleneck width, default values)."""
     modules = base.module_names()
     widths_of = {name: dict(zip(WIDTH_FIELDS, module.widths)) for stage in base.stages
                  for name, module in zip(stage.module_names(), stage.modules)}
@@ -153,27 +194,10 @@ def dimensions_from(base: NetworkSpec, vary: list | None, where: str = "vary") -
             for width in BOTTLENECK_FIELDS:
                 chosen[(module, width)] = default_values(widths_of[module][width])
     elif not isinstance(vary, list) or not vary:
-        raise SpecError(where, f"must be a non-empty list, got {vary!r}")
+        raise SpecError(where, f"must be a non-empty list, got {show(vary)}")
     for i, entry in enumerate(vary or []):
         at = f"{where}[{i}]"
-        if not isinstance(entry, Mapping):
-            raise SpecError(at, f"must be a mapping, got {entry!r}")
-        unknown = set(entry) - {"modules", "widths", "choices", "range"}
-        if unknown:
-            raise SpecError(f"{at}.{sorted(unknown)[0]}", "unknown key; expected modules, widths, choices, range")
-        names = entry.get("modules", "all")
-        names = list(modules) if names == "all" else names
-        if not isinstance(names, list) or not names:
-            raise SpecError(f"{at}.modules", f"must be 'all' or a list of module names, got {names!r}")
-        for j, name in enumerate(names):
-            if name not in modules:
-                raise SpecError(f"{at}.modules[{j}]", f"no module {name!r} in {base.name}; modules are "
-                                                      f"{', '.join(modules)}")
-        widths = entry.get("widths", list(BOTTLENECK_FIELDS))
-        widths = widths if isinstance(widths, list) else [widths]
-        for j, width in enumerate(widths):
-            if width not in WIDTH_FIELDS:
-                raise SpecError(f"{at}.widths[{j}]", f"unknown width {width!r}; widths are {', '.join(WIDTH_FIELDS)}")
+        names, widths = _entry_targets(entry, at, base)
         for width in widths:
             values = _values(entry, at, width)
             for name in names:
@@ -182,43 +206,72 @@ def dimensions_from(base: NetworkSpec, vary: list | None, where: str = "vary") -
     return tuple(Dimension(module, width, chosen[(module, width)]) for module, width in sorted(chosen, key=order.get))
 
 
+def _entry_targets(entry: Any, at: str, base: NetworkSpec) -> tuple[list[str], list[str]]:
+    """The module names and width fields one `vary` entry names, checked against `base`."""
+    if not isinstance(entry, Mapping):
+        raise SpecError(at, f"must be a mapping, got {show(entry)}")
+    unknown = _unknown_key(entry, ("modules", "widths", "choices", "range"))
+    if unknown:
+        raise SpecError(f"{at}.{unknown}", "unknown key; expected modules, widths, choices, range")
+    modules = base.module_names()
+    names = entry.get("modules", "all")
+    names = list(modules) if names == "all" else names
+    if not isinstance(names, list) or not names:
+        raise SpecError(f"{at}.modules", f"must be 'all' or a non-empty list of module names, got {show(names)}")
+    for j, name in enumerate(names):
+        if not isinstance(name, str) or name not in modules:
+            raise SpecError(f"{at}.modules[{j}]", f"no module {show(name)} in {base.name}; modules are "
+                                                  f"{name_list(modules)}")
+    widths = entry.get("widths", list(BOTTLENECK_FIELDS))
+    widths = widths if isinstance(widths, list) else [widths]
+    if not widths:
+        raise SpecError(f"{at}.widths", "must name at least one width")
+    for j, width in enumerate(widths):
+        if not isinstance(width, str) or width not in WIDTH_FIELDS:
+            raise SpecError(f"{at}.widths[{j}]", f"unknown width {show(width)}; widths are {', '.join(WIDTH_FIELDS)}")
+    return names, widths
+
+
 def budget_from(data: Any, where: str = "budget") -> Budget:
+    """A Budget from `{max_params, max_macs, model}` (counts such as 2.5M); None is no budget."""
     if data is None:
         return Budget()
-    if not isinstance(data, Mapping) or set(data) - {"max_params", "max_macs", "model"}:
-        raise SpecError(where, f"must be {{max_params, max_macs, model}}, got {data!r}")
+    if not isinstance(data, Mapping) or _unknown_key(data, ("max_params", "max_macs", "model")):
+        raise SpecError(where, f"must be {{max_params, max_macs, model}}, got {show(data)}")
     model = data.get("model", "inference")
-    if model not in BUDGET_MODELS:
-        raise SpecError(f"{where}.model", f"must be one of {', '.join(BUDGET_MODELS)}; got {model!r}")
+    if not isinstance(model, str) or model not in BUDGET_MODELS:
+        raise SpecError(f"{where}.model", f"must be one of {', '.join(BUDGET_MODELS)}; got {show(model)}")
     count = {key: parse_count(data[key], f"{where}.{key}") if data.get(key) is not None else None
              for key in ("max_params", "max_macs")}
     return Budget(count["max_params"], count["max_macs"], model)
 
 
 def space_from_dict(data: Any, source: str = "space") -> SearchSpace:
+    """A SearchSpace from `{name, base, vary, budget}`; errors name the field's path."""
     if not isinstance(data, Mapping):
         raise SpecError(source, f"must be a mapping, got {type(data).__name__}")
-    unknown = set(data) - {"name", "base", "vary", "budget"}
+    unknown = _unknown_key(data, ("name", "base", "vary", "budget"))
     if unknown:
-        raise SpecError(sorted(unknown)[0], "unknown key; expected name, base, vary, budget")
+        raise SpecError(unknown, "unknown key; expected name, base, vary, budget")
     if "base" not in data:
         raise SpecError("base", "missing: a registered spec name or a spec file")
-    base = resolve_spec(str(data["base"]))
-    return SearchSpace(str(data.get("name", "custom")), base, dimensions_from(base, data.get("vary")),
-                       budget_from(data.get("budget")))
+    name = data.get("name", "custom")
+    if not isinstance(name, str) or not 0 < len(name) <= 100 or not name.isprintable():
+        raise SpecError("name", f"must be a name of 1 to 100 printable characters, got {show(name)}")
+    base = resolve_spec(data["base"], field="base")
+    if not base.stages:
+        raise SpecError("base", f"{base.name} has no stages, so no Inception module widths to search")
+    return SearchSpace(name, base, dimensions_from(base, data.get("vary")), budget_from(data.get("budget")))
 
 
 def load_space(path: str | Path) -> SearchSpace:
-    path = Path(path)
+    """A SearchSpace from a YAML/JSON file; any problem is a SpecError naming the file."""
     try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (OSError, ValueError, yaml.YAMLError) as error:
-        raise SpecError(str(path), f"cannot read search space: {' '.join(str(error).split())}") from None
-    try:
-        return space_from_dict(data, str(path))
+        return space_from_dict(load_document(path, "search space"), file_label(path))
     except SpecError as error:
-        raise SpecError(f"{path}: {error.path}", error.message) from None
+        raise within_file(error, path) from None
+    except RecursionError:
+        raise SpecError(file_label(path), "nested too deeply") from None
 
 
 _NAMED = {
@@ -248,12 +301,9 @@ def list_spaces() -> list[str]:
 
 def get_space(name_or_path: str) -> SearchSpace:
     """A registered space by name, or a YAML/JSON file."""
-    if name_or_path in _NAMED:
-        return space_from_dict({"name": name_or_path, **_NAMED[name_or_path]})
-    if Path(name_or_path).exists() or Path(name_or_path).suffix.lower() in (".yaml", ".yml", ".json"):
-        return load_space(name_or_path)
-    raise SpecError("space", f"{name_or_path!r} is neither a registered search space ({', '.join(_NAMED)}) "
-                             f"nor a .yaml/.json file; registered specs ({', '.join(list_specs())}) are bases")
+    found = name_or_file(name_or_path, _NAMED, "space", "search space",
+                         hint=f"; registered specs ({', '.join(list_specs())}) are bases")
+    return space_from_dict({"name": found, **_NAMED[found]}) if isinstance(found, str) else load_space(found)
 
 
 __all__ = ["Budget", "Dimension", "SearchSpace", "get_space", "list_spaces", "load_space", "parse_count"]

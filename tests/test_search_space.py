@@ -1,5 +1,6 @@
 import itertools
 import random
+import time
 
 import pytest
 import yaml
@@ -124,3 +125,68 @@ def test_widths_may_be_a_single_name_and_a_stemless_base_is_counted_exactly(tmp_
     for values in _random_points(space, 5):
         exact = network_cost(space.spec_for(values))
         assert cost(values) == (exact.inference_params, exact.inference_macs)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("inf", "must be a count such as"), ("nan", "must be a count such as"), ("1e999", "must be a finite count"),
+    (float("inf"), "must be a finite count, got inf"), (float("nan"), "must be a finite count, got nan"),
+    (10**30, "must be at most 10^15"), ("9" * 30, "must be at most 10^15"), ("9" * 5000, "must be a count such as"),
+    (10**5000, "must be at most 10^15, got an integer of"), ("-3", "must be a count"), (-3, "must be > 0"),
+    (True, "must be a count"), ([1, 2], "must be a count such as"), (0.4, "must be > 0"),
+], ids=lambda value: value[:12] if isinstance(value, str) else type(value).__name__)
+def test_parse_count_refuses_non_finite_overflowing_and_odd_values(value, message):
+    with pytest.raises(SpecError, match=r"^budget\.max_params: " + message.replace("^", r"\^")):
+        parse_count(value, "budget.max_params")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("budget: {max_params: .nan}", "budget.max_params: must be a finite count, got nan"),
+    ("budget: {max_params: -.inf}", "budget.max_params: must be a finite count, got -inf"),
+    ("budget: {max_macs: 1e999}", "budget.max_macs: must be a finite count, got inf"),
+    ("budget: {max_macs: 99999999999999999999999}", "budget.max_macs: must be at most 10^15"),
+    ("vary: [{widths: ch1x1, range: {min: 1, max: 1000000000000, step: 1}}]",
+     "vary[0].range: would enumerate 1000000000000 widths; at most 10,000 per width"),
+    ("vary: [{widths: ch1x1, range: {min: 1, max: 1e12, step: 1}}]", "vary[0].range: needs integers"),
+    ("vary: [{widths: ch1x1, choices: [.inf]}]", "vary[0]: ch1x1 widths must be integers >= 1, got inf"),
+    ("vary: [{widths: ch1x1, choices: [9223372036854775808]}]", "vary[0]: ch1x1 widths must be integers >= 1"),
+    ("vary: [{widths: [], choices: [8]}]", "vary[0].widths: must name at least one width"),
+    ("name: [1, 2]", "name: must be a name of 1 to 100 printable characters, got [1, 2]"),
+    ("1: x\nzz: y", "1: unknown key; expected name, base, vary, budget"),
+])
+def test_space_files_refuse_bad_numbers_and_huge_ranges_with_one_line(tmp_path, text, message):
+    path = tmp_path / "space.yaml"
+    path.write_text(f"base: googlenet_mini\n{text}\n")
+    start = time.perf_counter()
+    with pytest.raises(SpecError) as info:
+        load_space(path)
+    assert time.perf_counter() - start < 1
+    assert str(info.value).startswith(f"{path}: {message}"), str(info.value)
+
+
+def test_budget_arguments_on_the_command_line_are_one_line_errors():
+    from inception_keras.cli import build_parser
+    from inception_keras.cli_common import CommandError
+
+    for value in ("inf", "nan", "1e999", "-1", "9" * 40):
+        with pytest.raises(CommandError, match="argument --budget-params: must be"):
+            build_parser().parse_args(["search", "--budget-params", value])
+    with pytest.raises(SpecError, match=r"^budget\.max_macs: must be an integer count in 1\.\.10\^15, got inf"):
+        Budget(max_macs=float("inf"))
+
+
+def test_a_base_without_stages_is_refused_and_still_priced_exactly(tmp_path):
+    from inception_keras import save_spec
+
+    stageless = get_spec("googlenet_mini").replace(stages=(), aux_heads=())
+    save_spec(stageless, tmp_path / "stageless.yaml")
+    with pytest.raises(SpecError, match=r"^base: googlenet_mini has no stages, so no Inception module widths"):
+        space_from_dict({"base": str(tmp_path / "stageless.yaml")})
+    for base in (stageless, stageless.replace(stem=())):
+        exact = network_cost(base)
+        assert PointCost(SearchSpace("x", base, ()))({}) == (exact.inference_params, exact.inference_macs)
+
+
+def test_long_base_names_still_give_valid_searched_specs():
+    base = get_spec("googlenet_mini").replace(name="n" * 100)
+    space = SearchSpace("long", base, space_from_dict({"base": "googlenet_mini"}).dimensions)
+    assert space.spec_for(space.smallest()).name == "n" * 91 + "_searched"

@@ -1,10 +1,12 @@
 import dataclasses
 import json
+import random
+import time
 
 import pytest
 
-from inception_keras import (AuxHeadSpec, ConvSpec, InceptionSpec, NetworkSpec, SpecError, get_spec, list_specs,
-                             load_spec, save_spec, spec_to_yaml)
+from inception_keras import (AuxHeadSpec, ConvSpec, HeadSpec, InceptionSpec, NetworkSpec, PoolSpec, SpecError,
+                             StageSpec, get_spec, list_specs, load_spec, network_cost, save_spec, spec_to_yaml)
 from inception_keras.presets import GOOGLENET_TABLE1
 from inception_keras.serialize import spec_from_text, spec_to_json
 
@@ -169,3 +171,131 @@ def test_strings_that_look_like_floats_survive_yaml():
     spec = get_spec("googlenet_mini")
     renamed = spec.replace(stages=(dataclasses.replace(spec.stages[0], name="1e5"),) + spec.stages[1:], aux_heads=())
     assert spec_from_text(spec_to_yaml(renamed)) == renamed
+
+
+def _deep(stages: int, pool) -> NetworkSpec:
+    module = InceptionSpec(4, 4, 4, 4, 4, 4)
+    return NetworkSpec("deep", input_shape=(64, 64, 3),
+                       stages=tuple(StageSpec(f"s{i}", (module,), pool) for i in range(stages)))
+
+
+@pytest.mark.parametrize("stages, pool, hint", [
+    (5000, PoolSpec("max", 3, 2, "ceil"), "; no input size up to 4096 works"),
+    (3000, PoolSpec("max", 2, 1, "valid"), "; the smallest input that works is 3001x3001"),
+])
+def test_collapse_hint_stays_fast_for_thousands_of_stages(stages, pool, hint, tmp_path):
+    spec = _deep(stages, pool)
+    start = time.perf_counter()
+    with pytest.raises(SpecError) as info:
+        network_cost(spec)
+    assert time.perf_counter() - start < 2
+    assert str(info.value).endswith(f"at input 64x64{hint}")
+    data = spec.to_dict()
+    for stage in data["stages"][:3000]:
+        stage["modules"] = [[4] * 6]
+    data["stages"] = data["stages"][:3000]
+    path = tmp_path / "deep.json"
+    path.write_text(json.dumps(data))
+    start = time.perf_counter()
+    with pytest.raises(SpecError, match=f"^{path}: stages\\[\\d+\\]\\.pool: .*{hint}$"):
+        load_spec(path)
+    assert time.perf_counter() - start < 4
+
+
+def _random_spec(rng: random.Random) -> NetworkSpec:
+    def pool():
+        return PoolSpec(rng.choice(["max", "avg"]), rng.randint(1, 5), rng.randint(1, 4),
+                        rng.choice(["same", "valid", "ceil", "ceil"]))
+
+    stem = tuple(ConvSpec(4, rng.randint(1, 7), rng.randint(1, 3), rng.choice(["same", "valid", 0, 1, 3]))
+                 if rng.random() < 0.5 else pool() for _ in range(rng.randint(0, 4)))
+    module = InceptionSpec(2, 2, 2, 2, 2, 2)
+    stages = tuple(StageSpec(f"s{i}", (module, module), pool() if rng.random() < 0.7 else None)
+                   for i in range(rng.randint(0, 4)))
+    names = [name for stage in stages for name in stage.module_names()]
+    aux = tuple(AuxHeadSpec(rng.choice(names), rng.choice(["avg", "adaptive_avg"]), rng.randint(1, 5),
+                            rng.randint(1, 3), 2, 2) for _ in range(rng.randint(0, 2) if names else 0))
+    return NetworkSpec("r", input_shape=(8, 8, 3), stem=stem, stages=stages, aux_heads=aux)
+
+
+def test_smallest_input_equals_a_scan_of_every_size():
+    from inception_keras.cost import _ceil_mode_size, _traces, smallest_input_size
+
+    assert all(_ceil_mode_size(n + 1, k, s) >= _ceil_mode_size(n, k, s)  # what the binary search relies on
+               for k in range(1, 9) for s in range(1, 9) for n in range(1, 100))
+    rng = random.Random(0)
+    for _ in range(150):
+        spec = _random_spec(rng)
+        scanned = next((size for size in range(1, 121) if _traces(spec.with_input_size(size))), None)
+        assert smallest_input_size(spec, 120) == scanned, spec
+
+
+@pytest.mark.parametrize("name, field", [
+    ("a/b", "name"), ("a b", "name"), ("é", "name"), ("-a", "name"), (".a", "name"), ("..", "name"),
+    ("x" * 101, "name"), ("", "name"), ("a\nb", "name"), ("a:b", "name"),
+])
+def test_network_names_keras_or_a_directory_cannot_take_are_refused(name, field):
+    with pytest.raises(SpecError, match=f"^{field}: must be 1 to 100 ASCII letters, digits, '_', '.' or '-'"):
+        get_spec("googlenet_mini").replace(name=name)
+
+
+@pytest.mark.parametrize("name", ["é", "²", "٣", "模型", "a_b", "x" * 65, "4-a", ""])
+def test_stage_names_keras_cannot_take_are_refused(name):
+    spec = get_spec("googlenet_mini").to_dict()
+    spec["stages"][0]["name"] = name
+    with pytest.raises(SpecError, match=r"^stages\[0\]\.name: must be 1 to 64 ASCII letters and digits"):
+        NetworkSpec.from_dict(spec)
+
+
+def test_odd_but_valid_names_build_and_run():
+    import numpy as np
+
+    from inception_keras import build_model
+
+    stage = StageSpec("X" * 64, (InceptionSpec(2, 2, 2, 2, 2, 2),))
+    spec = NetworkSpec("My-net.v2_1", input_shape=(8, 8, 3), stages=(stage,), head=HeadSpec(classes=3))
+    model = build_model(spec)  # predict traces a graph: TensorFlow checks every name scope
+    assert model.predict(np.zeros((1, 8, 8, 3), "float32"), verbose=0).shape == (1, 3)
+    assert all(NetworkSpec.from_dict(get_spec(name).to_dict()).name == name for name in list_specs())
+
+
+def test_error_messages_stay_short_for_huge_values():
+    def message(mutate):
+        data = get_spec("googlenet_mini").to_dict()
+        mutate(data)
+        with pytest.raises(SpecError) as info:
+            NetworkSpec.from_dict(data)
+        assert len(str(info.value)) < 300
+        return str(info.value)
+
+    assert message(lambda d: d["head"].update(classes=10**5000)) == "head.classes: must be < 2**63, got an integer " \
+                                                                   "of 16610 bits"
+    assert message(lambda d: d["head"].update(dropout=10**5000)).startswith("head.dropout: must be in [0.0, 1.0)")
+    assert message(lambda d: d.update(activation=["relu"] * 10**6)).startswith(
+        "activation: must be one of relu, relu6, elu")
+    assert message(lambda d: d["stages"][0].update({"x" * 10**5: 1})).startswith("stages[0].'xxxx")
+    many = _deep(900, None).to_dict()
+    many["aux_heads"] = [{"after": "nowhere"}]
+    with pytest.raises(SpecError, match=r"modules are s0a, s1a, .*, s11a, \.\.\. \(900 in all\)$"):
+        NetworkSpec.from_dict(many)
+
+
+def test_adaptive_aux_pools_keras_cannot_run_are_refused():
+    import numpy as np
+
+    from inception_keras import build_model
+
+    stage = StageSpec("3", (InceptionSpec(2, 2, 2, 2, 2, 2),))
+
+    def spec(size, pool_size):
+        return NetworkSpec("adaptive", input_shape=(size, size, 3), stages=(stage,), head=HeadSpec(classes=3),
+                           aux_heads=(AuxHeadSpec("3a", "adaptive_avg", pool_size, conv_width=2, dense_width=2),))
+
+    with pytest.raises(SpecError, match=r"^aux_heads\[0\]\.pool_size: an adaptive_avg pool to 1x1 fails in Keras"):
+        network_cost(spec(8, 1))
+    with pytest.raises(SpecError, match=r"^aux_heads\[0\] \(after 3a\): an adaptive average pool needs a feature map "
+                                        r"of at least 2x2 .* got 1x1 at input 1x1; the smallest input that works is "
+                                        r"2x2$"):
+        network_cost(spec(1, 4))
+    outputs = build_model(spec(2, 4)).predict(np.zeros((1, 2, 2, 3), "float32"), verbose=0)
+    assert outputs["aux_1"].shape == (1, 3)
