@@ -3,13 +3,16 @@
 Szegedy et al. (2015), section 6: SGD with momentum 0.9, learning rate x 0.96 every 8
 epochs, Polyak averaging (here: the optimizer's EMA of weights, swapped in for
 validation and checkpoints); aux losses weighted 0.3.
+
+The run directory it writes (`out_dir`) is described in `inception_keras.run_dir`; its
+callbacks are in `inception_keras.callbacks`.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
+import math
 import shutil
 import sys
 import time
@@ -18,12 +21,19 @@ from pathlib import Path
 
 import keras
 
-from inception_keras.builder import build_model
-from inception_keras.cost import validate
-from inception_keras.data import DataSplits, make_pipeline
-from inception_keras.errors import UserError
 from inception_keras.atomic import atomic_write_text
-from inception_keras.serialize import CLASS_NAMES_FILE, save_spec, write_class_names
+from inception_keras.builder import build_model
+from inception_keras.callbacks import (AtomicBackupAndRestore, BestCheckpoint, Diverged, HistoryLog, StopOnNonFinite,
+                                       Throughput)
+from inception_keras import memory
+from inception_keras.cost import network_cost
+from inception_keras.data import DataSplits, reading_images, require_classes, training_pipelines
+from inception_keras.errors import UserError
+from inception_keras.locking import DirectoryLock
+from inception_keras.run_dir import (BEST_FILE, RUN_FILES, RunDamagedError, RunExistsError,  # noqa: F401 (API)
+                                     RunMismatchError, RunState, best_from_history, best_record, clear_run, columns,
+                                     is_finished, model_problem, open_run, read_history, read_history_rows,
+                                     run_record, save_best, weights_finite)
 from inception_keras.spec import NetworkSpec, SpecError
 
 OPTIMIZERS = ("sgd", "adam")
@@ -32,7 +42,11 @@ FREEZE = ("none", "base", "batch_norm")
 
 @dataclass
 class TrainConfig:
-    """How to train. `learning_rate` None means 0.01 for SGD, 0.001 for Adam."""
+    """How to train. `learning_rate` None means 0.01 for SGD, 0.001 for Adam.
+
+    A resumed run may change `epochs` and `early_stopping_patience` (RESUMABLE); every other
+    field is part of the run's recipe and must stay as it was started.
+    """
 
     epochs: int = 30
     batch_size: int = 64
@@ -63,7 +77,10 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What a training run did; also written to `OUT/summary.json`."""
+    """What a training run did; also written to `OUT/summary.json`.
+
+    `best_val_accuracy` and `best_epoch` (from 1; 0: none) are those of the model in best.keras.
+    """
 
     best_val_accuracy: float
     monitor: str
@@ -74,6 +91,7 @@ class TrainResult:
     train_images_per_second: float
     out_dir: str
     best_model: str
+    best_epoch: int = 0
     history: dict = field(default_factory=dict)
 
 
@@ -131,75 +149,155 @@ def compile_model(model: keras.Model, spec: NetworkSpec, config: TrainConfig, st
         model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=loss, metrics=metrics())
 
 
-class Throughput(keras.callbacks.Callback):
-    """Seconds spent on training batches (validation excluded), summed over epochs."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds, self.epochs, self._start = 0.0, 0, None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_test_begin(self, logs=None):
-        if self._start is not None:
-            self.seconds += time.perf_counter() - self._start
-            self.epochs += 1
-            self._start = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.on_test_begin()
 
 
-def standard_callbacks(out_dir: Path, spec: NetworkSpec, config: TrainConfig, history: dict) -> list:
-    """CSVLogger, BackupAndRestore, (SwapEMAWeights,) ModelCheckpoint, TensorBoard, TerminateOnNaN, EarlyStopping.
 
-    Order matters at each epoch's end: the CSV row is written before the backup (an
-    epoch rerun after a kill rewrites its row; `read_history` keeps the last), the
-    backup holds the raw weights (before SwapEMAWeights), and the checkpoint the
-    averaged ones (after it). `history` (earlier epochs of a resumed run) seeds the
-    checkpoint's best value.
+
+
+
+
+
+class TrainingDivergedError(UserError):
+    """The loss became NaN or infinite; the run directory is left as after the last good epoch."""
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+def standard_callbacks(run_dir: Path, spec: NetworkSpec, config: TrainConfig, rows: list[dict],
+                       best: dict | None) -> list:
+    """HistoryLog, (SwapEMAWeights,) BestCheckpoint, AtomicBackupAndRestore, TensorBoard, EarlyStopping.
+
+    Order matters at each epoch's end, after StopOnNonFinite (which `train` puts first): the
+    history row, then the checkpoint, then the backup. A kill before the backup is written reruns
+    the epoch (its row is replaced); a kill after it finds best.keras already up to date. The
+    backup holds the raw weights; the checkpoint swaps the EMA weights in for its own save, and
+    SwapEMAWeights swaps them in for validation only. `rows` (earlier epochs of a resumed run) seed
+    the history, `best` (what best.keras holds) the checkpoint.
     """
     monitor = monitor_name(spec)
-    callbacks = [keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=bool(history)),
-                 keras.callbacks.BackupAndRestore(str(out_dir / "backup"), double_checkpoint=True)]
+    callbacks = [HistoryLog(run_dir / "history.csv", rows)]
     if config.ema:
-        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-    checkpoint = keras.callbacks.ModelCheckpoint(str(out_dir / "best.keras"), monitor=monitor, mode="max",
-                                                 save_best_only=True)
-    if history.get(monitor):
-        checkpoint.best = max(history[monitor])
-    callbacks += [checkpoint, keras.callbacks.TensorBoard(str(out_dir / "logs")), keras.callbacks.TerminateOnNaN()]
+        callbacks.append(keras.callbacks.SwapEMAWeights())
+    callbacks += [BestCheckpoint(run_dir / BEST_FILE, monitor, config.ema, best),
+                  AtomicBackupAndRestore(run_dir / "backup"), keras.callbacks.TensorBoard(str(run_dir / "logs"))]
     if config.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
                                                        patience=config.early_stopping_patience))
     return callbacks
 
 
-def read_history(path: Path) -> dict[str, list[float]]:
-    """The CSVLogger file as columns, one entry per epoch (a rerun epoch's last row wins)."""
-    if not path.exists():
-        return {}
-    with path.open(newline="") as handle:
-        rows = {int(row["epoch"]): row for row in csv.DictReader(handle) if row.get("epoch")}
-    ordered = [rows[epoch] for epoch in sorted(rows)]
-    return {key: [float(row[key]) for row in ordered] for key in (ordered[0] if ordered else {})}
 
 
-class RunExistsError(UserError, ValueError):
-    """The output directory holds a finished training."""
 
 
-def _clear_finished_run(out_dir: Path, overwrite: bool) -> None:
-    """A finished run (summary.json, no backup/) is kept unless `overwrite`; an interrupted one resumes."""
-    if not _is_finished(out_dir):
-        return
-    if not overwrite:
-        raise RunExistsError(f"{out_dir} holds a finished training (summary.json, best.keras): give another output "
-                             f"directory, or overwrite it (--overwrite) to train again from scratch")
-    for name in ("summary.json", "best.keras", "history.csv"):
-        (out_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(out_dir / "logs", ignore_errors=True)
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+def _final_best(run_dir: Path, checkpoint: BestCheckpoint, model: keras.Model, rows: list[dict]) -> dict | None:
+    """Make sure a finished run ends with a best.keras that loads: else the final model becomes it."""
+    path = run_dir / BEST_FILE
+    if checkpoint.best is not None and path.exists():
+        problem = model_problem(path)
+        if problem is None:
+            return checkpoint.best
+        print(f"note: {problem}")
+    last = best_from_history(rows[-1:], checkpoint.monitor)
+    if last is None or not weights_finite(model):
+        return None
+    save_best(model, path, last)
+    print(f"note: {path}: wrote the final model (epoch {last['epoch']})")
+    return last
+
+
+def _check_inputs(spec: NetworkSpec, data: DataSplits, config: TrainConfig) -> None:
+    """Refuse what cannot train, before anything is built or written: the spec, channels, classes, memory."""
+    cost = network_cost(spec)
+    if spec.input_shape[2] not in (1, 3):  # any width costs and builds; images come grey or RGB
+        raise SpecError("input_shape[2]", f"images are fed with 1 (grey) or 3 (RGB) channels, "
+                                          f"got {spec.input_shape[2]}")
+    require_classes(spec.head.classes, data, f"spec {spec.name!r}",
+                    f"use spec.with_classes({len(data.class_names)})")
+    needed = memory.estimate(cost, config.batch_size, config.optimizer, config.ema).training
+    memory.check(cost, f"training at batch {config.batch_size}", needed)
+
+
+def _diverged_message(stop: Diverged, run_dir: Path | None, best: dict | None) -> str:
+    text = f"training stopped at epoch {stop.epoch}: the {stop.key} became {stop.value} (try a lower learning rate)"
+    if run_dir is None:
+        return text
+    holds = (f"{run_dir / BEST_FILE} holds epoch {best['epoch']} ({best['monitor']} {best['score']:.4f})"
+             if best else f"no {BEST_FILE} was written")
+    rerun = f"resumes after epoch {stop.epoch - 1}" if stop.epoch > 1 else "starts it again"
+    return f"{text}; {holds}; --overwrite starts afresh, rerunning {rerun}"
 
 
 def train(spec: NetworkSpec, data: DataSplits, out_dir: str | Path | None = None, config: TrainConfig | None = None,
@@ -207,41 +305,62 @@ def train(spec: NetworkSpec, data: DataSplits, out_dir: str | Path | None = None
           verbose: int | str = "auto", weights: str | Path | None = None) -> tuple[keras.Model, TrainResult]:
     """Build `spec` and fit it on `data`.
 
+    With `out_dir` (and `standard`), the run directory is locked for the run
+    (`inception_keras.locking.DirectoryLock`; another process there is a UserError naming it)
+    and records what the run was started with (`run.json`, see `run_record`). Started again with
+    the same arguments, a run killed at any point, SIGKILL included, continues after its last
+    finished epoch; the backup, history and best.keras it relies on are checked first (a damaged
+    best.keras is removed and rewritten by the next epoch, a damaged backup falls back to the one
+    before it). A resumed run must be the same run: another spec, input size, dataset, class
+    names, starting weights, freeze mode or recipe is refused (RunMismatchError naming the
+    difference) before anything is touched. Only `config.epochs` (to stop earlier, or train longer
+    than first planned; an epoch count already reached finishes the run at once) and
+    `config.early_stopping_patience` may change. A finished run (summary.json written) raises
+    RunExistsError: it keeps no optimizer state to continue from. `overwrite=True` removes the
+    run's files (finished or interrupted) and starts afresh.
+
     Args:
         spec, data: the network (its class count must be the dataset's) and the data.
-        out_dir: where the standard callbacks write; a run killed at any point continues from
-            its last finished epoch when started again with the same `out_dir`; a finished run
-            there raises RunExistsError unless `overwrite`.
+        out_dir: the run directory (see above); summary.json is written there even without `standard`.
         config: how to train (`config.freeze` freezes the base or batch norm).
         callbacks: passed to `model.fit` as they are, after the standard ones.
-        standard: use the standard callbacks (needs `out_dir`).
+        standard: use the standard callbacks, lock and run record (needs `out_dir`).
+        overwrite: start afresh in `out_dir`.
         verbose: Keras' progress output; "auto": bars on a terminal, a line per epoch otherwise.
         weights: start from a file's weights (`inception_keras.pretrained.convert.load_weights`):
             a torchvision, TF-slim, Caffe or `.keras` file; classifiers whose class count differs
-            and heads the file lacks start fresh.
+            and heads the file lacks start fresh. A resumed run restores its own weights instead.
+
+    Returns:
+        The model (EMA weights when `config.ema`) and a TrainResult; `best_val_accuracy` and
+        `best_epoch` are those of the model in best.keras.
+
+    Raises:
+        TrainingDivergedError: the loss became NaN or infinite (nothing of that epoch is written).
+        RunExistsError, RunMismatchError, RunDamagedError, DirectoryInUseError: see above.
     """
     config = config or TrainConfig()
-    run_dir = Path(out_dir) if out_dir is not None and standard else None  # where the standard callbacks write
-    validate(spec)
-    if spec.input_shape[2] not in (1, 3):  # any width costs and builds; images come grey or RGB
-        raise SpecError("input_shape[2]", f"images are fed with 1 (grey) or 3 (RGB) channels, "
-                                          f"got {spec.input_shape[2]}")
+    _check_inputs(spec, data, config)
+    if out_dir is None or not standard:
+        return _train(spec, data, None, out_dir, config, callbacks, verbose, weights)
+    run_dir = Path(out_dir)
+    with DirectoryLock(run_dir, what="training run"):
+        return _train(spec, data, run_dir, out_dir, config, callbacks, verbose, weights, overwrite)
+
+
+def _train(spec: NetworkSpec, data: DataSplits, run_dir: Path | None, out_dir, config: TrainConfig, callbacks,
+           verbose, weights, overwrite: bool = False) -> tuple[keras.Model, TrainResult]:
+    """`train` for a locked `run_dir` (None: no standard callbacks)."""
+    state = RunState()
     if run_dir is not None:
-        _clear_finished_run(run_dir, overwrite)
-    if spec.head.classes != len(data.class_names):
-        raise ValueError(f"spec {spec.name!r} has {spec.head.classes} classes but dataset {data.name!r} has "
-                         f"{len(data.class_names)}; use spec.with_classes({len(data.class_names)})")
+        record = run_record(spec, data, config, weights)
+        state = open_run(run_dir, record, spec, data.class_names, overwrite, config.epochs, monitor_name(spec))
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
-    names = output_names(spec)
-    pipeline = dict(input_shape=spec.input_shape, classes=spec.head.classes, batch_size=config.batch_size,
-                    output_names=names, raw_shape=data.image_shape)
-    train_ds = make_pipeline(data.train, training=True, augment=config.augment, num_examples=data.train_size,
-                             seed=config.seed, **pipeline)
-    val_ds = make_pipeline(data.validation, num_examples=data.validation_size, **pipeline)
-    steps = -(-data.train_size // config.batch_size)
+    train_ds, val_ds, steps = training_pipelines(data, spec.input_shape, spec.head.classes, config.batch_size,
+                                                 output_names(spec), config.augment, config.seed)
     model = build_model(spec)
-    if weights is not None:
+    if weights is not None and not state.resumed_from:
         from inception_keras.pretrained.convert import load_weights
 
         print(f"{weights}: {load_weights(model, weights, fresh_heads=True).describe()}")
@@ -249,44 +368,44 @@ def train(spec: NetworkSpec, data: DataSplits, out_dir: str | Path | None = None
     compile_model(model, spec, config, steps)
 
     throughput = Throughput()
-    all_callbacks = [throughput]
-    resumed_from = 0
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        metadata = run_dir / "backup" / "training_metadata.json"
-        resumed_from = json.loads(metadata.read_text())["epoch"] if metadata.exists() else 0
-        earlier = read_history(run_dir / "history.csv") if resumed_from else {}
-        if resumed_from:
-            print(f"Resuming {run_dir} after epoch {resumed_from} of {config.epochs}")
-        save_spec(spec, run_dir / "spec.yaml")
-        write_class_names(run_dir / CLASS_NAMES_FILE, data.class_names)
-        all_callbacks += standard_callbacks(run_dir, spec, config, earlier)
-    all_callbacks += list(callbacks or [])
-
+    standard = standard_callbacks(run_dir, spec, config, state.rows, state.best) if run_dir is not None else []
+    checkpoint = next((c for c in standard if isinstance(c, BestCheckpoint)), None)
     if verbose == "auto":  # progress bars on a terminal, one line per epoch in a log
         verbose = 1 if sys.stdout.isatty() else 2
     start = time.perf_counter()
-    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=all_callbacks,
-                        verbose=verbose, shuffle=False)  # the pipeline shuffles
+    try:
+        with reading_images(data):
+            history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, verbose=verbose,
+                                shuffle=False, callbacks=[throughput, StopOnNonFinite(), *standard, *(callbacks or [])])
+    except Diverged as stop:
+        raise TrainingDivergedError(_diverged_message(stop, run_dir, checkpoint and checkpoint.best)) from None
     wall = time.perf_counter() - start
     monitor = monitor_name(spec)
-    full = read_history(run_dir / "history.csv") if run_dir is not None else {}
-    full = full or {key: [float(v) for v in values] for key, values in history.history.items()}
+    if run_dir is not None:
+        rows = next(c for c in standard if isinstance(c, HistoryLog)).rows
+        best = _final_best(run_dir, checkpoint, model, rows)
+        full = columns(rows)
+    else:
+        full = {key: [float(v) for v in values] for key, values in history.history.items()}
+        best = best_from_history([{"epoch": i, monitor: v} for i, v in enumerate(full.get(monitor, []))], monitor)
     result = TrainResult(
-        best_val_accuracy=max(full.get(monitor, [float("nan")])),
+        best_val_accuracy=best["score"] if best else math.nan,
         monitor=monitor,
         epochs_total=len(full.get(monitor, [])),
         epochs_this_run=throughput.epochs,
-        resumed_from_epoch=resumed_from,
+        resumed_from_epoch=state.resumed_from,
         wall_seconds=round(wall, 2),
         train_images_per_second=round(data.train_size * throughput.epochs / throughput.seconds, 1)
         if throughput.seconds else 0.0,
         out_dir=str(out_dir) if out_dir is not None else "",
-        best_model=str(run_dir / "best.keras") if run_dir is not None else "",
+        best_model=str(run_dir / BEST_FILE) if run_dir is not None else "",
+        best_epoch=best["epoch"] if best else 0,
         history=full,
     )
     if out_dir is not None:
         atomic_write_text(Path(out_dir) / "summary.json", json.dumps(asdict(result), indent=2))
+    if run_dir is not None:
+        shutil.rmtree(run_dir / "backup", ignore_errors=True)
     return model, result
 
 
@@ -299,27 +418,30 @@ def fine_tune(spec: NetworkSpec, data: DataSplits, out_dir: str | Path, config: 
     frozen (batch norm in inference mode). Phase 2 (`fine_tune_epochs` > 0) starts from phase 1's
     best model and trains everything but batch norm (still in inference mode) at
     `fine_tune_learning_rate` (default a tenth of phase 1's). Phase 1 writes to `out_dir/head`
-    when there is a phase 2, which writes to `out_dir`; rerun the same call to resume either.
+    when there is a phase 2, which writes to `out_dir`; rerun the same call to resume either
+    (each phase is a run directory as `train` describes). `out_dir` is locked throughout;
+    `overwrite` removes both phases' files and starts afresh.
     """
+    _check_inputs(spec, data, config)
     out_dir = Path(out_dir)
     head_dir = out_dir / "head" if fine_tune_epochs else out_dir
-    if overwrite or not _is_finished(head_dir) or not fine_tune_epochs:
-        model, result = train(spec, data, head_dir, dataclasses.replace(config, freeze="base"), overwrite=overwrite,
-                              verbose=verbose, weights=weights)
+    first = dataclasses.replace(config, freeze="base")
+    with DirectoryLock(out_dir, what="training run"):
+        if overwrite:
+            clear_run(out_dir, also=("head",))
         if not fine_tune_epochs:
-            return model, result
-    rate = fine_tune_learning_rate or (config.learning_rate or (0.01 if config.optimizer == "sgd" else 1e-3)) / 10
-    second = dataclasses.replace(config, freeze="batch_norm", epochs=fine_tune_epochs, learning_rate=rate)
-    print(f"fine-tuning everything but batch norm for {fine_tune_epochs} epochs at learning rate {rate:g}, "
-          f"from {head_dir / 'best.keras'}")
-    return train(spec, data, out_dir, second, overwrite=overwrite, verbose=verbose, weights=head_dir / "best.keras")
-
-
-def _is_finished(run_dir: Path) -> bool:
-    return (run_dir / "summary.json").exists() and not (run_dir / "backup").exists()
+            return _train(spec, data, out_dir, out_dir, first, None, verbose, weights)
+        if not is_finished(head_dir):
+            train(spec, data, head_dir, first, verbose=verbose, weights=weights)
+        rate = fine_tune_learning_rate or (config.learning_rate or (0.01 if config.optimizer == "sgd" else 1e-3)) / 10
+        second = dataclasses.replace(config, freeze="batch_norm", epochs=fine_tune_epochs, learning_rate=rate)
+        print(f"fine-tuning everything but batch norm for {fine_tune_epochs} epochs at learning rate {rate:g}, "
+              f"from {head_dir / BEST_FILE}")
+        return _train(spec, data, out_dir, out_dir, second, None, verbose, head_dir / BEST_FILE)
 
 
 def summary_line(result: TrainResult) -> str:
-    return (f"best {result.monitor}: {result.best_val_accuracy:.4f} | epochs: {result.epochs_total} "
-            f"({result.epochs_this_run} this run) | wall time: {result.wall_seconds:.1f} s | "
+    """One line: the best score and its epoch, epochs, wall time, training throughput."""
+    return (f"best {result.monitor}: {result.best_val_accuracy:.4f} (epoch {result.best_epoch}) | epochs: "
+            f"{result.epochs_total} ({result.epochs_this_run} this run) | wall time: {result.wall_seconds:.1f} s | "
             f"training: {result.train_images_per_second:,.0f} images/s")

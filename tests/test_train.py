@@ -36,12 +36,14 @@ def test_loss_goes_down_and_standard_callbacks_write(image_folder, tmp_path):
     assert history["loss"][-1] < history["loss"][0]
     assert "val_predictions_accuracy" in history and "predictions_top5_accuracy" not in history
     assert not [key for key in history if "top5" in key]  # 3 classes: no top-5
-    for name in ("best.keras", "history.csv", "spec.yaml", "class_names.txt", "summary.json", "logs"):
+    for name in ("best.keras", "history.csv", "spec.yaml", "class_names.txt", "summary.json", "logs", "run.json"):
         assert (tmp_path / "run" / name).exists(), name
     assert not (tmp_path / "run" / "backup").exists()  # removed when training finishes
+    assert not (tmp_path / "run" / ".lock").exists()
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["epochs_total"] == 4 and summary["train_images_per_second"] > 0
     assert summary["best_val_accuracy"] == max(history["val_predictions_accuracy"])
+    assert history["val_predictions_accuracy"][summary["best_epoch"] - 1] == summary["best_val_accuracy"]
     with pytest.raises(RunExistsError, match="holds a finished training"):
         train(tiny_spec(), data, tmp_path / "run", config, verbose=0)
     assert (tmp_path / "run" / "best.keras").exists()
@@ -109,6 +111,8 @@ def test_training_killed_with_sigkill_resumes_from_last_finished_epoch(digits_di
     second = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
     assert f"Resuming {out} after epoch {finished} of 5" in second.stdout
+    assert f"note: {out} was locked by pid {first.pid} on host" in second.stdout  # the killed run's lock
+    assert not (out / ".lock").exists()
     total, this_run, resumed = map(int, second.stdout.split("RESULT")[1].split())
     assert (total, this_run, resumed) == (5, 5 - finished, finished)
     assert read_history(out / "history.csv")["epoch"] == [0, 1, 2, 3, 4]
