@@ -55,9 +55,11 @@ def load_data_or_exit(dataset: str, data_dir: str | None, download: bool = True)
 
 def fit_classes(spec, data, keep: bool = False):
     """`spec` with the dataset's number of classes (unless `keep`: then they must agree)."""
-    if spec.head.classes != len(data.class_names) and keep:
-        raise CommandError(f"--classes {spec.head.classes} does not match {data.name}, which has "
-                           f"{len(data.class_names)} classes; leave --classes out to use the dataset's")
+    from inception_keras.data import require_classes
+
+    if keep:
+        require_classes(spec.head.classes, data, f"--classes {spec.head.classes}",
+                        "leave --classes out to use the dataset's")
     if spec.head.classes != len(data.class_names):
         print(f"{data.name} has {len(data.class_names)} classes: using a {len(data.class_names)}-class head")
         spec = spec.with_classes(len(data.class_names))
@@ -123,18 +125,13 @@ def cmd_train(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from inception_keras.export import ExportError, check_saved_model
+    from inception_keras.export import check_saved_model
 
     if args.check:
         try:
-            model = None
-            if args.model:
-                import keras
-
-                model = keras.saving.load_model(args.model, safe_mode=True)
-            diff = check_saved_model(args.check, model)
-        except (ExportError, OSError, ValueError) as error:
-            raise CommandError(str(error)) from None
+            diff = check_saved_model(args.check, args.model)
+        except OSError as error:
+            raise CommandError(f"{args.check}: {error}") from None
         against = args.model or "the Keras outputs stored at export"
         print(f"{args.check}: OK, max abs diff {diff:.2e} against {against}")
         return 0
@@ -161,7 +158,7 @@ def cmd_demo(args) -> int:
     data = load_data_or_exit("sklearn_digits", args.data_dir)
     spec = fit_classes(get_spec("googlenet_mini"), data)
     config = TrainConfig(epochs=DEMO_EPOCHS, learning_rate=DEMO_LEARNING_RATE)
-    _, result = run_training(spec, data, Path(args.out), config, overwrite=True)  # resumes if interrupted
+    _, result = run_training(spec, data, Path(args.out), config, overwrite=True)  # the demo starts afresh
     print(f"\n== 4. export to {args.export_dir}/ and reload check")
     import numpy as np
 
@@ -188,7 +185,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="learning rate of the --fine-tune-epochs phase (default: a tenth of --learning-rate)")
     train.add_argument("--no-aux", action="store_true", help="train without the spec's aux heads")
     train.add_argument("--out", help="run directory (default runs/SPEC_NAME); run again to resume")
-    train.add_argument("--overwrite", action="store_true", help="train again if --out holds a finished run")
+    train.add_argument("--overwrite", action="store_true", help="start afresh: remove the run in --out, finished or "
+                       "interrupted")
     train.add_argument("--export", action="store_true", help="export the best model when training ends")
     train.add_argument("--export-dir", default="saved_models")
     train.set_defaults(func=cmd_train)

@@ -4,11 +4,17 @@ The training pipeline follows Szegedy et al. (2015), section 6: optional random 
 covering 8-100 % of the image with aspect ratio 3/4-4/3, and horizontal flips.
 Images become float32 in [-1, 1] (`to_model_input`, shared with the SavedModel
 export); each label goes to every model output (`predictions`, `aux_1`, `aux_2`).
+
+Loading checks what it can cheaply (the name, the splits, at least two classes); an image
+that cannot be decoded shows only while the pipeline runs: `reading_images(data)` around
+`model.fit` turns that failure into a DataError naming the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +23,20 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from inception_keras.digits import SklearnDigits
-from inception_keras.errors import UserError
+from inception_keras.errors import UserError, error_text
 
 DEFAULT_DATASET = "sklearn_digits"
 LOCAL_BUILDERS = {"sklearn_digits": SklearnDigits}  # prepared from installed packages, no network
 VALIDATION_SPLITS = ("validation", "val", "test")
 CACHE_LIMIT_BYTES = 1 << 30
 NETWORK_PROBE = ("storage.googleapis.com", 443)
+FOLDER_PREFIX = "folder:"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # what tfds' ImageFolder reads
+TFDS_NAME = re.compile(r"(?P<name>[A-Za-z][A-Za-z0-9_]*)(?:/(?P<config>[A-Za-z0-9_+.-]+))?(?::(?P<version>[^/]*))?")
+TFDS_VERSION = re.compile(r"(?:0|[1-9][0-9]*|\*)(?:\.(?:0|[1-9][0-9]*|\*)){2}")
+READ_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.DataLossError,
+               tf.errors.PermissionDeniedError)  # what an unreadable image or record raises in a pipeline
+NAME_FORMS = "NAME, NAME/CONFIG or NAME:VERSION (e.g. 'mnist', 'mnist:3.0.1'), or folder:PATH for an image folder"
 
 
 class DataError(UserError, ValueError):
@@ -64,6 +77,13 @@ def _count(data: tf.data.Dataset) -> int:
     return cardinality if cardinality >= 0 else int(data.reduce(0, lambda count, _: count + 1))
 
 
+def _check_classes(name: str, class_names: list[str]) -> None:
+    if len(class_names) < 2:
+        listed = f" ({', '.join(map(repr, class_names))})" if class_names else ""
+        raise DataError(f"dataset {name!r} has {len(class_names)} class{'' if len(class_names) == 1 else 'es'}"
+                        f"{listed}; a classifier needs at least 2")
+
+
 def _from_builder(name: str, builder) -> DataSplits:
     """Train and validation splits of a prepared builder.
 
@@ -74,14 +94,22 @@ def _from_builder(name: str, builder) -> DataSplits:
     if "train" not in known:
         raise DataError(f"dataset {name!r} has splits {sorted(known)}; need a 'train' split")
     validation = _pick_validation(name, known)
+    for split in ("train", validation) if splits else ():
+        if not splits[split].num_examples:
+            raise DataError(f"dataset {name!r}: its {split!r} split holds no examples")
     features = builder.info.features
     image, label = builder.info.supervised_keys or ("image", "label")
     if image not in features or label not in features or not hasattr(features[label], "names"):
         raise DataError(f"dataset {name!r} is not an image classification dataset: it needs an image feature and "
                         f"a ClassLabel (supervised keys {image!r}, {label!r}); features are {list(features)}")
+    _check_classes(name, list(features[label].names))
     shape = tuple(features[image].shape)
-    train = builder.as_dataset(split="train", as_supervised=True, shuffle_files=True)
-    val = builder.as_dataset(split=validation, as_supervised=True)
+    try:
+        train = builder.as_dataset(split="train", as_supervised=True, shuffle_files=True)
+        val = builder.as_dataset(split=validation, as_supervised=True)
+    except Exception as error:  # tfds raises many types for missing or damaged prepared files
+        raise DataError(f"dataset {name!r} cannot be read from {builder.data_dir} ({error_text(error, 200)}); "
+                        f"prepare it again") from None
     return DataSplits(
         name=name, train=train, validation=val,
         class_names=list(features[label].names),
@@ -91,26 +119,66 @@ def _from_builder(name: str, builder) -> DataSplits:
     )
 
 
+def _folder_layout(root: Path) -> str:
+    return f"expected {root}/train/LABEL/*.png|jpg and {root}/validation/LABEL/*.png|jpg, one folder per class"
+
+
+def _check_folder_splits(root: Path, splits) -> None:
+    """A DataError unless `root` has a train split and a validation split with images in class folders."""
+    validation = next((s for s in VALIDATION_SPLITS if s in splits), None)
+    validation_folder = validation or next((s for s in VALIDATION_SPLITS if (root / s).is_dir()), "validation")
+    for split, folder in (("train", "train"), (validation, validation_folder)):
+        if split in splits and splits[split].num_examples:
+            continue
+        empty = (root / folder).is_dir()
+        where = f"{folder}/ holds no images in class folders" if empty else f"has no {folder}/ folder"
+        raise DataError(f"image folder {str(root)!r}: {where}; {_folder_layout(root)}")
+
+
 def load_folder(root: str | Path) -> DataSplits:
     """Images laid out `root/split/label/*.png|jpg` through tfds' ImageFolder."""
+    if not str(root):
+        raise DataError(f"{FOLDER_PREFIX} needs a path: --dataset folder:PATH, with PATH/train/LABEL/*.png|jpg")
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"image folder {str(root)!r} does not exist; expected {root}/train/LABEL/*.png|jpg "
-                        f"and {root}/validation/LABEL/*.png|jpg")
+        what = "is not a directory" if root.exists() else "does not exist"
+        raise DataError(f"image folder {str(root)!r} {what}; {_folder_layout(root)}")
     try:
         builder = tfds.ImageFolder(str(root))
     except Exception as error:  # tfds raises several types for a bad layout
-        raise DataError(f"image folder {str(root)!r}: {error}") from None
-    return _from_builder(f"folder:{root}", builder)
+        raise DataError(f"image folder {str(root)!r}: {error_text(error)}") from None
+    _check_folder_splits(root, builder.info.splits)
+    return _from_builder(f"{FOLDER_PREFIX}{root}", builder)
+
+
+def check_tfds_name(name: str) -> None:
+    """A DataError unless `name` is NAME[/CONFIG][:VERSION] as tensorflow-datasets spells them (no namespaces)."""
+    if not name.strip():
+        raise DataError(f"the dataset name is empty; give {NAME_FORMS}, or the embedded default {DEFAULT_DATASET!r}")
+    match = TFDS_NAME.fullmatch(name)
+    if not match:
+        raise DataError(f"dataset name {name!r} is not {NAME_FORMS}")
+    version = match.group("version")
+    if version is not None and not TFDS_VERSION.fullmatch(version):
+        raise DataError(f"dataset {name!r}: version {version!r} is not MAJOR.MINOR.PATCH (e.g. "
+                        f"'{match.group('name')}:1.0.0')")
+
+
+def _builder(name: str, data_dir: str | None):
+    check_tfds_name(name)
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise DataError(f"no tensorflow-datasets dataset named {name!r}; the embedded default is "
+                        f"{DEFAULT_DATASET!r}, image folders are 'folder:PATH'") from None
+    except Exception as error:  # tfds raises AssertionError (version), ValueError (config), OSError, ...
+        why = re.sub(r'^Failed to construct dataset "[^"]*", builder_kwargs "[^"]*": ', "", error_text(error, 1000))
+        raise DataError(f"dataset {name!r}: {error_text(why)}") from None
 
 
 def load_tfds(name: str, data_dir: str | None = None, download: bool = True) -> DataSplits:
     """A tfds dataset by name; fails within seconds, with instructions, when it cannot be had."""
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
-        raise DataError(f"no tensorflow-datasets dataset named {name!r}; the embedded default is "
-                        f"{DEFAULT_DATASET!r}, image folders are 'folder:PATH'") from None
+    builder = _builder(name, data_dir)
     if not builder.is_prepared():
         needs_network = name.split("/")[0].split(":")[0] not in LOCAL_BUILDERS
         if needs_network and not (download and network_reachable()):
@@ -128,10 +196,87 @@ def load_tfds(name: str, data_dir: str | None = None, download: bool = True) -> 
 
 
 def load_data(dataset: str = DEFAULT_DATASET, data_dir: str | None = None, download: bool = True) -> DataSplits:
-    """`folder:PATH` for image folders, else a tfds name (the default works offline)."""
-    if dataset.startswith("folder:"):
-        return load_folder(dataset[len("folder:"):])
+    """`folder:PATH` for image folders, else a tfds name (the default works offline).
+
+    Raises:
+        DataError: a malformed or unknown name, a dataset that cannot be had, an empty split,
+            or fewer than 2 classes.
+    """
+    if dataset.startswith(FOLDER_PREFIX):
+        return load_folder(dataset[len(FOLDER_PREFIX):])
     return load_tfds(dataset, data_dir, download)
+
+
+def _folder_images(root: Path):
+    """The files tfds' ImageFolder reads under `root` (split/label/*.png|jpg|jpeg), in sorted order."""
+    for split in sorted(p for p in root.iterdir() if p.is_dir()):
+        for label in sorted(p for p in split.iterdir() if p.is_dir()):
+            yield from sorted(p for p in label.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES))
+
+
+def why_unreadable(path: Path) -> str | None:
+    """Why TensorFlow cannot decode `path` as an image the way tfds does, or None if it can."""
+    try:
+        tf.io.decode_image(path.read_bytes(), channels=3, expand_animations=False)
+    except OSError as error:
+        return error.strerror or str(error)
+    except tf.errors.OpError as error:
+        return error_text(error, 150)
+    return None
+
+
+def find_unreadable_image(dataset: str) -> tuple[Path, str] | None:
+    """The first image of a `folder:PATH` dataset that cannot be decoded, and why; None if every one can.
+
+    Decodes every image of the folder, so call it after a failure, not on every load.
+    """
+    if not dataset.startswith(FOLDER_PREFIX):
+        return None
+    root = Path(dataset[len(FOLDER_PREFIX):])
+    try:
+        images = list(_folder_images(root))
+    except OSError:
+        return None
+    for path in images:
+        why = why_unreadable(path)
+        if why is not None:
+            return path, why
+    return None
+
+
+def data_error(dataset: str, error: BaseException) -> DataError | None:
+    """The DataError that `error`, raised while iterating `dataset`'s pipeline, stands for; None if not the data's.
+
+    A folder dataset is scanned for the image that cannot be decoded; a tfds dataset's
+    damaged prepared file (DataLossError) is named by TensorFlow's message.
+    """
+    if not isinstance(error, READ_ERRORS):
+        return None
+    found = find_unreadable_image(dataset)
+    if found is not None:
+        path, why = found
+        return DataError(f"dataset {dataset!r}: cannot read image {path} ({why}): remove or replace it")
+    if isinstance(error, tf.errors.DataLossError):
+        return DataError(f"dataset {dataset!r}: a prepared file is damaged ({error_text(error, 200)}); delete it "
+                         f"from the data directory and prepare the dataset again")
+    return None
+
+
+@contextlib.contextmanager
+def reading_images(data: DataSplits):
+    """Turn a failure to read `data`'s images inside the block (e.g. `model.fit`) into a DataError naming the file.
+
+    Example:
+        with reading_images(data):
+            model.fit(make_pipeline(data.train, ...), ...)
+    """
+    try:
+        yield
+    except tf.errors.OpError as error:
+        problem = data_error(data.name, error)
+        if problem is None:
+            raise
+        raise problem from None
 
 
 def to_model_input(images, size: tuple[int, int], channels: int):
@@ -186,3 +331,21 @@ def make_pipeline(data: tf.data.Dataset, input_shape: tuple[int, int, int], clas
         return images, ({name: onehot for name in output_names} if output_names else onehot)
 
     return data.batch(batch_size).map(targets, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def training_pipelines(data: DataSplits, input_shape: tuple[int, int, int], classes: int, batch_size: int,
+                       output_names: tuple[str, ...] = (), augment: bool = False, seed: int | None = None):
+    """(train dataset, validation dataset, steps per epoch) for a model of `input_shape` and `classes`."""
+    pipeline = dict(input_shape=input_shape, classes=classes, batch_size=batch_size, output_names=output_names,
+                    raw_shape=data.image_shape)
+    train = make_pipeline(data.train, training=True, augment=augment, num_examples=data.train_size, seed=seed,
+                          **pipeline)
+    validation = make_pipeline(data.validation, num_examples=data.validation_size, **pipeline)
+    return train, validation, -(-data.train_size // batch_size)
+
+
+def require_classes(classes: int, data: DataSplits, what: str, hint: str = "") -> None:
+    """A DataError unless `what` (a spec, a search space, `--classes N`) has as many classes as `data`."""
+    if classes != len(data.class_names):
+        raise DataError(f"{what} has {classes} classes but dataset {data.name!r} has {len(data.class_names)}"
+                        f"{'; ' + hint if hint else ''}")

@@ -7,11 +7,17 @@ heads) is exported, through `keras.export.ExportArchive` without `track()`, whic
 each variable once (`model.export` stores them twice, keras issue #23553). `assets/` holds
 `spec.yaml`, `class_names.txt` and `check.npz` (a reference batch with the Keras model's
 outputs). Written to a temporary directory and renamed into place.
+
+A model whose weights or outputs are not finite is not exported, and `check_saved_model`
+refuses such an export, a damaged or foreign directory, or a difference over TOLERANCE
+(every comparison is `not diff <= TOLERANCE`, so nan fails), always with an ExportError.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +26,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from inception_keras.atomic import atomic_write_bytes, atomic_write_text
 from inception_keras.builder import inference_model  # also registers LocalResponseNormalization
 from inception_keras.data import to_model_input
 from inception_keras.serialize import CLASS_NAMES_FILE, load_spec, read_class_names, spec_to_yaml, write_class_names
-from inception_keras.errors import UserError
+from inception_keras.errors import UserError, error_text
 from inception_keras.spec import NetworkSpec, SpecError
 
 TOLERANCE = 1e-5
 TMP_PREFIX = ".tmp-"
+CHECK_FILE = "check.npz"
+SIGNATURES = ("serving_default", "serve_float")
+VERSION_NAME = re.compile(r"[0-9]+")
 
 
 class ExportError(UserError, RuntimeError):
@@ -55,20 +65,82 @@ def dir_bytes(path: Path) -> int:
 
 
 def next_version(root: Path) -> int:
-    versions = [int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit()] if root.exists() else []
-    return max(versions, default=0) + 1
+    """One more than the highest version under `root`; every entry named by digits (a stray file too) is taken."""
+    names = [p.name for p in root.iterdir()] if root.is_dir() else []
+    return max((int(n) for n in names if VERSION_NAME.fullmatch(n)), default=0) + 1
+
+
+_writing: set[str] = set()  # temporaries this process is writing now
+
+
+def _process_alive(pid_text: str) -> bool:
+    try:
+        pid = int(pid_text)
+        if pid <= 0 or pid == os.getpid():
+            return False
+        os.kill(pid, 0)
+    except (ValueError, OverflowError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _remove_stale_temporaries(root: Path) -> None:
-    """Temporary directories of exports that were killed (their process is gone)."""
+    """Temporaries of exports that were killed: their process is gone (or had this process's id)."""
     for path in root.glob(f"{TMP_PREFIX}*"):
-        pid = path.name.rsplit("-", 1)[-1]
-        try:
-            os.kill(int(pid), 0)
-        except (ValueError, ProcessLookupError):
+        if str(path) in _writing or _process_alive(path.name.rsplit("-", 1)[-1]):
+            continue
+        if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
-        except PermissionError:
-            pass
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _check_name(name: str) -> str:
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0") or name.startswith(TMP_PREFIX):
+        raise ExportError(f"export name {name!r} is not a plain directory name (exports go to BASE_DIR/NAME/VERSION)")
+    return name
+
+
+def _export_root(base_dir: Path, name: str) -> Path:
+    """`base_dir/name`, created; a file in the way or a directory that cannot be made is an ExportError."""
+    root = base_dir / name
+    for path in (base_dir, root):
+        if path.exists() and not path.is_dir():
+            raise ExportError(f"{path} is a file, not a directory (exports go to BASE_DIR/NAME/VERSION)")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ExportError(f"cannot create the export directory {root}: {error.strerror or error}") from None
+    return root
+
+
+def _finite_kind(values: np.ndarray) -> str:
+    return " and ".join(kind for kind, found in (("nan", np.isnan(values).any()), ("inf", np.isinf(values).any()))
+                        if found)
+
+
+def non_finite_count(arrays) -> int:
+    """How many values of the floating-point arrays in `arrays` are nan or inf."""
+    count = 0
+    for array in arrays:
+        array = np.asarray(array)
+        if np.issubdtype(array.dtype, np.floating):
+            count += int(array.size - np.count_nonzero(np.isfinite(array)))
+    return count
+
+
+def _refuse_non_finite(model: keras.Model, outputs: np.ndarray, label: str) -> None:
+    """An ExportError if the model's weights or its outputs on the reference batch hold nan or inf."""
+    bad_weights = non_finite_count(keras.ops.convert_to_numpy(w) for w in model.weights)
+    if np.isfinite(outputs).all() and not bad_weights:
+        return
+    if np.isfinite(outputs).all():
+        raise ExportError(f"{label}: the model's weights hold {bad_weights:,} non-finite values (its outputs on the "
+                          f"reference batch are finite)")
+    raise ExportError(f"{label}: the model's outputs are not finite ({_finite_kind(outputs)}): the model's weights "
+                      f"hold {bad_weights:,} non-finite values")
 
 
 def reference_batch(input_shape: tuple, images=None, count: int = 2) -> np.ndarray:
@@ -108,9 +180,11 @@ def _write_assets(folder: Path, spec: NetworkSpec | None, class_names: list[str]
                   expected: np.ndarray) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     if spec is not None:
-        (folder / "spec.yaml").write_text(spec_to_yaml(spec))
+        atomic_write_text(folder / "spec.yaml", spec_to_yaml(spec))
     write_class_names(folder / CLASS_NAMES_FILE, class_names)
-    np.savez(folder / "check.npz", images=images, probabilities=expected)
+    buffer = io.BytesIO()
+    np.savez(buffer, images=images, probabilities=expected)
+    atomic_write_bytes(folder / CHECK_FILE, buffer.getvalue())
 
 
 def serving_input_shape(loaded) -> tuple:
@@ -119,30 +193,132 @@ def serving_input_shape(loaded) -> tuple:
     return tuple(next(iter(inputs.values())).shape[1:])
 
 
-def check_saved_model(path: str | Path, keras_model: keras.Model | None = None) -> float:
+def _require_layout(path: Path) -> None:
+    """An ExportError unless `path` is a directory holding `saved_model.pb` and `assets/check.npz` files."""
+    if not path.exists():
+        raise ExportError(f"{path} does not exist")
+    if not path.is_dir():
+        raise ExportError(f"{path} is not an inception_keras SavedModel: a file, not an export directory")
+    missing = [name for name in ("saved_model.pb", f"assets/{CHECK_FILE}") if not (path / name).is_file()]
+    if missing:
+        versions = sorted((p.name for p in path.iterdir() if p.is_dir() and VERSION_NAME.fullmatch(p.name)), key=int)
+        hint = f"; give a version directory such as {path / versions[-1]}" if versions else ""
+        raise ExportError(f"{path} is not an inception_keras SavedModel (no {' or '.join(missing)}){hint}")
+
+
+def _read_reference(check: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The reference images (uint8, N x H x W x 3) and the Keras outputs stored with them at export."""
+    try:
+        with np.load(check, allow_pickle=False) as stored:
+            images, probabilities = stored["images"], stored["probabilities"]
+    except Exception as error:  # numpy raises zip, pickle, key and I/O errors for a damaged file
+        raise ExportError(f"{check} is damaged ({error_text(error, 150)}): export the model again") from None
+    if (images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or not len(images)
+            or probabilities.ndim != 2 or len(probabilities) != len(images)
+            or not np.issubdtype(probabilities.dtype, np.floating)):
+        raise ExportError(f"{check} is damaged: images {images.dtype}{list(images.shape)} and probabilities "
+                          f"{probabilities.dtype}{list(probabilities.shape)} are not a reference batch and its outputs")
+    return images, probabilities
+
+
+def _load(path: Path):
+    """`tf.saved_model.load`, with our two signatures; a damaged or foreign export is an ExportError."""
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as error:  # TensorFlow raises many types (IndexError, OSError, OpError) for damaged files
+        raise ExportError(f"{path}: the SavedModel cannot be loaded, it is damaged or incomplete "
+                          f"({error_text(error, 200)}): export the model again") from None
+    missing = [name for name in SIGNATURES if name not in loaded.signatures]
+    if missing:
+        raise ExportError(f"{path} is not an inception_keras SavedModel (no {' or '.join(missing)} signature)")
+    return loaded
+
+
+def _serve(loaded, path: Path, images: np.ndarray, float_inputs) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        served = loaded.signatures["serving_default"](tf.constant(images))["probabilities"].numpy()
+        served_float = loaded.signatures["serve_float"](float_inputs)["probabilities"].numpy()
+    except (tf.errors.OpError, ValueError, TypeError, KeyError) as error:
+        raise ExportError(f"{path}: the SavedModel fails on its reference batch ({error_text(error, 200)}): "
+                          f"export the model again") from None
+    return served, served_float
+
+
+def _variables_non_finite(path: Path) -> int:
+    reader = tf.train.load_checkpoint(str(path / "variables" / "variables"))
+    return non_finite_count(reader.get_tensor(name) for name, dtype in reader.get_variable_to_dtype_map().items()
+                            if dtype.is_floating)
+
+
+def _keras_outputs(keras_model: keras.Model | str | Path, float_inputs, input_shape: tuple) -> np.ndarray:
+    if not isinstance(keras_model, keras.Model):
+        from inception_keras.pretrained.convert import load_keras_model
+
+        keras_model = load_keras_model(keras_model)
+    try:
+        outputs = keras_model.predict(float_inputs, verbose=0)
+    except (ValueError, TypeError, tf.errors.OpError) as error:
+        raise ExportError(f"the Keras model cannot take the export's {'x'.join(map(str, input_shape))} input: "
+                          f"{error_text(error, 200)}") from None
+    outputs = np.asarray(outputs["predictions"] if isinstance(outputs, dict) else outputs)
+    if not np.isfinite(outputs).all():
+        bad = non_finite_count(keras.ops.convert_to_numpy(w) for w in keras_model.weights)
+        raise ExportError(f"the Keras model's outputs are not finite ({_finite_kind(outputs)}): the model's weights "
+                          f"hold {bad:,} non-finite values")
+    return outputs
+
+
+def check_saved_model(path: str | Path, keras_model: keras.Model | str | Path | None = None) -> float:
     """Reload with `tf.saved_model.load` and compare with the Keras outputs; return the max abs diff.
 
-    Without `keras_model`, compares with the Keras outputs stored at export time.
+    Args:
+        path: an export's version directory (`BASE/NAME/VERSION`).
+        keras_model: a Keras model, or the path of a `.keras` file, to compare with; None compares
+            with the Keras outputs stored at export time (`assets/check.npz`).
+
+    Raises:
+        ExportError: the export is missing, damaged or not ours, an output is not finite, or the
+            outputs differ by more than TOLERANCE.
     """
     path = Path(path)
-    check = path / "assets" / "check.npz"
-    if not (path / "saved_model.pb").exists() or not check.exists():
-        raise ExportError(f"{path} is not an inception_keras SavedModel (no saved_model.pb or assets/check.npz)")
-    with np.load(check) as stored:
-        images, expected = stored["images"], stored["probabilities"]
-    loaded = tf.saved_model.load(str(path))
+    _require_layout(path)
+    check = path / "assets" / CHECK_FILE
+    images, expected = _read_reference(check)
+    loaded = _load(path)
     input_shape = serving_input_shape(loaded)
     float_inputs = to_model_input(images, tuple(input_shape[:2]), input_shape[2])
+    served, served_float = _serve(loaded, path, images, float_inputs)
+    for outputs in (served, served_float):
+        if not np.isfinite(outputs).all():
+            raise ExportError(f"{path}: the SavedModel's outputs are not finite ({_finite_kind(outputs)}): its "
+                              f"variables hold {_variables_non_finite(path):,} non-finite values")
     if keras_model is not None:
-        expected = keras_model.predict(float_inputs, verbose=0)
-        expected = np.asarray(expected["predictions"] if isinstance(expected, dict) else expected)
-    served = loaded.signatures["serving_default"](tf.constant(images))["probabilities"].numpy()
-    served_float = loaded.signatures["serve_float"](float_inputs)["probabilities"].numpy()
+        expected = _keras_outputs(keras_model, float_inputs, input_shape)
+    elif not np.isfinite(expected).all():
+        raise ExportError(f"{check}: the stored Keras outputs are not finite ({_finite_kind(expected)}): the model "
+                          f"was broken when exported; export a finite one")
+    if served.shape != expected.shape:
+        raise ExportError(f"{path}: the SavedModel gives outputs of shape {served.shape}, the Keras model "
+                          f"{expected.shape}: they are not the same network")
     diff = float(max(np.abs(served - expected).max(), np.abs(served_float - expected).max()))
-    if diff > TOLERANCE:
+    if not diff <= TOLERANCE:
         raise ExportError(f"{path}: reloaded SavedModel differs from the Keras model by {diff:.3e} "
                           f"(tolerance {TOLERANCE:.0e})")
     return diff
+
+
+def _publish(tmp: Path, root: Path) -> tuple[Path, int]:
+    """Rename `tmp` to the next free version directory (another exporter may take one meanwhile)."""
+    for _ in range(10):
+        version = next_version(root)
+        final = root / str(version)
+        try:
+            os.rename(tmp, final)
+            return final, version
+        except OSError:
+            if not final.exists():
+                raise
+    raise ExportError(f"cannot find a free version number under {root}: other exports keep taking them")
 
 
 def export_saved_model(model: keras.Model, spec: NetworkSpec | None, class_names: list[str],
@@ -152,6 +328,11 @@ def export_saved_model(model: keras.Model, spec: NetworkSpec | None, class_names
 
     `spec` (written to `assets/spec.yaml`) may be None for a model whose spec is not known,
     e.g. a `.keras` file from `inception-keras weights import`; the name then defaults to the model's.
+
+    Raises:
+        ExportError: the model cannot be served (channels, class names), its weights or outputs
+            are not finite, the base directory cannot be written, or the reload check fails.
+            Nothing is left under `base_dir/name` but what was there.
     """
     if "aux_1" in {layer.name for layer in model.layers}:
         model = inference_model(model)
@@ -161,22 +342,25 @@ def export_saved_model(model: keras.Model, spec: NetworkSpec | None, class_names
                           f"cannot use it")
     if len(class_names) != classes:
         raise ExportError(f"{len(class_names)} class names for a {classes}-class model")
-    root = Path(base_dir) / (name or (spec.name if spec is not None else model.name.removesuffix("_inference")))
-    root.mkdir(parents=True, exist_ok=True)
+    name = _check_name(name or (spec.name if spec is not None else model.name.removesuffix("_inference")))
+    batch = reference_batch(input_shape, images)
+    inputs = to_model_input(batch, tuple(input_shape[:2]), input_shape[2])
+    expected = np.asarray(model.predict(inputs, verbose=0))
+    _refuse_non_finite(model, expected, f"cannot export {name}")
+    root = _export_root(Path(base_dir), name)
     _remove_stale_temporaries(root)
-    version = next_version(root)
-    tmp = root / f"{TMP_PREFIX}{version}-{os.getpid()}"
+    tmp = root / f"{TMP_PREFIX}{next_version(root)}-{os.getpid()}"
+    _writing.add(str(tmp))
     try:
-        batch = reference_batch(input_shape, images)
-        inputs = to_model_input(batch, tuple(input_shape[:2]), input_shape[2])
-        expected = np.asarray(model.predict(inputs, verbose=0))
         _archive(model, input_shape, classes, top_k).write_out(str(tmp), verbose=False)
         _write_assets(tmp / "assets", spec, class_names, batch, expected)
         diff = check_saved_model(tmp)
-        final = root / str(version)
-        os.rename(tmp, final)
+        final, version = _publish(tmp, root)
+    except (OSError, tf.errors.OpError) as error:
+        raise ExportError(f"cannot write the export under {root}: {error_text(error, 200)}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        _writing.discard(str(tmp))
     weight_bytes = sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights)
     return ExportResult(str(final), version, diff, weight_bytes, dir_bytes(final / "variables"), dir_bytes(final))
 

@@ -7,11 +7,12 @@ import argparse
 import os
 from pathlib import Path
 
-from inception_keras.cli_common import CommandError, positive_int
+from inception_keras.cli_common import CommandError, positive_float, positive_int
 from inception_keras.commands import add_train_arguments, fit_classes, load_data_or_exit
 from inception_keras.commands import train_config_from_args
 
 DEFAULT_PORT = 8000
+MAX_PORT = 65535
 
 
 def _count(text: str) -> int:
@@ -23,6 +24,32 @@ def _count(text: str) -> int:
         return parse_count(text)
     except SpecError as error:
         raise argparse.ArgumentTypeError(error.message) from None
+    except (OverflowError, ValueError):
+        raise argparse.ArgumentTypeError(f"must be a finite count such as 2500000, 2.5M or 600M; "
+                                         f"got {text!r}") from None
+
+
+def _port(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_PORT:
+        raise argparse.ArgumentTypeError(f"must be a port number 1-{MAX_PORT}, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def _non_empty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def cmd_search(args) -> int:
@@ -57,18 +84,20 @@ def cmd_search(args) -> int:
 
 
 def cmd_report(directory: Path, args, print_table: bool = True) -> int:
-    import json
+    """Print and write the results of a search directory (and export its best model with --export).
 
-    from search.report import report_text, write_results
+    A damaged trial record is skipped with a warning; a directory with no finished trial yet is
+    an error (exit 2) and nothing is written.
+    """
+    from search.report import read_budget, read_records, report_text, write_results
 
     if not (directory / "records").is_dir():
         raise CommandError(f"{directory} holds no search (no records/ directory)")
-    records = write_results(directory)
+    records = read_records(directory)
+    written = write_results(directory, records)
     if print_table:
-        space_file = directory / "space.json"
-        budget = json.loads(space_file.read_text())["budget"] if space_file.exists() else ""
-        print(report_text(records, budget))
-        print(f"written: {directory}/results.json, results.csv, pareto.png, best_spec.yaml")
+        print(report_text(records, read_budget(directory)))
+        print(f"written: {', '.join(str(path) for path in written)}")
     if args.export:
         from search.budget import BudgetError
         from search.driver import export_best
@@ -89,7 +118,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "search", help="budgeted architecture search over bottleneck widths (KerasTuner); `search report DIR`",
         description="Search widths under a params / multiply-adds budget, screened by the exact cost model "
                     "before any trial. `inception-keras search report DIR [--export]` prints and writes the "
-                    "results of a search directory.")
+                    "results of a search directory (a damaged trial record is skipped with a warning; with no "
+                    "finished trial yet it exits 2 and writes nothing).")
     parser.add_argument("action", nargs="*", help="`report DIR` to report on an existing search")
     parser.add_argument("--space", help=f"search space: a YAML/JSON file or one of {', '.join(list_spaces())}")
     parser.add_argument("--budget-params", type=_count, metavar="N", help="max parameters, e.g. 2.5M")
@@ -100,18 +130,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--input-size", type=positive_int, metavar="N", help="square input size of the base spec")
     add_train_arguments(parser)
     parser.set_defaults(epochs=3)
-    parser.add_argument("--dir", default="runs/search", help="search directory (run again to resume)")
+    parser.add_argument("--dir", type=_non_empty, default="runs/search", help="search directory (run again to resume)")
     parser.add_argument("--overwrite", action="store_true", help="start afresh, deleting the search in --dir")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_seed, default=0)
     parser.add_argument("--mirrored", action="store_true", help="train each trial with tf.distribute.MirroredStrategy")
     parser.add_argument("--role", choices=("chief", "worker"), help="distributed search: this process's role")
     parser.add_argument("--tuner-id", help="worker id, unique per worker (restart a dead worker with the same id)")
-    parser.add_argument("--oracle-ip", default=os.environ.get("KERASTUNER_ORACLE_IP", "127.0.0.1"),
+    parser.add_argument("--oracle-ip", type=_non_empty, default=os.environ.get("KERASTUNER_ORACLE_IP", "127.0.0.1"),
                         help="chief address; the chief binds to it (default 127.0.0.1)")
-    parser.add_argument("--oracle-port", type=positive_int,
+    parser.add_argument("--oracle-port", type=_port,
                         default=os.environ.get("KERASTUNER_ORACLE_PORT", str(DEFAULT_PORT)))
-    parser.add_argument("--timeout", type=float, metavar="SECONDS", help="give up (exit 124) if not done by then")
+    parser.add_argument("--timeout", type=positive_float, metavar="SECONDS",
+                        help="give up (exit 124) if not done by then; a worker waits that long (at most "
+                             "5 minutes) for its chief")
     parser.add_argument("--export", action="store_true", help="export the best model when done (or with report)")
-    parser.add_argument("--export-dir", default="saved_models")
+    parser.add_argument("--export-dir", type=_non_empty, default="saved_models")
     parser.add_argument("--verbose", action="store_true", help="Keras progress lines inside each trial")
     parser.set_defaults(func=cmd_search)

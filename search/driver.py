@@ -7,25 +7,33 @@ variables (`configure_distributed`) in the chief and in every worker, same comma
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
+import socket
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from inception_keras.data import DataSplits, make_pipeline
+from inception_keras.data import DataSplits, require_classes, training_pipelines
 from inception_keras.atomic import atomic_write_text
+from inception_keras.errors import error_text
+from inception_keras.locking import DirectoryLock
 from inception_keras.serialize import CLASS_NAMES_FILE, read_class_names, write_class_names
 from inception_keras.train import TrainConfig, output_names
 
 from search.budget import BudgetError, check_feasible, cheapest
-from search.report import read_records, report_text, write_results
+from search.report import SearchError, read_records, report_text, write_results
 from search.space import SearchSpace
 
 CHIEF_ID = "chief"
 RESULT_FILES = ("results.json", "results.csv", "pareto.png", "best_spec.yaml", "space.json", "class_names.txt")
+CHIEF_WAIT_SECONDS = 300.0
+TUNER_ID = re.compile(r"[A-Za-z0-9_.-]+")
+FAILURES = re.compile(r"Number of consecutive failures exceeded the limit of (\d+)")
 
 
 @dataclass
@@ -45,6 +53,8 @@ def configure_distributed(role: str | None, tuner_id: str | None, ip: str, port:
         raise ValueError(f"role must be chief or worker, got {role!r}")
     if role == "worker" and (not tuner_id or CHIEF_ID in tuner_id):
         raise ValueError("a worker needs --tuner-id, unique per worker and without 'chief' in it (e.g. worker0)")
+    if role == "worker" and (not TUNER_ID.fullmatch(tuner_id) or tuner_id.strip(".") == ""):
+        raise ValueError(f"--tuner-id {tuner_id!r}: use letters, digits, '_', '-' and '.' only (e.g. worker0)")
     os.environ["KERASTUNER_TUNER_ID"] = CHIEF_ID if role == "chief" else tuner_id
     os.environ["KERASTUNER_ORACLE_IP"] = ip
     os.environ["KERASTUNER_ORACLE_PORT"] = str(port)
@@ -54,13 +64,57 @@ def is_worker() -> bool:
     return "KERASTUNER_ORACLE_IP" in os.environ and CHIEF_ID not in os.environ.get("KERASTUNER_TUNER_ID", "")
 
 
+def is_chief() -> bool:
+    return "KERASTUNER_ORACLE_IP" in os.environ and CHIEF_ID in os.environ.get("KERASTUNER_TUNER_ID", "")
+
+
+def chief_address() -> str:
+    return f"{os.environ.get('KERASTUNER_ORACLE_IP')}:{os.environ.get('KERASTUNER_ORACLE_PORT')}"
+
+
+def check_chief_address() -> None:
+    """A SearchError if the chief cannot serve the oracle on its address (taken, or not this machine's)."""
+    ip, port = os.environ["KERASTUNER_ORACLE_IP"], int(os.environ["KERASTUNER_ORACLE_PORT"])
+    try:
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((ip, port))
+    except OSError as error:
+        raise SearchError(f"the chief cannot serve on {ip}:{port}: {error.strerror or error} (another chief "
+                          f"there? choose another --oracle-port; --oracle-ip must be this machine's)") from None
+
+
+def wait_for_chief(seconds: float) -> float:
+    """Wait until the chief's oracle answers; return the seconds waited. A SearchError if none answers in time."""
+    import grpc
+
+    start = time.monotonic()
+    channel = grpc.insecure_channel(chief_address())
+    try:
+        grpc.channel_ready_future(channel).result(timeout=seconds)
+    except grpc.FutureTimeoutError:
+        raise SearchError(f"no chief answers at {chief_address()} (waited {seconds:.0f} s): start the chief "
+                          f"(the same command with --role chief) first, or fix --oracle-ip / --oracle-port") from None
+    finally:
+        channel.close()
+    return time.monotonic() - start
+
+
+def _count(number: int) -> str:
+    """A count for a message: exact up to a million, then in scientific notation (also beyond float's range)."""
+    if number < 1_000_000:
+        return f"{number:,}"
+    digits = str(number)
+    return f"{digits[0]}.{digits[1:3]}e{len(digits) - 1}"
+
+
 def watchdog(seconds: float | None, directory: Path):
     """Ends the process if the search has not finished in `seconds` (KerasTuner's chief waits forever)."""
     if not seconds:
         return None
 
     def expire():
-        done = len(read_records(directory))
+        done = len(read_records(directory, warn_damaged=False))
         print(f"[search] timed out after {seconds:.0f} s with {done} trial(s) finished. If a worker died, restart it "
               f"with the same --tuner-id and --dir: it reruns its unfinished trial and the search goes on. Run the "
               f"same command again to resume.", flush=True)
@@ -72,37 +126,114 @@ def watchdog(seconds: float | None, directory: Path):
     return timer
 
 
-def _save_space(space: SearchSpace, directory: Path, class_names: list[str]) -> None:
-    atomic_write_text(directory / "space.json", json.dumps({
+def _space_record(space: SearchSpace) -> dict:
+    """What `space.json` holds: the space as plain JSON values."""
+    return json.loads(json.dumps({
         "name": space.name, "budget": space.budget.describe(),
         "dimensions": {dim.name: list(dim.values) for dim in space.dimensions},
-        "base": space.base.to_dict()}, indent=1))
-    write_class_names(directory / CLASS_NAMES_FILE, class_names)
+        "base": space.base.to_dict()}))
+
+
+def _prepare_directory(directory: Path) -> None:
+    if directory.exists() and not directory.is_dir():
+        raise SearchError(f"search directory {directory} is a file, not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SearchError(f"cannot create the search directory {directory}: {error.strerror or error}") from None
+
+
+def _clear(directory: Path) -> None:
+    """Remove our records and results (KerasTuner deletes its own project, kt/)."""
+    try:
+        if (directory / "records").exists():
+            shutil.rmtree(directory / "records")
+        for name in RESULT_FILES:
+            (directory / name).unlink(missing_ok=True)
+    except OSError as error:
+        raise SearchError(f"cannot clear the search in {directory} for --overwrite: {error.strerror or error} "
+                          f"({error.filename})") from None
+
+
+def _read_saved(path: Path, read) -> object:
+    try:
+        return read(path)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise SearchError(f"{path} is damaged ({error_text(error, 120)}): delete it to resume with this command's "
+                          f"settings, or start afresh with --overwrite") from None
+
+
+def check_resume(space: SearchSpace, directory: Path, class_names: list[str]) -> None:
+    """A SearchError if `directory` holds a search of another space or dataset, or its records of them are damaged."""
+    if (directory / "space.json").exists():
+        saved = _read_saved(directory / "space.json", lambda path: json.loads(path.read_text(encoding="utf-8")))
+        current = _space_record(space)
+        if not isinstance(saved, dict):
+            saved = {}
+        differ = [key for key in current if saved.get(key) != current[key]]
+        if differ:
+            raise SearchError(f"{directory} holds a search of another space ({', '.join(differ)} differ: it searched "
+                              f"{saved.get('name')!r} with budget {saved.get('budget')!r}); use another --dir, or "
+                              f"--overwrite to start afresh")
+    if (directory / CLASS_NAMES_FILE).exists():
+        saved_names = _read_saved(directory / CLASS_NAMES_FILE, read_class_names)
+        if saved_names != list(class_names):
+            raise SearchError(f"{directory} holds a search on other classes ({len(saved_names)}: "
+                              f"{', '.join(saved_names[:5])}{', ...' if len(saved_names) > 5 else ''}) than this "
+                              f"dataset's ({len(class_names)}); use another --dir, or --overwrite to start afresh")
+
+
+def _save_space(space: SearchSpace, directory: Path, class_names: list[str]) -> None:
+    try:
+        atomic_write_text(directory / "space.json", json.dumps(_space_record(space), indent=1))
+        write_class_names(directory / CLASS_NAMES_FILE, class_names)
+    except OSError as error:
+        raise SearchError(f"cannot write in the search directory {directory}: {error.strerror or error}") from None
 
 
 def run_search(space: SearchSpace, data: DataSplits, directory: str | Path, tuner: str = "random",
                max_trials: int = 10, epochs: int = 3, config: TrainConfig | None = None, overwrite: bool = False,
                seed: int = 0, initial_points: int | None = None, max_attempts: int = 10_000, mirrored: bool = False,
                timeout: float | None = None, verbose: int = 0) -> SearchOutcome:
-    """Search `space` on `data`; raise BudgetError before any training if the budget cannot be met."""
-    from search.tuner import make_tuner
+    """Search `space` on `data`; raise BudgetError before any training if the budget cannot be met.
+
+    Raises:
+        BudgetError: the budget cannot be met, or sampling found no point within it.
+        SearchError: `directory` cannot be used (a file, not writable, damaged, another space's or
+            dataset's search), a worker's chief does not answer, or trials keep failing.
+        DataError: an image of the dataset cannot be read (named).
+    """
 
     directory = Path(directory)
     config = config or TrainConfig(epochs=epochs)
-    if space.base.head.classes != len(data.class_names):
-        raise ValueError(f"space {space.name!r} has {space.base.head.classes} classes, dataset {data.name!r} "
-                         f"has {len(data.class_names)}")
+    require_classes(space.base.head.classes, data, f"space {space.name!r}")
     point_cost = check_feasible(space)
     start = time.perf_counter()
-    directory.mkdir(parents=True, exist_ok=True)
+    _prepare_directory(directory)
+    with contextlib.ExitStack() as held:
+        if not (is_worker() or is_chief()):  # a chief and its workers share the directory on purpose
+            held.enter_context(DirectoryLock(directory, what="search", note=print))
+        return _run(space=space, data=data, directory=directory, tuner=tuner, max_trials=max_trials, epochs=epochs,
+                    config=config, overwrite=overwrite, seed=seed, initial_points=initial_points,
+                    max_attempts=max_attempts, mirrored=mirrored, timeout=timeout, verbose=verbose,
+                    point_cost=point_cost, start=start)
+
+
+def _run(*, space, data, directory, tuner, max_trials, epochs, config, overwrite, seed, initial_points, max_attempts,
+         mirrored, timeout, verbose, point_cost, start) -> SearchOutcome:
+    """`run_search` in its prepared (and, unless distributed, locked) directory."""
+    from search.tuner import make_tuner
+
     if not is_worker():
-        if overwrite:  # KerasTuner deletes its project (kt/); the records and results are ours
-            shutil.rmtree(directory / "records", ignore_errors=True)
-            for name in RESULT_FILES:
-                (directory / name).unlink(missing_ok=True)
+        if overwrite:
+            _clear(directory)
+        else:
+            check_resume(space, directory, data.class_names)
         _save_space(space, directory, data.class_names)
+    if is_chief():
+        check_chief_address()
     low_params, low_macs = point_cost(cheapest(point_cost))
-    print(f"[search] {space.name}: {len(space.dimensions)} widths vary, {space.size():.3g} points; "
+    print(f"[search] {space.name}: {len(space.dimensions)} widths vary, {_count(space.size())} points; "
           f"budget {space.budget.describe()}; cheapest point: {low_params:,} params, {low_macs:,} multiply-adds; "
           f"tuner {tuner}, {max_trials} trials", flush=True)
     strategy = None
@@ -110,21 +241,24 @@ def run_search(space: SearchSpace, data: DataSplits, directory: str | Path, tune
         import tensorflow as tf
 
         strategy = tf.distribute.MirroredStrategy()
-    kt_tuner = make_tuner(tuner, space, config, -(-data.train_size // config.batch_size), directory, max_trials,
-                          epochs, seed, overwrite and not is_worker(), initial_points, max_attempts, strategy)
-    pipeline = dict(input_shape=space.base.input_shape, classes=space.base.head.classes,
-                    batch_size=config.batch_size, output_names=output_names(space.base), raw_shape=data.image_shape)
-    train_ds = make_pipeline(data.train, training=True, augment=config.augment, num_examples=data.train_size,
-                             seed=seed, **pipeline)
-    val_ds = make_pipeline(data.validation, num_examples=data.validation_size, **pipeline)
+    with _reloading(directory, overwrite and not is_worker()):
+        kt_tuner = make_tuner(tuner, space, config, -(-data.train_size // config.batch_size), directory, max_trials,
+                              epochs, seed, overwrite and not is_worker(), initial_points, max_attempts, strategy,
+                              dataset=data.name)
+    train_ds, val_ds, _ = training_pipelines(data, space.base.input_shape, space.base.head.classes,
+                                             config.batch_size, output_names(space.base), config.augment, seed)
+    if is_worker():
+        waited = wait_for_chief(min(timeout, CHIEF_WAIT_SECONDS) if timeout else CHIEF_WAIT_SECONDS)
+        timeout = max(timeout - waited, 1.0) if timeout else None
     timer = watchdog(timeout, directory)
     try:
-        kt_tuner.search(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose, shuffle=False)
+        _search(kt_tuner, train_ds, val_ds, epochs, verbose)
     finally:
         if timer:
             timer.cancel()
     oracle = kt_tuner.oracle
-    outcome = SearchOutcome(read_records(directory), getattr(oracle, "screened", 0), getattr(oracle, "rejected", 0),
+    records = read_records(directory)
+    outcome = SearchOutcome(records, getattr(oracle, "screened", 0), getattr(oracle, "rejected", 0),
                             getattr(oracle, "repaired", 0), time.perf_counter() - start)
     if getattr(oracle, "exhausted", False) and len(outcome.records) < max_trials:
         raise BudgetError(f"sampling found no new point within the budget ({space.budget.describe()}) in "
@@ -132,13 +266,53 @@ def run_search(space: SearchSpace, data: DataSplits, directory: str | Path, tune
                           f"candidates were rejected in all. Loosen the budget or narrow the space towards smaller "
                           f"widths.")
     if not is_worker():
-        write_results(directory)
+        write_results(directory, records)
         print(report_text(outcome.records, space.budget.describe()))
         print(f"[search] {len(outcome.records)} trials in {outcome.seconds:.1f} s; candidates screened "
               f"{outcome.screened:,}, rejected by the budget before any trial {outcome.rejected:,}, repaired "
               f"{outcome.repaired:,}; results in {directory}/results.csv, plot {directory}/pareto.png, best spec "
               f"{directory}/best_spec.yaml", flush=True)
     return outcome
+
+
+@contextlib.contextmanager
+def _reloading(directory: Path, overwrite: bool):
+    """A KerasTuner project in `directory/kt` that cannot be reloaded is a SearchError."""
+    import tensorflow as tf
+
+    project = directory / "kt"
+    reloads = project.exists() and not overwrite
+    try:
+        yield
+    except (ValueError, KeyError, TypeError, IndexError, OSError, tf.errors.OpError) as error:
+        if not reloads:
+            raise
+        raise SearchError(f"{project} holds a KerasTuner project that cannot be reloaded, it is damaged "
+                          f"({type(error).__name__}: {error_text(error, 120)}); start afresh with "
+                          f"--overwrite") from None
+
+
+def _search(kt_tuner, train_ds, val_ds, epochs: int, verbose: int) -> None:
+    """`kt_tuner.search`, with KerasTuner's and gRPC's failures said in one line."""
+    import grpc
+
+    from search.tuner import FatalTrialError
+
+    try:
+        kt_tuner.search(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose, shuffle=False)
+    except FatalTrialError as fatal:
+        raise fatal.error from None
+    except grpc.RpcError as error:
+        code = error.code().name if hasattr(error, "code") else type(error).__name__
+        raise SearchError(f"no chief answers at {chief_address()} ({code}): it stopped or was never started; "
+                          f"restart the chief with the same --dir, then this worker with the same --tuner-id") from None
+    except RuntimeError as error:
+        failures = FAILURES.search(str(error))
+        if not failures:
+            raise
+        last = [line for line in str(error).splitlines() if line.strip()][-1].strip()
+        raise SearchError(f"{failures.group(1)} trials in a row failed, the last with {last[:300]}; fix that and run "
+                          f"the same command to resume") from None
 
 
 def export_best(directory: str | Path, base_dir: str = "saved_models", name: str | None = None):
@@ -149,7 +323,7 @@ def export_best(directory: str | Path, base_dir: str = "saved_models", name: str
     from search.report import best_record
 
     directory = Path(directory)
-    best = best_record(read_records(directory))
+    best = best_record(read_records(directory, warn_damaged=False))
     if best is None:
         raise BudgetError(f"{directory} has no finished trial to export")
     spec = NetworkSpec.from_dict(best["spec"])
@@ -157,6 +331,10 @@ def export_best(directory: str | Path, base_dir: str = "saved_models", name: str
     if not checkpoint.exists():
         raise BudgetError(f"the best trial's weights are missing: {checkpoint}")
     model = build_model(spec)
-    model.load_weights(checkpoint, skip_mismatch=False)
-    class_names = read_class_names(directory / CLASS_NAMES_FILE)
+    try:
+        model.load_weights(checkpoint, skip_mismatch=False)
+    except Exception as error:  # h5py and Keras raise many types for a damaged file
+        raise SearchError(f"the best trial's weights {checkpoint} cannot be loaded "
+                          f"({error_text(error, 150)})") from None
+    class_names = _read_saved(directory / CLASS_NAMES_FILE, read_class_names)
     return export_saved_model(model, spec, class_names, base_dir, name or f"{spec.name}")

@@ -1,7 +1,8 @@
 """Search results without TensorFlow: the trials table, Pareto fronts, a PNG plot, the best spec.
 
-Reads `DIR/records/trial_*.json` (one per finished trial) and writes `DIR/results.json`,
-`DIR/results.csv`, `DIR/pareto.png` and `DIR/best_spec.yaml`.
+Reads `DIR/records/trial_*.json` (one per finished trial; a damaged one is skipped with a
+one-line warning) and writes `DIR/results.json`, `DIR/results.csv`, `DIR/pareto.png` and
+`DIR/best_spec.yaml`.
 """
 
 from __future__ import annotations
@@ -10,21 +11,85 @@ import csv
 import io
 import json
 import math
+import sys
 from pathlib import Path
 
 from inception_keras import NetworkSpec
 from inception_keras.atomic import atomic_write_bytes, atomic_write_text
+from inception_keras.errors import UserError
 from inception_keras.serialize import spec_to_yaml
+from inception_keras.spec import SpecError
 
 COLUMNS = ("trial_id", "worker", "val_accuracy", "params", "macs", "train_seconds")
+NUMBER_FIELDS = ("val_accuracy", "params", "macs", "train_seconds")
+RECORD_TYPES = {"trial_id": str, "values": dict, "spec": dict}
 
 
-def read_records(directory: str | Path) -> list[dict]:
-    """Finished trials, ordered by trial id."""
+class SearchError(UserError):
+    """A search directory or one of its files cannot be used; the message says which and what to do."""
+
+
+def warn(message: str) -> None:
+    """One line on stderr."""
+    print(f"warning: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def record_problem(record) -> str | None:
+    """What makes `record` not a complete trial record, or None."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    missing = [key for key in (*RECORD_TYPES, "worker", *NUMBER_FIELDS) if key not in record]
+    if missing:
+        return f"no {', '.join(missing)}"
+    wrong = [key for key, kind in RECORD_TYPES.items() if not isinstance(record[key], kind)]
+    wrong += [key for key in NUMBER_FIELDS if not _is_number(record[key])]
+    if wrong:
+        return f"{', '.join(wrong)} of the wrong type"
+    try:
+        NetworkSpec.from_dict(record["spec"])
+    except SpecError as error:
+        return f"its spec is not valid ({error})"
+    return None
+
+
+def _read_record(path: Path) -> tuple[dict | None, str | None]:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        return None, f"cannot read it ({error.strerror or error})"
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return None, f"not valid JSON, truncated or damaged ({error})"
+    problem = record_problem(record)
+    return (None, problem) if problem else (record, None)
+
+
+def read_records(directory: str | Path, warn_damaged: bool = True) -> list[dict]:
+    """Finished trials, ordered by trial id; a damaged record is skipped (with a warning on stderr)."""
     records = []
     for path in sorted(Path(directory, "records").glob("trial_*.json")):
-        records.append(json.loads(path.read_text()))
+        record, problem = _read_record(path)
+        if record is not None:
+            records.append(record)
+        elif warn_damaged:
+            warn(f"skipping {path}: {problem}")
     return sorted(records, key=lambda record: record["trial_id"])
+
+
+def read_budget(directory: str | Path) -> str:
+    """The budget that `DIR/space.json` describes; "" (with a warning if damaged) when it cannot be read."""
+    path = Path(directory, "space.json")
+    if not path.exists():
+        return ""
+    try:
+        budget = json.loads(path.read_text(encoding="utf-8"))["budget"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+        warn(f"{path} is damaged ({type(error).__name__}: {error}); the report leaves the budget out")
+        return ""
+    return budget if isinstance(budget, str) else ""
 
 
 def pareto_front(records: list[dict], cost: str) -> list[dict]:
@@ -89,25 +154,46 @@ def plot(records: list[dict], path: Path) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def write_results(directory: str | Path) -> list[dict]:
-    """Write results.json, results.csv, pareto.png and best_spec.yaml from the trial records."""
-    directory = Path(directory)
-    records = read_records(directory)
-    atomic_write_text(directory / "results.json", json.dumps({
-        "trials": records,
-        "pareto_params": [r["trial_id"] for r in pareto_front(records, "params")],
-        "pareto_macs": [r["trial_id"] for r in pareto_front(records, "macs")],
-    }, indent=1))
+def _csv_text(records: list[dict]) -> str:
     rows = io.StringIO()
     names = sorted({name for r in records for name in r["values"]})
     writer = csv.writer(rows)
     writer.writerow([*COLUMNS, *names])
     for r in records:
         writer.writerow([*(r[c] for c in COLUMNS), *(r["values"].get(name, "") for name in names)])
-    atomic_write_text(directory / "results.csv", rows.getvalue())
-    if records:
-        plot(records, directory / "pareto.png")
+    return rows.getvalue()
+
+
+def _write(path: Path, write) -> Path:
+    try:
+        return write(path)
+    except OSError as error:
+        raise SearchError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def write_results(directory: str | Path, records: list[dict] | None = None) -> list[Path]:
+    """Write results.json, results.csv, pareto.png and best_spec.yaml from the trial records; return what was written.
+
+    Args:
+        directory: the search directory.
+        records: the trial records (default: `read_records(directory)`).
+
+    Raises:
+        SearchError: there is no finished trial (nothing is written), or a file cannot be written.
+    """
+    directory = Path(directory)
+    records = read_records(directory) if records is None else records
+    if not records:
+        raise SearchError(f"{directory}: no finished trials yet ({directory / 'records'} holds no complete trial "
+                          f"record); nothing written")
     best = best_record(records)
+    summary = json.dumps({"trials": records,
+                          "pareto_params": [r["trial_id"] for r in pareto_front(records, "params")],
+                          "pareto_macs": [r["trial_id"] for r in pareto_front(records, "macs")]}, indent=1)
+    written = [_write(directory / "results.json", lambda path: atomic_write_text(path, summary)),
+               _write(directory / "results.csv", lambda path: atomic_write_text(path, _csv_text(records))),
+               _write(directory / "pareto.png", lambda path: plot(records, path))]
     if best:
-        atomic_write_text(directory / "best_spec.yaml", spec_to_yaml(NetworkSpec.from_dict(best["spec"])))
-    return records
+        best_yaml = spec_to_yaml(NetworkSpec.from_dict(best["spec"]))
+        written.append(_write(directory / "best_spec.yaml", lambda path: atomic_write_text(path, best_yaml)))
+    return written

@@ -6,7 +6,9 @@ becomes a trial (no slot of `max_trials`, no failure count, no model build).
 Bayesian optimization's own proposals come from `populate_space`: an over-budget one
 is repaired onto the budget (`search.budget.repair`), not swapped for a random
 sample. Each finished trial writes `records/trial_ID.json` (params, multiply-adds,
-validation accuracy, train time, worker) beside the KerasTuner project.
+validation accuracy, train time, worker) beside the KerasTuner project. A user error in a
+trial (an unreadable image, a record that cannot be written) ends the search, as
+`FatalTrialError`, instead of counting as a failed trial.
 """
 
 from __future__ import annotations
@@ -16,15 +18,27 @@ import time
 from pathlib import Path
 
 import keras_tuner as kt
+import tensorflow as tf
 
 from inception_keras import build_model, network_cost
 from inception_keras.atomic import atomic_write_text
+from inception_keras.data import data_error
+from inception_keras.errors import UserError
 from inception_keras.train import TrainConfig, compile_model, monitor_name
 
 from search.budget import PointCost, cheapest, repair
+from search.report import SearchError
 from search.space import SearchSpace
 
 TUNERS = ("random", "bayesian", "hyperband")
+
+
+class FatalTrialError(kt.errors.FatalError):
+    """Carries a UserError out of KerasTuner's trial loop, which would count it as a failed trial and go on."""
+
+    def __init__(self, error: UserError):
+        super().__init__(str(error))
+        self.error = error
 
 
 class InceptionHyperModel(kt.HyperModel):
@@ -98,16 +112,33 @@ class BudgetBayesianOracle(BudgetMixin, kt.oracles.BayesianOptimizationOracle):
 class RecordingMixin:
     """Writes a JSON record per finished trial and prints a one-line progress report."""
 
-    def __init__(self, *args, space: SearchSpace, records_dir: Path, **kwargs):
-        self.space, self.records_dir = space, Path(records_dir)
+    def __init__(self, *args, space: SearchSpace, records_dir: Path, dataset: str = "", **kwargs):
+        self.space, self.records_dir, self.dataset = space, Path(records_dir), dataset
         super().__init__(*args, **kwargs)
+
+    def _train(self, trial, *args, **kwargs):
+        try:
+            return super().run_trial(trial, *args, **kwargs)
+        except tf.errors.OpError as error:
+            problem = data_error(self.dataset, error)
+            if problem is None:
+                raise
+            raise FatalTrialError(problem) from None
+
+    def _write_record(self, record: dict) -> None:
+        path = self.records_dir / f"trial_{record['trial_id']}.json"
+        try:
+            atomic_write_text(path, json.dumps(record, indent=1))
+        except OSError as error:
+            raise FatalTrialError(SearchError(f"cannot write the trial record {path}: "
+                                              f"{error.strerror or error}")) from None
 
     def run_trial(self, trial, *args, **kwargs):
         values = {dim.name: trial.hyperparameters.get(dim.name) for dim in self.space.dimensions}
         spec = self.space.spec_for(values)
         cost = network_cost(spec)
         start = time.perf_counter()
-        histories = super().run_trial(trial, *args, **kwargs)
+        histories = self._train(trial, *args, **kwargs)
         seconds = time.perf_counter() - start
         monitor = monitor_name(spec)
         accuracy = max((max(h.history.get(monitor, [float("nan")])) for h in histories if hasattr(h, "history")),
@@ -122,7 +153,7 @@ class RecordingMixin:
             "val_accuracy": accuracy, "train_seconds": round(seconds, 2),
             "epochs": kwargs.get("epochs"), "spec": spec.to_dict(),
         }
-        atomic_write_text(self.records_dir / f"trial_{trial.trial_id}.json", json.dumps(record, indent=1))
+        self._write_record(record)
         print(f"[search] trial {trial.trial_id} ({self.tuner_id}): {monitor} {accuracy:.4f}, "
               f"{record['params']:,} params, {record['macs']:,} multiply-adds, {seconds:.1f} s", flush=True)
         return histories
@@ -133,16 +164,20 @@ class BudgetTuner(RecordingMixin, kt.Tuner):
 
 
 class BudgetHyperband(RecordingMixin, kt.tuners.Hyperband):
-    def __init__(self, *args, space: SearchSpace, records_dir: Path, oracle, hypermodel, **kwargs):
+    def __init__(self, *args, space: SearchSpace, records_dir: Path, oracle, hypermodel, dataset: str = "",
+                 **kwargs):
         # Hyperband's own __init__ only makes a HyperbandOracle; keep its run_trial and weight loading.
-        self.space, self.records_dir = space, Path(records_dir)
+        self.space, self.records_dir, self.dataset = space, Path(records_dir), dataset
         kt.Tuner.__init__(self, *args, oracle=oracle, hypermodel=hypermodel, **kwargs)
 
 
 def make_tuner(kind: str, space: SearchSpace, config: TrainConfig, steps_per_epoch: int, directory: Path,
                max_trials: int, epochs: int, seed: int = 0, overwrite: bool = False, initial_points: int | None = None,
-               max_attempts: int = 10_000, distribution_strategy=None):
-    """A tuner whose oracle screens candidates by the space's budget; `directory/kt` holds its project."""
+               max_attempts: int = 10_000, distribution_strategy=None, dataset: str = ""):
+    """A tuner whose oracle screens candidates by the space's budget; `directory/kt` holds its project.
+
+    `dataset` (the `load_data` name) lets a trial that fails reading it name the unreadable image.
+    """
     if kind not in TUNERS:
         raise ValueError(f"tuner must be one of {', '.join(TUNERS)}; got {kind!r}")
     point_cost = PointCost(space)
@@ -164,4 +199,4 @@ def make_tuner(kind: str, space: SearchSpace, config: TrainConfig, steps_per_epo
     tuner_class = BudgetHyperband if kind == "hyperband" else BudgetTuner
     return tuner_class(oracle=oracle, hypermodel=hypermodel, directory=str(directory), project_name="kt",
                        overwrite=overwrite, space=space, records_dir=Path(directory) / "records",
-                       distribution_strategy=distribution_strategy)
+                       distribution_strategy=distribution_strategy, dataset=dataset)
