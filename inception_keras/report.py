@@ -33,17 +33,19 @@ def summary_rows(cost: NetworkCost) -> list[tuple[str, ...]]:
     return rows
 
 
+def format_table(rows: list[tuple[str, ...]], numeric: set[int]) -> list[str]:
+    """Text lines of a table whose first row is the header: columns padded to their widest cell, the
+    `numeric` ones right-aligned, a rule under the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.rjust(width) if i in numeric else cell.ljust(width)
+                       for i, (cell, width) in enumerate(zip(row, widths))).rstrip() for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return lines
+
+
 def summary_text(cost: NetworkCost) -> str:
     """The per-block table and the totals, as printed by `inception-keras summary`."""
-    rows = [COLUMNS] + summary_rows(cost)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    numeric = set(range(3, len(COLUMNS)))
-    lines = []
-    for row in rows:
-        cells = [cell.rjust(width) if i in numeric else cell.ljust(width) for i, (cell, width) in
-                 enumerate(zip(row, widths))]
-        lines.append("  ".join(cells).rstrip())
-    lines.insert(1, "-" * len(lines[0]))
+    lines = format_table([COLUMNS] + summary_rows(cost), set(range(3, len(COLUMNS))))
     h, w, c = cost.input_shape
     lines.insert(0, f"{cost.spec_name}: input {h}x{w}x{c}")
     lines += [

@@ -17,6 +17,7 @@ from pathlib import Path
 from inception_keras import NetworkSpec
 from inception_keras.atomic import atomic_write_bytes, atomic_write_text
 from inception_keras.errors import UserError
+from inception_keras.report import format_table
 from inception_keras.serialize import spec_to_yaml
 from inception_keras.spec import SpecError
 
@@ -110,12 +111,10 @@ def best_record(records: list[dict]) -> dict | None:
 
 
 def table(records: list[dict], title: str = "") -> str:
-    lines = [title] if title else []
-    lines.append(f"{'trial':<8}{'worker':<10}{'val acc':>9}{'params':>14}{'multiply-adds':>18}{'seconds':>9}")
-    for r in records:
-        lines.append(f"{r['trial_id']:<8}{str(r['worker'])[:9]:<10}{r['val_accuracy']:>9.4f}{r['params']:>14,}"
-                     f"{r['macs']:>18,}{r['train_seconds']:>9.1f}")
-    return "\n".join(lines)
+    rows = [("trial", "worker", "val acc", "params", "multiply-adds", "seconds")]
+    rows += [(str(r["trial_id"]), str(r["worker"])[:12], f"{r['val_accuracy']:.4f}", f"{r['params']:,}",
+              f"{r['macs']:,}", f"{r['train_seconds']:.1f}") for r in records]
+    return "\n".join(([title] if title else []) + format_table(rows, {2, 3, 4, 5}))
 
 
 def report_text(records: list[dict], budget: str = "") -> str:

@@ -82,3 +82,26 @@ def test_readme_paper_comparison_matches_the_cost_model():
     assert [line.split("#")[0].strip() for line in first_block.splitlines()] == ["make demo", "make test"]
     for name in list_specs():
         assert f"`{name}`" in readme
+
+
+def test_module_entry_point_reports_command_errors_as_one_line(tmp_path):
+    """`python -m inception_keras.cli` raises and catches the same CommandError as the console script."""
+    result = subprocess.run([sys.executable, "-m", "inception_keras.cli", "export"], capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: inception-keras export: give a training run directory, or --check DIR"]
+
+
+def test_atomic_writes_keep_umask_permissions(tmp_path):
+    import os
+
+    from inception_keras.atomic import atomic_write_text
+
+    previous = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "file.txt", "text")
+    finally:
+        os.umask(previous)
+    assert path.read_text() == "text" and (path.stat().st_mode & 0o777) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["file.txt"]
