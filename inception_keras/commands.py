@@ -34,6 +34,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-ema", action="store_true", help="turn off Polyak averaging (EMA of weights)")
     parser.add_argument("--label-smoothing", type=fraction, default=0.0)
     parser.add_argument("--augment", action="store_true", help="the paper's random crops (8-100%% area) and flips")
+    parser.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"), default="float32",
+                        help="Keras mixed precision: 16-bit compute, float32 weights, LRN, softmax and losses "
+                             "(mixed_bfloat16 pays on CPUs with AMX or AVX512-BF16 and recent GPUs; mixed_float16 "
+                             "on GPUs, with loss scaling)")
+    parser.add_argument("--jit", action="store_true", help="compile the training step with XLA (jit_compile)")
 
 
 def train_config_from_args(args):
@@ -41,7 +46,8 @@ def train_config_from_args(args):
 
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
                        learning_rate=args.learning_rate, ema=not args.no_ema, label_smoothing=args.label_smoothing,
-                       augment=args.augment, early_stopping_patience=getattr(args, "early_stopping", 0) or 0)
+                       augment=args.augment, early_stopping_patience=getattr(args, "early_stopping", 0) or 0,
+                       precision=args.precision, jit=args.jit)
 
 
 def load_data_or_exit(dataset: str, data_dir: str | None, download: bool = True):

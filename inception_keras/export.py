@@ -34,6 +34,8 @@ from inception_keras.errors import UserError, error_text
 from inception_keras.spec import NetworkSpec, SpecError
 
 TOLERANCE = 1e-5
+# a mixed-precision model computes in 16 bits: the SavedModel's graph may round differently from Keras' own run
+TOLERANCE_BY_COMPUTE = {"bfloat16": 2e-2, "float16": 2e-3}
 TMP_PREFIX = ".tmp-"
 CHECK_FILE = "check.npz"
 SIGNATURES = ("serving_default", "serve_float")
@@ -44,6 +46,12 @@ class ExportError(UserError, RuntimeError):
     """An export failed its check or cannot be read."""
 
 
+def tolerance_for(model: keras.Model) -> float:
+    """The reload check's tolerance: TOLERANCE, or a 16-bit compute type's (mixed precision)."""
+    computes = {getattr(layer, "compute_dtype", "float32") for layer in model.layers}
+    return max([TOLERANCE] + [TOLERANCE_BY_COMPUTE[dtype] for dtype in computes if dtype in TOLERANCE_BY_COMPUTE])
+
+
 @dataclass
 class ExportResult:
     path: str
@@ -52,10 +60,11 @@ class ExportResult:
     weight_bytes: int
     variables_bytes: int
     total_bytes: int
+    tolerance: float = TOLERANCE
 
     def describe(self) -> str:
         return (f"exported {self.path} (version {self.version}): reload check max abs diff {self.max_abs_diff:.2e} "
-                f"(tolerance {TOLERANCE:.0e}); weights {self.weight_bytes:,} B, variables/ "
+                f"(tolerance {self.tolerance:.0e}); weights {self.weight_bytes:,} B, variables/ "
                 f"{self.variables_bytes:,} B ({self.variables_bytes / self.weight_bytes:.3f}x), whole SavedModel "
                 f"{self.total_bytes:,} B ({self.total_bytes / self.weight_bytes:.3f}x)")
 
@@ -177,13 +186,13 @@ def _archive(model: keras.Model, input_shape: tuple, classes: int, top_k: int) -
 
 
 def _write_assets(folder: Path, spec: NetworkSpec | None, class_names: list[str], images: np.ndarray,
-                  expected: np.ndarray) -> None:
+                  expected: np.ndarray, tolerance: float = TOLERANCE) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     if spec is not None:
         atomic_write_text(folder / "spec.yaml", spec_to_yaml(spec))
     write_class_names(folder / CLASS_NAMES_FILE, class_names)
     buffer = io.BytesIO()
-    np.savez(buffer, images=images, probabilities=expected)
+    np.savez(buffer, images=images, probabilities=expected, tolerance=np.float64(tolerance))
     atomic_write_bytes(folder / CHECK_FILE, buffer.getvalue())
 
 
@@ -206,11 +215,12 @@ def _require_layout(path: Path) -> None:
         raise ExportError(f"{path} is not an inception_keras SavedModel (no {' or '.join(missing)}){hint}")
 
 
-def _read_reference(check: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The reference images (uint8, N x H x W x 3) and the Keras outputs stored with them at export."""
+def _read_reference(check: Path) -> tuple[np.ndarray, np.ndarray, float]:
+    """The reference images (uint8, N x H x W x 3), the Keras outputs stored with them at export, the tolerance."""
     try:
         with np.load(check, allow_pickle=False) as stored:
             images, probabilities = stored["images"], stored["probabilities"]
+            tolerance = float(stored["tolerance"]) if "tolerance" in stored.files else TOLERANCE
     except Exception as error:  # numpy raises zip, pickle, key and I/O errors for a damaged file
         raise ExportError(f"{check} is damaged ({error_text(error, 150)}): export the model again") from None
     if (images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or not len(images)
@@ -218,7 +228,9 @@ def _read_reference(check: Path) -> tuple[np.ndarray, np.ndarray]:
             or not np.issubdtype(probabilities.dtype, np.floating)):
         raise ExportError(f"{check} is damaged: images {images.dtype}{list(images.shape)} and probabilities "
                           f"{probabilities.dtype}{list(probabilities.shape)} are not a reference batch and its outputs")
-    return images, probabilities
+    if not TOLERANCE <= tolerance <= max(TOLERANCE_BY_COMPUTE.values()):
+        raise ExportError(f"{check} is damaged: tolerance {tolerance!r}")
+    return images, probabilities, tolerance
 
 
 def _load(path: Path):
@@ -283,7 +295,7 @@ def check_saved_model(path: str | Path, keras_model: keras.Model | str | Path | 
     path = Path(path)
     _require_layout(path)
     check = path / "assets" / CHECK_FILE
-    images, expected = _read_reference(check)
+    images, expected, tolerance = _read_reference(check)
     loaded = _load(path)
     input_shape = serving_input_shape(loaded)
     float_inputs = to_model_input(images, tuple(input_shape[:2]), input_shape[2])
@@ -301,9 +313,9 @@ def check_saved_model(path: str | Path, keras_model: keras.Model | str | Path | 
         raise ExportError(f"{path}: the SavedModel gives outputs of shape {served.shape}, the Keras model "
                           f"{expected.shape}: they are not the same network")
     diff = float(max(np.abs(served - expected).max(), np.abs(served_float - expected).max()))
-    if not diff <= TOLERANCE:
+    if not diff <= tolerance:
         raise ExportError(f"{path}: reloaded SavedModel differs from the Keras model by {diff:.3e} "
-                          f"(tolerance {TOLERANCE:.0e})")
+                          f"(tolerance {tolerance:.0e})")
     return diff
 
 
@@ -353,7 +365,7 @@ def export_saved_model(model: keras.Model, spec: NetworkSpec | None, class_names
     _writing.add(str(tmp))
     try:
         _archive(model, input_shape, classes, top_k).write_out(str(tmp), verbose=False)
-        _write_assets(tmp / "assets", spec, class_names, batch, expected)
+        _write_assets(tmp / "assets", spec, class_names, batch, expected, tolerance_for(model))
         diff = check_saved_model(tmp)
         final, version = _publish(tmp, root)
     except (OSError, tf.errors.OpError) as error:
@@ -362,7 +374,8 @@ def export_saved_model(model: keras.Model, spec: NetworkSpec | None, class_names
         shutil.rmtree(tmp, ignore_errors=True)
         _writing.discard(str(tmp))
     weight_bytes = sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights)
-    return ExportResult(str(final), version, diff, weight_bytes, dir_bytes(final / "variables"), dir_bytes(final))
+    return ExportResult(str(final), version, diff, weight_bytes, dir_bytes(final / "variables"), dir_bytes(final),
+                        tolerance_for(model))
 
 
 def load_run(run: str | Path) -> tuple[keras.Model, NetworkSpec | None, list[str]]:

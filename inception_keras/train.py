@@ -38,6 +38,7 @@ from inception_keras.spec import NetworkSpec, SpecError
 
 OPTIMIZERS = ("sgd", "adam")
 FREEZE = ("none", "base", "batch_norm")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 @dataclass
@@ -61,6 +62,8 @@ class TrainConfig:
     augment: bool = False
     early_stopping_patience: int = 0
     freeze: str = "none"
+    precision: str = "float32"
+    jit: bool = False
     seed: int | None = 0
 
     def __post_init__(self):
@@ -69,7 +72,8 @@ class TrainConfig:
                   ("learning_rate", self.learning_rate is None or self.learning_rate > 0),
                   ("decay_every_epochs", self.decay_every_epochs >= 1), ("decay_rate", 0 < self.decay_rate <= 1),
                   ("ema_momentum", 0 < self.ema_momentum < 1), ("label_smoothing", 0 <= self.label_smoothing < 1),
-                  ("early_stopping_patience", self.early_stopping_patience >= 0), ("freeze", self.freeze in FREEZE)]
+                  ("early_stopping_patience", self.early_stopping_patience >= 0), ("freeze", self.freeze in FREEZE),
+                  ("precision", self.precision in PRECISIONS)]
         for name, ok in checks:
             if not ok:
                 raise ValueError(f"TrainConfig.{name}: invalid value {getattr(self, name)!r}")
@@ -131,7 +135,11 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
 
 
 def compile_model(model: keras.Model, spec: NetworkSpec, config: TrainConfig, steps_per_epoch: int) -> None:
-    """One loss per output weighted as the spec says; accuracy (and top-5 with >= 5 classes) per output."""
+    """One loss per output weighted as the spec says; accuracy (and top-5 with >= 5 classes) per output.
+
+    Losses are computed in float32 whatever the precision; a `mixed_float16` model gets Keras' dynamic
+    loss scaling (LossScaleOptimizer, which `compile` wraps around the optimizer). `config.jit` is XLA.
+    """
 
     def metrics():
         found = [keras.metrics.CategoricalAccuracy(name="accuracy")]
@@ -144,43 +152,14 @@ def compile_model(model: keras.Model, spec: NetworkSpec, config: TrainConfig, st
     if names:
         weights = {"predictions": 1.0, **{f"aux_{i}": aux.loss_weight for i, aux in enumerate(spec.aux_heads, 1)}}
         model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss={name: loss for name in names},
-                      loss_weights=weights, metrics={name: metrics() for name in names})
+                      loss_weights=weights, metrics={name: metrics() for name in names}, jit_compile=config.jit)
     else:
-        model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=loss, metrics=metrics())
-
-
-
-
-
-
-
-
+        model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=loss, metrics=metrics(),
+                      jit_compile=config.jit)
 
 
 class TrainingDivergedError(UserError):
     """The loss became NaN or infinite; the run directory is left as after the last good epoch."""
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def standard_callbacks(run_dir: Path, spec: NetworkSpec, config: TrainConfig, rows: list[dict],
@@ -204,62 +183,6 @@ def standard_callbacks(run_dir: Path, spec: NetworkSpec, config: TrainConfig, ro
         callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
                                                        patience=config.early_stopping_patience))
     return callbacks
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def _final_best(run_dir: Path, checkpoint: BestCheckpoint, model: keras.Model, rows: list[dict]) -> dict | None:
@@ -359,7 +282,7 @@ def _train(spec: NetworkSpec, data: DataSplits, run_dir: Path | None, out_dir, c
         keras.utils.set_random_seed(config.seed)
     train_ds, val_ds, steps = training_pipelines(data, spec.input_shape, spec.head.classes, config.batch_size,
                                                  output_names(spec), config.augment, config.seed)
-    model = build_model(spec)
+    model = build_model(spec, precision=config.precision)
     if weights is not None and not state.resumed_from:
         from inception_keras.pretrained.convert import load_weights
 

@@ -54,7 +54,7 @@ class InceptionHyperModel(kt.HyperModel):
 
     def build(self, hp):
         spec = self.space.spec_for(self.declare(hp))
-        model = build_model(spec)
+        model = build_model(spec, precision=self.config.precision)
         compile_model(model, spec, self.config, self.steps_per_epoch)
         return model
 

@@ -7,6 +7,7 @@ naming the tensor, never a half-loaded model.
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,7 +105,9 @@ def load_keras_model(path: str | Path):
     import inception_keras.builder  # noqa: F401  (registers LocalResponseNormalization, InputConversion)
 
     try:
-        return keras.saving.load_model(path, safe_mode=True)
+        with warnings.catch_warnings():  # a mixed_float16 model's loss-scaling state is not needed to use it
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            return keras.saving.load_model(path, safe_mode=True)
     except Exception as error:  # Keras raises many types for damaged or foreign files
         raise WeightsError(f"{path}: cannot load this .keras model: {' '.join(str(error).split())[:300]}") from None
 

@@ -1,0 +1,41 @@
+"""Mixed precision (`TrainConfig.precision`, `--precision`): bf16 compute, float32 where it matters, float32 I/O."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from inception_keras import build_model, get_spec
+from inception_keras.data import load_data, to_model_input
+from inception_keras.export import check_saved_model, export_saved_model
+from inception_keras.train import TrainConfig, train
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_sensitive_layers_stay_float32_and_the_model_takes_and_returns_float32(precision):
+    import keras
+
+    spec = get_spec("googlenet").with_input_size(96).with_classes(10).replace(input_conversion="caffe")
+    model = build_model(spec, precision=precision)
+    compute = "bfloat16" if precision == "mixed_bfloat16" else "float16"
+    assert model.get_layer("conv1_conv").compute_dtype == compute
+    assert model.get_layer("conv1_conv").kernel.dtype == "float32"  # weights stay float32
+    for name in ("lrn_1", "lrn_2", "predictions", "aux_1", "aux_2", "input_conversion"):
+        assert model.get_layer(name).compute_dtype == "float32", name
+    outputs = model(np.zeros((1, 96, 96, 3), "float32"))
+    assert all(value.dtype == "float32" for value in outputs.values())
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is left as it was
+
+
+def test_bf16_trains_the_mini_to_95_percent_and_exports_float32(digits_dir, tmp_path):
+    data = load_data("sklearn_digits", digits_dir)
+    config = TrainConfig(epochs=6, optimizer="adam", learning_rate=3e-3, ema=False, precision="mixed_bfloat16")
+    model, result = train(get_spec("googlenet_mini"), data, tmp_path / "run", config, verbose=0)
+    assert model.get_layer("inception_4a_3x3_conv").compute_dtype == "bfloat16"
+    assert result.best_val_accuracy >= 0.95
+    export = export_saved_model(model, get_spec("googlenet_mini"), [str(i) for i in range(10)], tmp_path / "models")
+    assert export.tolerance == 2e-2 and check_saved_model(export.path) <= 2e-2
+    assert check_saved_model(export.path, model) <= 2e-2
+    loaded = tf.saved_model.load(export.path)
+    images = np.random.default_rng(0).integers(0, 256, size=(2, 8, 8, 1), dtype=np.uint8).repeat(3, axis=-1)
+    served = loaded.signatures["serve_float"](to_model_input(images, (32, 32), 3))["probabilities"]
+    assert served.dtype == tf.float32
