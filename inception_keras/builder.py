@@ -11,6 +11,7 @@ import keras
 from keras import layers
 
 from inception_keras import memory
+from inception_keras.batch_norm import BatchNormalization
 from inception_keras.cost import keras_pool_padding, network_cost
 from inception_keras.input_conversion import InputConversion
 from inception_keras.lrn import LocalResponseNormalization
@@ -37,8 +38,8 @@ def conv_block(x, spec: NetworkSpec, filters: int, kernel: int, stride: int = 1,
     x = layers.Conv2D(filters, kernel, strides=stride, padding=padding, use_bias=not batch_norm,
                       name=f"{name}_conv")(x)
     if batch_norm:
-        x = layers.BatchNormalization(momentum=spec.bn_momentum, epsilon=spec.bn_epsilon, scale=spec.bn_scale,
-                                      name=f"{name}_bn")(x)
+        x = BatchNormalization(momentum=spec.bn_momentum, epsilon=spec.bn_epsilon, scale=spec.bn_scale,
+                               name=f"{name}_bn")(x)
     return layers.Activation(spec.activation, name=f"{name}_{spec.activation}")(x)
 
 
