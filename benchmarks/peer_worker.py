@@ -56,21 +56,26 @@ class KerasSide:
                           loss={name: loss for name in self.y},
                           loss_weights={"predictions": 1.0, "aux_1": AUX_WEIGHT, "aux_2": AUX_WEIGHT},
                           jit_compile=self.jit)
+            from inception_keras.folding import fold_batch_norm
+
             inference = self.inference_model(model)
+            served = fold_batch_norm(inference)  # what `inception-keras export` writes
             forward = self.tf.function(lambda x: inference(x, training=False), jit_compile=self.jit)
-            self.models[precision] = (model, forward)
+            serve = self.tf.function(lambda x: served(x, training=False), jit_compile=self.jit)
+            self.models[precision] = (model, forward, serve)
         return self.models[precision]
 
     def step(self, mode: str, precision: str) -> None:
-        model, forward = self._model(precision)
+        model, forward, serve = self._model(precision)
         if mode == "train":
             model.train_on_batch(self.x, self.y)
         else:
-            forward(self.x).numpy()
+            (serve if mode == "serve" else forward)(self.x).numpy()
 
 
 class TorchSide:
-    """torchvision googlenet (aux heads), channels_last, SGD momentum 0.9; bf16 through torch.autocast."""
+    """torchvision googlenet (aux heads), channels_last, SGD momentum 0.9; bf16 through torch.autocast.
+    `serve` is the same eval-mode forward as `infer` (the peer of Keras' exported graph)."""
 
     def __init__(self, batch: int, size: int, jit: bool):
         import torch
