@@ -17,7 +17,7 @@ def test_train_then_export_from_the_cli(image_folder, tmp_path, capsys):
     assert (exports / "colours" / "1" / "saved_model.pb").exists()
     capsys.readouterr()
     assert main(args[:2] + ["--classes", "5"] + args[2:]) == 2
-    assert "--classes 5 does not match" in capsys.readouterr().err
+    assert "--classes 5 has 5 classes but dataset" in capsys.readouterr().err
     assert main(args) == 2
     assert "holds a finished training" in capsys.readouterr().err
 
