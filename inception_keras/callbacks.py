@@ -17,6 +17,7 @@ from pathlib import Path
 import keras
 
 from inception_keras.atomic import atomic_path, atomic_write_text
+from inception_keras.distribute import local_only
 from inception_keras.errors import error_text
 from inception_keras.run_dir import RunDamagedError, atomic_copy, fsync, history_text, save_best, weights_finite
 
@@ -104,8 +105,9 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     `summary.json` is written. A state that cannot be restored is a RunDamagedError.
     """
 
-    def __init__(self, backup_dir: str | os.PathLike):
+    def __init__(self, backup_dir: str | os.PathLike, snapshot=None, write: bool = True):
         super().__init__(str(backup_dir), double_checkpoint=True, delete_checkpoint=False)
+        self.snapshot, self.write = snapshot, write  # several JAX processes: the chief writes a snapshot
 
     def on_train_begin(self, logs=None):
         try:
@@ -115,13 +117,20 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                                   f"--overwrite starts afresh") from None
 
     def _save_model(self):
+        if not self.write:
+            return
         Path(self.backup_dir).mkdir(parents=True, exist_ok=True)
         for current, previous in ((self._weights_path, self._prev_weights_path),
                                   (self._training_metadata_path, self._prev_training_metadata_path)):
             if os.path.exists(current):
                 atomic_copy(current, previous)
         with atomic_path(self._weights_path, suffix=".weights.h5") as tmp:
-            self.model.save_weights(str(tmp), overwrite=True)
+            if self.snapshot is None:
+                self.model.save_weights(str(tmp), overwrite=True)
+            else:
+                copy = self.snapshot(self.model)
+                with local_only():
+                    copy.save_weights(str(tmp), overwrite=True)
             fsync(tmp)
         atomic_write_text(self._training_metadata_path,
                           json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
@@ -136,10 +145,11 @@ class BestCheckpoint(keras.callbacks.Callback):
     so the score always belongs to the model in it.
     """
 
-    def __init__(self, path: str | os.PathLike, monitor: str, ema: bool, best: dict | None = None):
+    def __init__(self, path: str | os.PathLike, monitor: str, ema: bool, best: dict | None = None, snapshot=None):
         super().__init__()
         self.path, self.monitor, self.best = Path(path), monitor, best
         self._swap = keras.callbacks.SwapEMAWeights() if ema else None
+        self.snapshot = snapshot  # several JAX processes: save a single-process copy (distribute.Snapshot)
 
     def set_model(self, model):
         super().set_model(model)
@@ -153,10 +163,17 @@ class BestCheckpoint(keras.callbacks.Callback):
         if self.best is not None and float(score) <= self.best["score"]:
             return
         record = {"epoch": epoch + 1, "monitor": self.monitor, "score": float(score)}
-        with self._ema_weights():
-            if not weights_finite(self.model):
+        if self.snapshot is not None:
+            copy = self.snapshot(self.model, ema=self._swap is not None)
+            if not weights_finite(copy):
                 return
-            save_best(self.model, self.path, record)
+            with local_only():
+                save_best(copy, self.path, record)
+        else:
+            with self._ema_weights():
+                if not weights_finite(self.model):
+                    return
+                save_best(self.model, self.path, record)
         self.best = record
 
     @contextlib.contextmanager

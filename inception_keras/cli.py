@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "backend", None) or os.environ.get("KERAS_BACKEND"):
+            from inception_keras.distribute import select_backend
+
+            select_backend(getattr(args, "backend", None))
         if getattr(args, "needs_tensorflow", True):
             import_tensorflow_quietly()
         return args.func(args)

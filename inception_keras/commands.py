@@ -73,18 +73,19 @@ def fit_classes(spec, data, keep: bool = False):
 
 
 def run_training(spec, data, out: Path, config, overwrite: bool = False, weights: str | None = None,
-                 freeze: bool = False, fine_tune_epochs: int = 0, fine_tune_learning_rate: float | None = None):
-    from inception_keras.pretrained import WeightsError
-    from inception_keras.train import RunExistsError, fine_tune, summary_line, train
+                 freeze: bool = False, fine_tune_epochs: int = 0, fine_tune_learning_rate: float | None = None,
+                 distribution=None):
+    from inception_keras.train import fine_tune, summary_line, train
 
-    try:
-        if freeze:
-            model, result = fine_tune(spec, data, out, config, weights, fine_tune_epochs, fine_tune_learning_rate,
-                                      overwrite=overwrite)
-        else:
-            model, result = train(spec, data, out, config, overwrite=overwrite, weights=weights)
-    except (RunExistsError, WeightsError) as error:
-        raise CommandError(str(error)) from None
+    if freeze:
+        model, result = fine_tune(spec, data, out, config, weights, fine_tune_epochs, fine_tune_learning_rate,
+                                  overwrite=overwrite)
+    else:
+        model, result = train(spec, data, out, config, overwrite=overwrite, weights=weights,
+                              distribution=distribution)
+    if distribution is not None and not distribution.is_chief:
+        print(f"process {distribution.process_id}: {summary_line(result)} (process 0 writes {out})")
+        return model, result
     print(summary_line(result))
     print(f"best model: {result.best_model}; history: {out / 'history.csv'}; "
           f"TensorBoard logs: {out / 'logs'} (tensorboard --logdir {out / 'logs'})")
@@ -111,6 +112,8 @@ def cmd_train(args) -> int:
     if args.fine_tune_epochs and not args.freeze:
         raise CommandError("--fine-tune-epochs is the second phase after --freeze; without --freeze everything "
                            "trains from the start")
+    if args.freeze and (args.distribute != "none" or args.num_processes or args.coordinator):
+        raise CommandError("--freeze runs on one device; leave out --distribute / --coordinator")
     if args.weights:
         from inception_keras.pretrained import WeightsError
         from inception_keras.pretrained.convert import detect_source
@@ -119,15 +122,48 @@ def cmd_train(args) -> int:
             detect_source(args.weights)
         except WeightsError as error:
             raise CommandError(f"--weights: {error}") from None
+    distribution = distribution_from_args(args)
+    if distribution.kind != "none":
+        print(f"distributed training: {distribution.describe()}; batch size {args.batch_size} is the global batch")
+    if not distribution.is_chief:
+        distribution.barrier("data prepared")  # process 0 prepares a tfds dataset first
     data = load_data_or_exit(args.dataset, args.data_dir, download=not args.no_download)
+    if distribution.is_chief:
+        distribution.barrier("data prepared")
     spec = fit_classes(spec, data, keep=bool(args.classes))
     out = Path(args.out or Path("runs") / spec.name)
     _, result = run_training(spec, data, out, train_config_from_args(args), overwrite=args.overwrite,
                              weights=args.weights, freeze=args.freeze, fine_tune_epochs=args.fine_tune_epochs,
-                             fine_tune_learning_rate=args.fine_tune_learning_rate)
-    if args.export:
+                             fine_tune_learning_rate=args.fine_tune_learning_rate, distribution=distribution)
+    if args.export and distribution.is_chief:
         export_run(Path(result.out_dir), args.export_dir)
     return 0
+
+
+def distribution_from_args(args):
+    """--distribute, and for several processes --coordinator / --num-processes / --process-id (or Keras'
+    KERAS_DISTRIBUTION_* variables): a Distribution (one device by default)."""
+    from inception_keras.distribute import Cluster, Distribution
+
+    cluster = None
+    if args.coordinator or args.num_processes or args.process_id is not None:
+        if not args.num_processes or args.process_id is None:
+            raise CommandError("several processes need --num-processes N and --process-id I (0 to N-1), and "
+                               "--coordinator HOST:PORT of process 0 (default 127.0.0.1:29500)")
+        cluster = Cluster(args.coordinator or "127.0.0.1:29500", args.num_processes, args.process_id,
+                          args.coordinator_bind, args.coordinator_timeout)
+    else:
+        cluster = Cluster.from_environment()
+    if cluster is not None:
+        if args.distribute == "mirrored":
+            raise CommandError("--distribute mirrored is one process (TensorFlow); several processes use the JAX "
+                               "backend's data parallelism (--backend jax)")
+        return Distribution.data_parallel(cluster)
+    if args.distribute == "mirrored":
+        return Distribution.mirrored()
+    if args.distribute == "data_parallel":
+        return Distribution.data_parallel()
+    return Distribution()
 
 
 def cmd_export(args) -> int:
@@ -173,6 +209,34 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _process_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text!r}")
+    return value
+
+
+def add_distribution_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("beyond one device (see the README's scale story)")
+    group.add_argument("--backend", choices=("tensorflow", "jax"), help="Keras backend (default: $KERAS_BACKEND, "
+                       "else tensorflow); set before Keras loads")
+    group.add_argument("--distribute", choices=("none", "mirrored", "data_parallel"), default="none",
+                       help="mirrored: tf.distribute.MirroredStrategy over all local devices (TensorFlow); "
+                            "data_parallel: keras.distribution.DataParallel (JAX). --batch-size is the global batch; "
+                            "the learning rate is not rescaled")
+    group.add_argument("--coordinator", metavar="HOST:PORT", help="several processes (JAX): process 0's address, "
+                       "which it serves (default 127.0.0.1:29500; the same in every process)")
+    group.add_argument("--num-processes", type=positive_int, metavar="N")
+    group.add_argument("--process-id", type=_process_id, metavar="I", help="0 to N-1; 0 writes the run directory")
+    group.add_argument("--coordinator-bind", metavar="HOST:PORT", help="where process 0 listens (default: "
+                       "--coordinator itself, so 127.0.0.1 stays local); e.g. 0.0.0.0:29500 for other hosts")
+    group.add_argument("--coordinator-timeout", type=positive_float, default=60.0, metavar="SECONDS",
+                       help="how long to wait for the coordinator and the other processes (default 60)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train a spec with model.fit and the standard Keras callbacks")
     add_spec_arguments(train)
@@ -190,6 +254,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--fine-tune-learning-rate", type=positive_float, metavar="LR",
                        help="learning rate of the --fine-tune-epochs phase (default: a tenth of --learning-rate)")
     train.add_argument("--no-aux", action="store_true", help="train without the spec's aux heads")
+    add_distribution_arguments(train)
     train.add_argument("--out", help="run directory (default runs/SPEC_NAME); run again to resume")
     train.add_argument("--overwrite", action="store_true", help="start afresh: remove the run in --out, finished or "
                        "interrupted")

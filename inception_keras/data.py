@@ -13,6 +13,7 @@ that cannot be decoded shows only while the pipeline runs: `reading_images(data)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import re
 import socket
@@ -54,6 +55,8 @@ class DataSplits:
     train_size: int
     validation_size: int
     image_shape: tuple | None  # (H, W, C) when every image has it
+    builder: object = None  # the tfds builder, when its splits can be sliced (for `shard`)
+    validation_split: str = ""
 
 
 def network_reachable(timeout: float = 3.0) -> bool:
@@ -116,6 +119,8 @@ def _from_builder(name: str, builder) -> DataSplits:
         train_size=splits["train"].num_examples if splits else _count(train),
         validation_size=splits[validation].num_examples if splits else _count(val),
         image_shape=shape if None not in shape else None,
+        builder=builder if splits and not isinstance(builder, tfds.ImageFolder) else None,
+        validation_split=validation,
     )
 
 
@@ -301,8 +306,11 @@ def paper_crop(image):
 
 def make_pipeline(data: tf.data.Dataset, input_shape: tuple[int, int, int], classes: int, batch_size: int,
                   output_names: tuple[str, ...] = (), training: bool = False, augment: bool = False,
-                  num_examples: int | None = None, raw_shape: tuple | None = None, seed: int | None = None):
+                  num_examples: int | None = None, raw_shape: tuple | None = None, seed: int | None = None,
+                  drop_remainder: bool = False):
     """Decode, (augment,) resize, normalize, batch and prefetch; labels one-hot for every output.
+
+    `drop_remainder`: only full batches (data parallelism across processes needs equal steps).
 
     Caches in memory what fits in `CACHE_LIMIT_BYTES`: the resized images without
     augmentation, the raw images (when their size is known) with it.
@@ -330,18 +338,46 @@ def make_pipeline(data: tf.data.Dataset, input_shape: tuple[int, int, int], clas
         onehot = tf.one_hot(labels, classes)
         return images, ({name: onehot for name in output_names} if output_names else onehot)
 
-    return data.batch(batch_size).map(targets, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    batched = data.batch(batch_size, drop_remainder=drop_remainder)
+    return batched.map(targets, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def training_pipelines(data: DataSplits, input_shape: tuple[int, int, int], classes: int, batch_size: int,
-                       output_names: tuple[str, ...] = (), augment: bool = False, seed: int | None = None):
+                       output_names: tuple[str, ...] = (), augment: bool = False, seed: int | None = None,
+                       drop_remainder: bool = False):
     """(train dataset, validation dataset, steps per epoch) for a model of `input_shape` and `classes`."""
     pipeline = dict(input_shape=input_shape, classes=classes, batch_size=batch_size, output_names=output_names,
-                    raw_shape=data.image_shape)
+                    raw_shape=data.image_shape, drop_remainder=drop_remainder)
     train = make_pipeline(data.train, training=True, augment=augment, num_examples=data.train_size, seed=seed,
                           **pipeline)
     validation = make_pipeline(data.validation, num_examples=data.validation_size, **pipeline)
-    return train, validation, -(-data.train_size // batch_size)
+    steps = data.train_size // batch_size if drop_remainder else -(-data.train_size // batch_size)
+    return train, validation, steps
+
+
+def shard(data: DataSplits, count: int, index: int) -> DataSplits:
+    """Process `index` of `count`'s part of `data`, for data-parallel training in several processes.
+
+    tfds datasets are read as even sub-splits (`tfds.even_splits`), so each process reads only its own
+    examples; image folders take every `count`-th image after the listing. Every process keeps the
+    same number of examples (the smallest part's), so all take the same number of steps.
+    """
+    if count == 1:
+        return data
+    if data.builder is not None:
+        parts = {name: tfds.even_splits(name, count) for name in ("train", data.validation_split)}
+        sizes = {name: [data.builder.info.splits[part].num_examples for part in split]
+                 for name, split in parts.items()}
+        train = data.builder.as_dataset(split=parts["train"][index], as_supervised=True, shuffle_files=True)
+        validation = data.builder.as_dataset(split=parts[data.validation_split][index], as_supervised=True)
+        train_size, validation_size = min(sizes["train"]), min(sizes[data.validation_split])
+    else:
+        train, validation = data.train.shard(count, index), data.validation.shard(count, index)
+        train_size, validation_size = data.train_size // count, data.validation_size // count
+    if not train_size or not validation_size:
+        raise DataError(f"dataset {data.name!r} is too small to share among {count} processes")
+    return dataclasses.replace(data, train=train.take(train_size), validation=validation.take(validation_size),
+                               train_size=train_size, validation_size=validation_size)
 
 
 def require_classes(classes: int, data: DataSplits, what: str, hint: str = "") -> None:

@@ -16,6 +16,7 @@ refuses such an export, a damaged or foreign directory, or a difference over TOL
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import shutil
@@ -163,26 +164,30 @@ def reference_batch(input_shape: tuple, images=None, count: int = 2) -> np.ndarr
 
 
 def _archive(model: keras.Model, input_shape: tuple, classes: int, top_k: int) -> keras.export.ExportArchive:
+    """The two endpoints around one copy of the network graph. On TensorFlow the graph is the model traced
+    in a tf.function (not `track()`ed: variables stored once); on JAX it is the model converted by
+    jax2tf (`track_and_add_endpoint`, which also leaves a `forward` signature: the bare model)."""
     size, channels = tuple(input_shape[:2]), input_shape[2]
     k = min(top_k, classes)
-
     float_signature = [tf.TensorSpec([None, *input_shape], tf.float32)]
+    archive = keras.export.ExportArchive()
+    if keras.backend.backend() == "tensorflow":
+        forward = tf.function(lambda inputs: model(inputs, training=False), input_signature=float_signature)
+    else:
+        forward = archive.track_and_add_endpoint("forward", model, float_signature)
 
-    @tf.function(input_signature=float_signature)
-    def forward(inputs):  # one copy of the network graph, called by both endpoints
-        return model(inputs, training=False)
-
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
     def serve_uint8(images):
         probabilities = forward(to_model_input(images, size, channels))
         top = tf.math.top_k(probabilities, k=k)
         return {"probabilities": probabilities, "top_k_ids": top.indices, "top_k_probabilities": top.values}
 
+    @tf.function(input_signature=float_signature)
     def serve_float(inputs):
         return {"probabilities": forward(inputs)}
 
-    archive = keras.export.ExportArchive()
-    archive.add_endpoint("serving_default", serve_uint8, [tf.TensorSpec([None, None, None, 3], tf.uint8)])
-    archive.add_endpoint("serve_float", serve_float, float_signature)
+    archive.add_endpoint("serving_default", serve_uint8)
+    archive.add_endpoint("serve_float", serve_float)
     return archive
 
 
@@ -236,11 +241,16 @@ def _read_reference(check: Path) -> tuple[np.ndarray, np.ndarray, float]:
 
 def _load(path: Path):
     """`tf.saved_model.load`, with our two signatures; a damaged or foreign export is an ExportError."""
+    absl = logging.getLogger("absl")  # a JAX export warns that its functions' gradients were not saved
+    level = absl.level
+    absl.setLevel(logging.ERROR)
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as error:  # TensorFlow raises many types (IndexError, OSError, OpError) for damaged files
         raise ExportError(f"{path}: the SavedModel cannot be loaded, it is damaged or incomplete "
                           f"({error_text(error, 200)}): export the model again") from None
+    finally:
+        absl.setLevel(level)
     missing = [name for name in SIGNATURES if name not in loaded.signatures]
     if missing:
         raise ExportError(f"{path} is not an inception_keras SavedModel (no {' or '.join(missing)} signature)")

@@ -10,6 +10,7 @@ callbacks are in `inception_keras.callbacks`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -27,7 +28,8 @@ from inception_keras.callbacks import (AtomicBackupAndRestore, BestCheckpoint, D
                                        Throughput)
 from inception_keras import memory
 from inception_keras.cost import network_cost
-from inception_keras.data import DataSplits, reading_images, require_classes, training_pipelines
+from inception_keras.data import DataSplits, reading_images, require_classes, shard, training_pipelines
+from inception_keras.distribute import Distribution, Snapshot, local_only
 from inception_keras.errors import UserError
 from inception_keras.locking import DirectoryLock
 from inception_keras.run_dir import (BEST_FILE, RUN_FILES, RunDamagedError, RunExistsError,  # noqa: F401 (API)
@@ -163,7 +165,7 @@ class TrainingDivergedError(UserError):
 
 
 def standard_callbacks(run_dir: Path, spec: NetworkSpec, config: TrainConfig, rows: list[dict],
-                       best: dict | None) -> list:
+                       best: dict | None, snapshot=None) -> list:
     """HistoryLog, (SwapEMAWeights,) BestCheckpoint, AtomicBackupAndRestore, TensorBoard, EarlyStopping.
 
     Order matters at each epoch's end, after StopOnNonFinite (which `train` puts first): the
@@ -171,16 +173,32 @@ def standard_callbacks(run_dir: Path, spec: NetworkSpec, config: TrainConfig, ro
     the epoch (its row is replaced); a kill after it finds best.keras already up to date. The
     backup holds the raw weights; the checkpoint swaps the EMA weights in for its own save, and
     SwapEMAWeights swaps them in for validation only. `rows` (earlier epochs of a resumed run) seed
-    the history, `best` (what best.keras holds) the checkpoint.
+    the history, `best` (what best.keras holds) the checkpoint. `snapshot` (several JAX processes: this is
+    the chief) makes the checkpoint and the backup save a single-process copy.
     """
     monitor = monitor_name(spec)
     callbacks = [HistoryLog(run_dir / "history.csv", rows)]
     if config.ema:
         callbacks.append(keras.callbacks.SwapEMAWeights())
-    callbacks += [BestCheckpoint(run_dir / BEST_FILE, monitor, config.ema, best),
-                  AtomicBackupAndRestore(run_dir / "backup"), keras.callbacks.TensorBoard(str(run_dir / "logs"))]
+    callbacks += [BestCheckpoint(run_dir / BEST_FILE, monitor, config.ema, best, snapshot),
+                  AtomicBackupAndRestore(run_dir / "backup", snapshot),
+                  keras.callbacks.TensorBoard(str(run_dir / "logs"))]
     if config.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
+                                                       patience=config.early_stopping_patience))
+    return callbacks
+
+
+def follower_callbacks(run_dir: Path, spec: NetworkSpec, config: TrainConfig) -> list:
+    """What a process other than the chief runs (several JAX processes): the same steps, no writes.
+
+    Every process restores the chief's backup at the start and swaps the EMA weights in for
+    validation; only the chief writes history, checkpoint, backup and logs.
+    """
+    callbacks = [keras.callbacks.SwapEMAWeights()] if config.ema else []
+    callbacks.append(AtomicBackupAndRestore(run_dir / "backup", write=False))
+    if config.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor_name(spec), mode="max",
                                                        patience=config.early_stopping_patience))
     return callbacks
 
@@ -194,6 +212,8 @@ def _final_best(run_dir: Path, checkpoint: BestCheckpoint, model: keras.Model, r
             return checkpoint.best
         print(f"note: {problem}")
     last = best_from_history(rows[-1:], checkpoint.monitor)
+    if checkpoint.snapshot is not None:
+        model = checkpoint.snapshot(model)
     if last is None or not weights_finite(model):
         return None
     save_best(model, path, last)
@@ -225,7 +245,8 @@ def _diverged_message(stop: Diverged, run_dir: Path | None, best: dict | None) -
 
 def train(spec: NetworkSpec, data: DataSplits, out_dir: str | Path | None = None, config: TrainConfig | None = None,
           callbacks: list | None = None, standard: bool = True, overwrite: bool = False,
-          verbose: int | str = "auto", weights: str | Path | None = None) -> tuple[keras.Model, TrainResult]:
+          verbose: int | str = "auto", weights: str | Path | None = None,
+          distribution: Distribution | None = None) -> tuple[keras.Model, TrainResult]:
     """Build `spec` and fit it on `data`.
 
     With `out_dir` (and `standard`), the run directory is locked for the run
@@ -253,6 +274,10 @@ def train(spec: NetworkSpec, data: DataSplits, out_dir: str | Path | None = None
         weights: start from a file's weights (`inception_keras.pretrained.convert.load_weights`):
             a torchvision, TF-slim, Caffe or `.keras` file; classifiers whose class count differs
             and heads the file lacks start fresh. A resumed run restores its own weights instead.
+        distribution: `inception_keras.distribute.Distribution`: MirroredStrategy (build and compile
+            in its scope; `config.batch_size` is the global batch), or JAX data parallelism across
+            processes (each reads its own shard in batches of batch_size / processes; only process 0
+            writes, and locks, `out_dir`, which must be one directory all processes see). Default: one device.
 
     Returns:
         The model (EMA weights when `config.ema`) and a TrainResult; `best_val_accuracy` and
@@ -263,38 +288,58 @@ def train(spec: NetworkSpec, data: DataSplits, out_dir: str | Path | None = None
         RunExistsError, RunMismatchError, RunDamagedError, DirectoryInUseError: see above.
     """
     config = config or TrainConfig()
+    distribution = distribution or Distribution()
     _check_inputs(spec, data, config)
     if out_dir is None or not standard:
-        return _train(spec, data, None, out_dir, config, callbacks, verbose, weights)
+        return _train(spec, data, None, out_dir, config, callbacks, verbose, weights, distribution=distribution)
     run_dir = Path(out_dir)
-    with DirectoryLock(run_dir, what="training run"):
-        return _train(spec, data, run_dir, out_dir, config, callbacks, verbose, weights, overwrite)
+    lock = DirectoryLock(run_dir, what="training run") if distribution.is_chief else contextlib.nullcontext()
+    with lock:
+        return _train(spec, data, run_dir, out_dir, config, callbacks, verbose, weights, overwrite, distribution)
 
 
 def _train(spec: NetworkSpec, data: DataSplits, run_dir: Path | None, out_dir, config: TrainConfig, callbacks,
-           verbose, weights, overwrite: bool = False) -> tuple[keras.Model, TrainResult]:
+           verbose, weights, overwrite: bool = False, distribution: Distribution | None = None
+           ) -> tuple[keras.Model, TrainResult]:
     """`train` for a locked `run_dir` (None: no standard callbacks)."""
+    distribution = distribution or Distribution()
+    chief = distribution.is_chief
     state = RunState()
-    if run_dir is not None:
+    if run_dir is not None and chief:
         record = run_record(spec, data, config, weights)
-        state = open_run(run_dir, record, spec, data.class_names, overwrite, config.epochs, monitor_name(spec))
+        with local_only():  # it may load best.keras: in this process alone
+            state = open_run(run_dir, record, spec, data.class_names, overwrite, config.epochs, monitor_name(spec))
+    distribution.barrier("run directory opened")
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
-    train_ds, val_ds, steps = training_pipelines(data, spec.input_shape, spec.head.classes, config.batch_size,
-                                                 output_names(spec), config.augment, config.seed)
-    model = build_model(spec, precision=config.precision)
-    if weights is not None and not state.resumed_from:
-        from inception_keras.pretrained.convert import load_weights
+    local = shard(data, distribution.num_processes, distribution.process_id)
+    train_ds, val_ds, steps = training_pipelines(
+        local, spec.input_shape, spec.head.classes, distribution.local_batch(config.batch_size), output_names(spec),
+        config.augment, config.seed, drop_remainder=distribution.multi_process)
+    with distribution.scope():
+        model = build_model(spec, precision=config.precision)
+        if weights is not None and not state.resumed_from:
+            from inception_keras.pretrained.convert import load_weights
 
-        print(f"{weights}: {load_weights(model, weights, fresh_heads=True).describe()}")
-    apply_freeze(model, config.freeze)
-    compile_model(model, spec, config, steps)
+            report = load_weights(model, weights, fresh_heads=True)
+            if chief:
+                print(f"{weights}: {report.describe()}")
+        apply_freeze(model, config.freeze)
+        compile_model(model, spec, config, steps)
 
     throughput = Throughput()
-    standard = standard_callbacks(run_dir, spec, config, state.rows, state.best) if run_dir is not None else []
+    snapshot = Snapshot(model) if distribution.multi_process and chief and run_dir is not None else None
+    if run_dir is None:
+        standard = []
+    elif chief:
+        standard = standard_callbacks(run_dir, spec, config, state.rows, state.best, snapshot)
+    else:
+        standard = follower_callbacks(run_dir, spec, config)
     checkpoint = next((c for c in standard if isinstance(c, BestCheckpoint)), None)
     if verbose == "auto":  # progress bars on a terminal, one line per epoch in a log
         verbose = 1 if sys.stdout.isatty() else 2
+    if not chief:
+        verbose = 0
     start = time.perf_counter()
     try:
         with reading_images(data):
@@ -304,9 +349,10 @@ def _train(spec: NetworkSpec, data: DataSplits, run_dir: Path | None, out_dir, c
         raise TrainingDivergedError(_diverged_message(stop, run_dir, checkpoint and checkpoint.best)) from None
     wall = time.perf_counter() - start
     monitor = monitor_name(spec)
-    if run_dir is not None:
+    if run_dir is not None and chief:
         rows = next(c for c in standard if isinstance(c, HistoryLog)).rows
-        best = _final_best(run_dir, checkpoint, model, rows)
+        with local_only():
+            best = _final_best(run_dir, checkpoint, model, rows)
         full = columns(rows)
     else:
         full = {key: [float(v) for v in values] for key, values in history.history.items()}
@@ -318,17 +364,18 @@ def _train(spec: NetworkSpec, data: DataSplits, run_dir: Path | None, out_dir, c
         epochs_this_run=throughput.epochs,
         resumed_from_epoch=state.resumed_from,
         wall_seconds=round(wall, 2),
-        train_images_per_second=round(data.train_size * throughput.epochs / throughput.seconds, 1)
-        if throughput.seconds else 0.0,
+        train_images_per_second=round(local.train_size * distribution.num_processes * throughput.epochs
+                                      / throughput.seconds, 1) if throughput.seconds else 0.0,
         out_dir=str(out_dir) if out_dir is not None else "",
         best_model=str(run_dir / BEST_FILE) if run_dir is not None else "",
         best_epoch=best["epoch"] if best else 0,
         history=full,
     )
-    if out_dir is not None:
+    if out_dir is not None and chief:
         atomic_write_text(Path(out_dir) / "summary.json", json.dumps(asdict(result), indent=2))
-    if run_dir is not None:
+    if run_dir is not None and chief:
         shutil.rmtree(run_dir / "backup", ignore_errors=True)
+    distribution.barrier("run finished")
     return model, result
 
 

@@ -74,7 +74,7 @@ def cmd_search(args) -> int:
     try:
         run_search(space, data, args.dir, tuner=args.tuner, max_trials=args.max_trials, epochs=args.epochs,
                    config=train_config_from_args(args), overwrite=args.overwrite, seed=args.seed,
-                   initial_points=args.initial_points, mirrored=args.mirrored, timeout=args.timeout,
+                   initial_points=args.initial_points, mirrored=args.distribute == "mirrored", timeout=args.timeout,
                    verbose=2 if args.verbose else 0)
     except BudgetError as error:
         raise CommandError(str(error)) from None
@@ -133,7 +133,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--dir", type=_non_empty, default="runs/search", help="search directory (run again to resume)")
     parser.add_argument("--overwrite", action="store_true", help="start afresh, deleting the search in --dir")
     parser.add_argument("--seed", type=_seed, default=0)
-    parser.add_argument("--mirrored", action="store_true", help="train each trial with tf.distribute.MirroredStrategy")
+    parser.add_argument("--distribute", choices=("none", "mirrored"), default="none",
+                        help="mirrored: train each trial with tf.distribute.MirroredStrategy over all local devices "
+                             "(--batch-size is the global batch); more machines: --role chief/worker")
+    parser.add_argument("--mirrored", action="store_const", const="mirrored", dest="distribute",
+                        help=argparse.SUPPRESS)  # the flag's earlier name
     parser.add_argument("--role", choices=("chief", "worker"), help="distributed search: this process's role")
     parser.add_argument("--tuner-id", help="worker id, unique per worker (restart a dead worker with the same id)")
     parser.add_argument("--oracle-ip", type=_non_empty, default=os.environ.get("KERASTUNER_ORACLE_IP", "127.0.0.1"),

@@ -238,9 +238,9 @@ def _run(*, space, data, directory, tuner, max_trials, epochs, config, overwrite
           f"tuner {tuner}, {max_trials} trials", flush=True)
     strategy = None
     if mirrored:
-        import tensorflow as tf
+        from inception_keras.distribute import Distribution
 
-        strategy = tf.distribute.MirroredStrategy()
+        strategy = Distribution.mirrored().strategy
     with _reloading(directory, overwrite and not is_worker()):
         kt_tuner = make_tuner(tuner, space, config, -(-data.train_size // config.batch_size), directory, max_trials,
                               epochs, seed, overwrite and not is_worker(), initial_points, max_attempts, strategy,

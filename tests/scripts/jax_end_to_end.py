@@ -1,0 +1,80 @@
+"""The JAX backend end to end, for tests/test_jax_backend.py (which runs on TensorFlow and compares).
+
+    python jax_end_to_end.py DATA_DIR OUT
+
+Prints one `CHECK [name, value]` line (JSON) per result. Writes OUT/run (a googlenet_mini training with aux
+heads, interrupted after epoch 1 and resumed), OUT/saved (its SavedModel export, checked), OUT/search
+(one budget-screened trial).
+"""
+
+import os
+import sys
+
+os.environ["KERAS_BACKEND"] = "jax"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import keras  # noqa: E402
+
+from inception_keras import build_model, get_spec, network_cost  # noqa: E402
+from inception_keras.data import load_data  # noqa: E402
+from inception_keras.export import check_saved_model, export_saved_model, load_run  # noqa: E402
+from inception_keras.train import TrainConfig, train  # noqa: E402
+
+data_dir, out = sys.argv[1], Path(sys.argv[2])
+
+
+def check(name, value):
+    print("CHECK", json.dumps([name, value]), flush=True)
+
+
+check("backend", keras.backend.backend())
+
+# cost model == count_params, in total and layer by layer, with and without aux heads (googlenet: LRN;
+# mini: batch norm)
+for name in ("googlenet", "googlenet_mini"):
+    for spec in (get_spec(name), get_spec(name).without_aux()):
+        cost, model = network_cost(spec), build_model(spec)
+        layers = {layer.name: layer for layer in model.layers}
+        differ = [row.name for row in cost.layers() if layers[row.name].count_params() != row.params]
+        check(f"params {spec.name} aux={bool(spec.aux_heads)}", [cost.total_params, model.count_params(), differ])
+
+
+class Interrupt(Exception):
+    pass
+
+
+class InterruptAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise Interrupt()
+
+
+spec = get_spec("googlenet_mini").with_input_size(32)
+data = load_data("sklearn_digits", data_dir)
+data = dataclasses.replace(data, train=data.train.take(512), train_size=512, validation=data.validation.take(64),
+                           validation_size=64)
+config = TrainConfig(epochs=3, batch_size=32, optimizer="adam", learning_rate=3e-3, ema=True, ema_momentum=0.5)
+try:  # callbacks run after the standard ones: the first epoch is backed up before the interrupt
+    train(spec, data, out / "run", config, callbacks=[InterruptAfterFirstEpoch()], verbose=0)
+except Interrupt:
+    check("interrupted", json.loads((out / "run" / "backup" / "training_metadata.json").read_text())["epoch"])
+model, result = train(spec, data, out / "run", config, verbose=0)
+check("resumed", [result.resumed_from_epoch, result.epochs_this_run, result.epochs_total])
+check("history", result.history["val_predictions_accuracy"])
+check("aux losses", sorted(key for key in result.history if key.startswith("aux_") and key.endswith("loss")))
+
+best, best_spec, names = load_run(out / "run")
+exported = export_saved_model(best, best_spec, names, out / "saved")
+check("export", [exported.path, exported.max_abs_diff])
+check("export check", check_saved_model(exported.path, out / "run" / "best.keras"))
+
+from search.driver import run_search  # noqa: E402
+from search.space import get_space  # noqa: E402
+
+space = get_space("mini_bottlenecks")
+outcome = run_search(space, dataclasses.replace(data, train=data.train.take(64), train_size=64), out / "search",
+                     max_trials=1, epochs=1, config=TrainConfig(epochs=1, batch_size=32, optimizer="adam", ema=False))
+check("search", [len(outcome.records), outcome.records[0]["params"] <= space.budget.max_params])

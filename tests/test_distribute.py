@@ -1,0 +1,221 @@
+"""Beyond one device: MirroredStrategy (two logical CPUs), two JAX processes on 127.0.0.1, per-process data
+shards, the follower that writes nothing, and one-line failures for a cluster that cannot form."""
+
+import dataclasses
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inception_keras import get_spec
+from inception_keras.cli import main
+from inception_keras.data import load_data, shard
+from inception_keras.distribute import Cluster, Distribution, DistributionError
+from inception_keras.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "tests" / "scripts"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def environment(**extra) -> dict:
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT), **extra}
+
+
+def run_all(commands: list[list[str]], timeout: float, **popen) -> list[tuple[int, str]]:
+    """Start every command at once; (exit code, output) each. All are killed when the timeout passes."""
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                                  **popen) for command in commands]
+    deadline = time.monotonic() + timeout
+    results = []
+    try:
+        for process in processes:
+            output, _ = process.communicate(timeout=max(deadline - time.monotonic(), 1))
+            results.append((process.returncode, output))
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{commands} did not finish within {timeout} s")
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return results
+
+
+def weights(path: Path) -> list[np.ndarray]:
+    with np.load(path) as loaded:
+        return [loaded[f"arr_{i}"] for i in range(len(loaded.files))]
+
+
+def test_mirrored_two_replicas_equal_one_device(tmp_path):
+    """The global batch split over two replicas (momentum, EMA, aux losses) is the one-device step."""
+    [(code, output)] = run_all([[sys.executable, str(SCRIPTS / "train_mirrored.py"), str(tmp_path)]], 300,
+                               env=environment())
+    assert code == 0, output[-3000:]
+    mirrored, single = weights(tmp_path / "weights_mirrored.npz"), weights(tmp_path / "weights_single.npz")
+    assert len(mirrored) == len(single) == 76
+    assert max(np.abs(a - b).max() for a, b in zip(mirrored, single)) < 1e-6
+    assert not all(np.array_equal(a, b) for a, b in zip(mirrored, single[::-1]))  # trained, not trivially equal
+    assert (tmp_path / "mirrored" / "best.keras").exists() and (tmp_path / "single" / "best.keras").exists()
+
+
+def test_two_jax_processes_equal_one_process_on_the_global_batch(tmp_path):
+    """Two processes on 127.0.0.1 end with identical weights, equal within float tolerance to one process
+    fed the global batches; process 0 alone wrote the shared run directory."""
+    script, port = str(SCRIPTS / "train_jax_processes.py"), str(free_port())
+    results = run_all([[sys.executable, script, str(tmp_path), "process", port, str(i), "2"] for i in range(2)], 400,
+                      env=environment())
+    for code, output in results:
+        assert code == 0, output[-3000:]
+    [(code, output)] = run_all([[sys.executable, script, str(tmp_path), "reference", "2"]], 300, env=environment())
+    assert code == 0, output[-3000:]
+    first, second, reference = (weights(tmp_path / f"weights_{name}.npz") for name in ("0", "1", "reference"))
+    assert len(first) == len(reference) == 76
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    assert max(np.abs(a - b).max() for a, b in zip(first, reference)) < 1e-5
+    run = tmp_path / "run"
+    assert {p.name for p in run.iterdir()} == {"best.keras", "class_names.txt", "history.csv", "logs", "run.json",
+                                               "spec.yaml", "summary.json"}
+    assert len((run / "history.csv").read_text().splitlines()) == 2  # header and one epoch, written once
+
+
+def test_a_follower_process_writes_nothing(tmp_path):
+    """Process 1 of 2 trains on its shard in batches of half the global batch and leaves the run directory
+    to process 0 (barriers stubbed: a real cluster is the test above)."""
+
+    class Follower(Distribution):
+        def barrier(self, name):
+            pass
+
+    spec = get_spec("googlenet_mini").with_input_size(32)
+    data = load_data("sklearn_digits", str(tmp_path / "tfds"))
+    data = dataclasses.replace(data, train=data.train.take(64), train_size=64, validation=data.validation.take(32),
+                               validation_size=32, builder=None)
+    model, result = train(spec, data, tmp_path / "run", TrainConfig(epochs=1, batch_size=16), verbose=0,
+                          distribution=Follower("data_parallel", num_processes=2, process_id=1))
+    assert not (tmp_path / "run").exists()
+    assert result.epochs_total == 1 and result.out_dir == str(tmp_path / "run")
+
+
+def test_shards_are_disjoint_equal_and_cover_the_data(digits_dir, image_folder):
+    data = load_data("sklearn_digits", digits_dir)
+    parts = [shard(data, 3, i) for i in range(3)]
+    assert {p.train_size for p in parts} == {data.train_size // 3}  # 1437 // 3: every process takes equal steps
+    seen = [{image.numpy().tobytes() for image, _ in p.train} for p in parts]
+    assert [len(s) for s in seen] == [p.train_size for p in parts]
+    assert not (seen[0] & seen[1]) and not (seen[1] & seen[2]) and not (seen[0] & seen[2])
+    assert sum(len(list(p.validation)) for p in parts) == 3 * parts[0].validation_size > data.validation_size - 3
+    folder = load_data(f"folder:{image_folder}")
+    halves = [shard(folder, 2, i) for i in range(2)]
+    assert [h.train_size for h in halves] == [12, 12] and [len(list(h.train)) for h in halves] == [12, 12]
+    assert shard(data, 1, 0) is data
+    with pytest.raises(Exception, match="too small to share among 50 processes"):
+        shard(folder, 50, 0)
+
+
+def test_cluster_and_batch_errors_name_the_option():
+    with pytest.raises(DistributionError, match="--coordinator 'localhost': expected HOST:PORT"):
+        Cluster("localhost", 2, 0)
+    with pytest.raises(DistributionError, match="--process-id 2 with --num-processes 2: the id must be 0 to 1"):
+        Cluster("127.0.0.1:1234", 2, 2)
+    with pytest.raises(DistributionError, match="--batch-size 33 is the global batch and must divide evenly among 2"):
+        Distribution(num_processes=2).local_batch(33)
+    assert Distribution(num_processes=4, process_id=3).local_batch(64) == 16
+
+
+def test_keras_environment_variables_describe_the_cluster(monkeypatch):
+    monkeypatch.setenv("KERAS_DISTRIBUTION_JOB_ADDRESSES", "10.0.0.1:1234,10.0.0.2:1234")
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "2")
+    monkeypatch.setenv("KERAS_DISTRIBUTION_PROCESS_ID", "1")
+    assert Cluster.from_environment() == Cluster("10.0.0.1:1234", 2, 1)
+    monkeypatch.setenv("KERAS_DISTRIBUTION_PROCESS_ID", "x")
+    with pytest.raises(DistributionError, match="KERAS_DISTRIBUTION_"):
+        Cluster.from_environment()
+
+
+def test_cli_distribution_refusals(capsys):
+    base = ["train", "googlenet_mini"]
+    assert main(base + ["--num-processes", "2", "--process-id", "2"]) == 2
+    assert "--process-id 2 with --num-processes 2" in capsys.readouterr().err
+    assert main(base + ["--num-processes", "2"]) == 2
+    assert "several processes need --num-processes N and --process-id I" in capsys.readouterr().err
+    assert main(base + ["--distribute", "data_parallel"]) == 2
+    assert "need the JAX backend (--backend jax)" in capsys.readouterr().err
+    assert main(base + ["--backend", "jax"]) == 2
+    assert "Keras is already loaded with the tensorflow backend" in capsys.readouterr().err
+    assert main(base + ["--distribute", "mirrored", "--freeze", "--weights", "x.keras"]) == 2
+    assert "--freeze runs on one device" in capsys.readouterr().err
+
+
+def test_cli_mirrored_training(digits_dir, tmp_path, capsys):
+    args = ["train", "googlenet_mini", "--data-dir", digits_dir, "--input-size", "32", "--epochs", "1",
+            "--batch-size", "64", "--optimizer", "adam", "--distribute", "mirrored", "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "distributed training: MirroredStrategy over 1 local replica(s); batch size 64 is the global batch" \
+        in printed
+    assert (tmp_path / "run" / "best.keras").exists()
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "inception_keras.cli", *args]
+
+
+@pytest.mark.parametrize("process_id, expected", [
+    ("1", "error: no coordinator answers at 127.0.0.1:{port} (waited 2 s): start process 0 first"),
+    ("0", "error: the 2 processes did not all join the coordinator at 127.0.0.1:{port} within 2 s"),
+])
+def test_a_cluster_that_cannot_form_fails_in_one_line(process_id, expected):
+    port = free_port()
+    start = time.monotonic()
+    [(code, output)] = run_all([cli("train", "googlenet_mini", "--backend", "jax", "--num-processes", "2",
+                                    "--process-id", process_id, "--coordinator", f"127.0.0.1:{port}",
+                                    "--coordinator-timeout", "2")], 120, env=environment())
+    assert code == 2, output
+    assert output.strip().splitlines()[-1].startswith(expected.format(port=port)), output
+    assert "Traceback" not in output and time.monotonic() - start < 60
+
+
+@pytest.mark.slow
+def test_two_cli_processes_resume_after_one_is_killed(image_folder, tmp_path):
+    """Kill process 1 once an epoch is backed up, stop the stranded process 0, start both again: the run
+    resumes from process 0's backup and finishes its epochs, written by process 0 alone."""
+    port, out = free_port(), tmp_path / "run"
+
+    def command(process_id):
+        return cli("train", "googlenet_mini", "--dataset", f"folder:{image_folder}", "--input-size", "24", "--epochs",
+                   "3", "--batch-size", "8", "--optimizer", "adam", "--backend", "jax", "--coordinator",
+                   f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(process_id), "--out", str(out))
+
+    processes = [subprocess.Popen(command(i), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+                                  env=environment()) for i in range(2)]
+    try:
+        deadline = time.monotonic() + 400
+        while not (out / "backup" / "training_metadata.json").exists():
+            assert time.monotonic() < deadline and processes[0].poll() is None, "no backup was written"
+            time.sleep(0.5)
+        processes[1].send_signal(signal.SIGKILL)
+        processes[1].wait()
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+    port = free_port()
+    results = run_all([command(0), command(1)], 500, env=environment())
+    assert [code for code, _ in results] == [0, 0], results[0][1][-2000:] + results[1][1][-2000:]
+    assert re.search(f"Resuming {re.escape(str(out))} after epoch [12] of 3", results[0][1]), results[0][1][-2000:]
+    assert "process 1:" in results[1][1] and "best model:" not in results[1][1]
+    history = (out / "history.csv").read_text().splitlines()
+    assert len(history) == 4 and [row.split(",")[0] for row in history[1:]] == ["0", "1", "2"]

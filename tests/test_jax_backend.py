@@ -1,0 +1,78 @@
+"""The JAX backend end to end (tests/scripts/jax_end_to_end.py in a JAX process), compared here on TensorFlow:
+cost == count_params, fit with aux losses and the standard callbacks, resume, a search trial, and a SavedModel
+that passes --check and serves what the TensorFlow-backend export of the same weights serves."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from inception_keras.cli import main
+from inception_keras.export import export_saved_model, load_run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytest.importorskip("jax", reason="the JAX backend needs jax (pip install -e '.[test]')")
+
+
+@pytest.fixture(scope="module")
+def jax_run(digits_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("jax")
+    result = subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "jax_end_to_end.py"), digits_dir,
+                             str(out)], capture_output=True, text=True, timeout=900, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    checks = dict(json.loads(line[len("CHECK "):]) for line in result.stdout.splitlines() if line.startswith("CHECK "))
+    return out, checks, result.stdout + result.stderr
+
+
+def test_runs_on_jax(jax_run):
+    _, checks, _ = jax_run
+    assert checks["backend"] == "jax"
+
+
+def test_cost_model_equals_count_params_on_jax(jax_run):
+    _, checks, _ = jax_run
+    counts = {name: value for name, value in checks.items() if name.startswith("params ")}
+    assert len(counts) == 4
+    for name, (cost, keras_count, layers_that_differ) in counts.items():
+        assert cost == keras_count and layers_that_differ == [], name
+    assert counts["params googlenet aux=True"][1] == 13_378_280  # the paper's net with both aux classifiers
+
+
+def test_fit_with_aux_losses_callbacks_and_resume_on_jax(jax_run):
+    out, checks, _ = jax_run
+    assert checks["interrupted"] == 1
+    assert checks["resumed"] == [1, 2, 3]
+    assert checks["aux losses"] == ["aux_1_loss", "aux_2_loss"]
+    assert len(checks["history"]) == 3 and checks["history"][-1] > 0.3  # 10 classes: chance is 0.1
+    run = out / "run"
+    assert {"best.keras", "history.csv", "summary.json", "run.json"} <= {p.name for p in run.iterdir()}
+    assert not (run / "backup").exists()
+
+
+def test_search_trial_on_jax(jax_run):
+    _, checks, _ = jax_run
+    assert checks["search"] == [1, True]
+
+
+def test_jax_export_passes_check_and_equals_the_tensorflow_export(jax_run, tmp_path, capsys):
+    out, checks, _ = jax_run
+    path, diff = checks["export"]
+    assert diff <= 1e-5 and checks["export check"] <= 1e-5
+    loaded = tf.saved_model.load(path)
+    assert {"serving_default", "serve_float"} <= set(loaded.signatures)
+    assert main(["export", "--check", path]) == 0
+    assert "OK, max abs diff" in capsys.readouterr().out
+
+    model, spec, names = load_run(out / "run")  # the same best.keras, on the TensorFlow backend
+    tf_export = tf.saved_model.load(export_saved_model(model, spec, names, tmp_path / "saved").path)
+    images = tf.constant(np.random.default_rng(3).integers(0, 256, (4, 45, 37, 3), dtype=np.uint8))
+    from_jax, from_tf = loaded.serving_default(images), tf_export.serving_default(images)
+    assert np.abs(from_jax["probabilities"].numpy() - from_tf["probabilities"].numpy()).max() < 1e-5
+    assert np.array_equal(from_jax["top_k_ids"].numpy(), from_tf["top_k_ids"].numpy())
