@@ -36,6 +36,7 @@ bench: bench-peer
 	$(BIN)/python benchmarks/bench_cost.py
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_input.py
 
 # Keras against torchvision in one run (torch from .venv-ref), and the cost of LRN.
 bench-peer: setup $(REF_STAMP)
