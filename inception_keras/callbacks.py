@@ -163,26 +163,26 @@ class BestCheckpoint(keras.callbacks.Callback):
         if self.best is not None and float(score) <= self.best["score"]:
             return
         record = {"epoch": epoch + 1, "monitor": self.monitor, "score": float(score)}
-        if self.snapshot is not None:
-            copy = self.snapshot(self.model, ema=self._swap is not None)
-            if not weights_finite(copy):
+        with self._model_to_save() as model:
+            if not weights_finite(model):
                 return
-            with local_only():
-                save_best(copy, self.path, record)
-        else:
-            with self._ema_weights():
-                if not weights_finite(self.model):
-                    return
-                save_best(self.model, self.path, record)
+            save_best(model, self.path, record)
         self.best = record
 
     @contextlib.contextmanager
-    def _ema_weights(self):
+    def _model_to_save(self):
+        """The model with its EMA weights swapped in (when `ema`); with several JAX processes, a single-process
+        copy of those weights, with no Keras distribution while it is saved."""
+        if self.snapshot is not None:
+            copy = self.snapshot(self.model, ema=self._swap is not None)
+            with local_only():
+                yield copy
+            return
         if self._swap is None:
-            yield
+            yield self.model
             return
         self._swap._swap_variables()
         try:
-            yield
+            yield self.model
         finally:
             self._swap._swap_variables()

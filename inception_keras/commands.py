@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from inception_keras.cli_common import (CommandError, add_spec_arguments, fraction, positive_float, positive_int,
-                                        spec_from_args)
+from inception_keras.cli_common import (CommandError, add_spec_arguments, fraction, non_negative_int, positive_float,
+                                        positive_int, spec_from_args)
 
 DEMO_EPOCHS = 20
 DEMO_LEARNING_RATE = 0.05
@@ -145,7 +145,6 @@ def distribution_from_args(args):
     KERAS_DISTRIBUTION_* variables): a Distribution (one device by default)."""
     from inception_keras.distribute import Cluster, Distribution
 
-    cluster = None
     if args.coordinator or args.num_processes or args.process_id is not None:
         if not args.num_processes or args.process_id is None:
             raise CommandError("several processes need --num-processes N and --process-id I (0 to N-1), and "
@@ -209,16 +208,6 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def _process_id(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text!r}")
-    return value
-
-
 def add_distribution_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("beyond one device (see the README's scale story)")
     group.add_argument("--backend", choices=("tensorflow", "jax"), help="Keras backend (default: $KERAS_BACKEND, "
@@ -230,7 +219,7 @@ def add_distribution_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--coordinator", metavar="HOST:PORT", help="several processes (JAX): process 0's address, "
                        "which it serves (default 127.0.0.1:29500; the same in every process)")
     group.add_argument("--num-processes", type=positive_int, metavar="N")
-    group.add_argument("--process-id", type=_process_id, metavar="I", help="0 to N-1; 0 writes the run directory")
+    group.add_argument("--process-id", type=non_negative_int, metavar="I", help="0 to N-1; 0 writes the run directory")
     group.add_argument("--coordinator-bind", metavar="HOST:PORT", help="where process 0 listens (default: "
                        "--coordinator itself, so 127.0.0.1 stays local); e.g. 0.0.0.0:29500 for other hosts")
     group.add_argument("--coordinator-timeout", type=positive_float, default=60.0, metavar="SECONDS",

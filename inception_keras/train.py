@@ -165,7 +165,7 @@ class TrainingDivergedError(UserError):
 
 
 def standard_callbacks(run_dir: Path, spec: NetworkSpec, config: TrainConfig, rows: list[dict],
-                       best: dict | None, snapshot=None) -> list:
+                       best: dict | None, snapshot=None, chief: bool = True) -> list:
     """HistoryLog, (SwapEMAWeights,) BestCheckpoint, AtomicBackupAndRestore, TensorBoard, EarlyStopping.
 
     Order matters at each epoch's end, after StopOnNonFinite (which `train` puts first): the
@@ -173,34 +173,22 @@ def standard_callbacks(run_dir: Path, spec: NetworkSpec, config: TrainConfig, ro
     the epoch (its row is replaced); a kill after it finds best.keras already up to date. The
     backup holds the raw weights; the checkpoint swaps the EMA weights in for its own save, and
     SwapEMAWeights swaps them in for validation only. `rows` (earlier epochs of a resumed run) seed
-    the history, `best` (what best.keras holds) the checkpoint. `snapshot` (several JAX processes: this is
-    the chief) makes the checkpoint and the backup save a single-process copy.
+    the history, `best` (what best.keras holds) the checkpoint.
+
+    Several JAX processes: the chief's `snapshot` makes the checkpoint and the backup save a
+    single-process copy; every other process (`chief=False`) runs the same steps with no writes:
+    it restores the chief's backup at the start and swaps the EMA weights in for validation.
     """
-    monitor = monitor_name(spec)
-    callbacks = [HistoryLog(run_dir / "history.csv", rows)]
-    if config.ema:
-        callbacks.append(keras.callbacks.SwapEMAWeights())
-    callbacks += [BestCheckpoint(run_dir / BEST_FILE, monitor, config.ema, best, snapshot),
-                  AtomicBackupAndRestore(run_dir / "backup", snapshot),
-                  keras.callbacks.TensorBoard(str(run_dir / "logs"))]
-    if config.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
-                                                       patience=config.early_stopping_patience))
-    return callbacks
-
-
-def follower_callbacks(run_dir: Path, spec: NetworkSpec, config: TrainConfig) -> list:
-    """What a process other than the chief runs (several JAX processes): the same steps, no writes.
-
-    Every process restores the chief's backup at the start and swaps the EMA weights in for
-    validation; only the chief writes history, checkpoint, backup and logs.
-    """
-    callbacks = [keras.callbacks.SwapEMAWeights()] if config.ema else []
-    callbacks.append(AtomicBackupAndRestore(run_dir / "backup", write=False))
-    if config.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor_name(spec), mode="max",
-                                                       patience=config.early_stopping_patience))
-    return callbacks
+    swap = [keras.callbacks.SwapEMAWeights()] if config.ema else []
+    stop = [keras.callbacks.EarlyStopping(monitor=monitor_name(spec), mode="max",
+                                          patience=config.early_stopping_patience)] \
+        if config.early_stopping_patience else []
+    if not chief:
+        return swap + [AtomicBackupAndRestore(run_dir / "backup", write=False)] + stop
+    return [HistoryLog(run_dir / "history.csv", rows), *swap,
+            BestCheckpoint(run_dir / BEST_FILE, monitor_name(spec), config.ema, best, snapshot),
+            AtomicBackupAndRestore(run_dir / "backup", snapshot), keras.callbacks.TensorBoard(str(run_dir / "logs")),
+            *stop]
 
 
 def _final_best(run_dir: Path, checkpoint: BestCheckpoint, model: keras.Model, rows: list[dict]) -> dict | None:
@@ -329,12 +317,8 @@ def _train(spec: NetworkSpec, data: DataSplits, run_dir: Path | None, out_dir, c
 
     throughput = Throughput()
     snapshot = Snapshot(model) if distribution.multi_process and chief and run_dir is not None else None
-    if run_dir is None:
-        standard = []
-    elif chief:
-        standard = standard_callbacks(run_dir, spec, config, state.rows, state.best, snapshot)
-    else:
-        standard = follower_callbacks(run_dir, spec, config)
+    standard = [] if run_dir is None else standard_callbacks(run_dir, spec, config, state.rows, state.best,
+                                                             snapshot, chief)
     checkpoint = next((c for c in standard if isinstance(c, BestCheckpoint)), None)
     if verbose == "auto":  # progress bars on a terminal, one line per epoch in a log
         verbose = 1 if sys.stdout.isatty() else 2

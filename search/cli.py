@@ -7,7 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
-from inception_keras.cli_common import CommandError, positive_float, positive_int
+from inception_keras.cli_common import CommandError, non_negative_int, positive_float, positive_int
 from inception_keras.commands import add_train_arguments, fit_classes, load_data_or_exit
 from inception_keras.commands import train_config_from_args
 
@@ -33,16 +33,6 @@ def _port(text: str) -> int:
     value = positive_int(text)
     if value > MAX_PORT:
         raise argparse.ArgumentTypeError(f"must be a port number 1-{MAX_PORT}, got {text!r}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
     return value
 
 
@@ -132,7 +122,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(epochs=3)
     parser.add_argument("--dir", type=_non_empty, default="runs/search", help="search directory (run again to resume)")
     parser.add_argument("--overwrite", action="store_true", help="start afresh, deleting the search in --dir")
-    parser.add_argument("--seed", type=_seed, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--distribute", choices=("none", "mirrored"), default="none",
                         help="mirrored: train each trial with tf.distribute.MirroredStrategy over all local devices "
                              "(--batch-size is the global batch); more machines: --role chief/worker")
