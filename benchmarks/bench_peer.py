@@ -10,6 +10,13 @@ Keras uses `mixed_bfloat16`. Each framework runs in a long-lived process of its 
 (`peer_worker.py`); rounds interleave the two so drift hits both; the figure is the median step
 after warm-up. `--memory` also measures the peak RSS of a process that only trains (fresh process
 per framework and precision). Only ratios measured in one run are comparable across machines.
+
+The roofline columns put each speed against the machine's arithmetic ceiling, measured in the same
+run: the fastest N×N matrix product (N = 2048, 4096) either framework computes in that precision
+(oneDNN in both). Work per image is the cost model's multiply-adds × 2 (inference) and ≈ 3× that
+with aux heads (training: forward, input and weight gradients). "ceiling" is that peak over
+torch's speed: the most any implementation of the same arithmetic could beat torch by; a goal
+above it cannot be met on this machine without doing less arithmetic.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ ROOT = HERE.parent
 GOALS = {("train", "float32"): 1.1, ("train", "bf16"): 1.0, ("infer", "float32"): 1.3, ("infer", "bf16"): 1.3,
          ("serve", "float32"): 1.3, ("serve", "bf16"): 1.3}
 MODES = {"infer": "inference (Keras model)", "serve": "inference (exported: BN folded)", "train": "training"}
+GEMM_SIZES = (2048, 4096)
 
 
 class Worker:
@@ -44,6 +52,11 @@ class Worker:
 
     def run(self, mode: str, precision: str, steps: int) -> dict:
         self.process.stdin.write(f"run {mode} {precision} {steps}\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def run_gemm(self, n: int, precision: str, steps: int) -> dict:
+        self.process.stdin.write(f"gemm {n} {precision} {steps}\n")
         self.process.stdin.flush()
         return self._read()
 
@@ -83,14 +96,38 @@ def speed(workers: dict, configs: list, batch: int, rounds: int, steps: int, war
     return {key: batch / statistics.median(values) for key, values in times.items()}
 
 
-def peak_memory(python: str, framework: str, precision: str, batch: int, size: int) -> tuple[int, int]:
-    """(peak RSS, peak RSS minus RSS after start-up) of a fresh process training one model for 3 steps."""
+def gemm_peak(workers: dict, precisions: list, steps: int = 5) -> dict:
+    """precision -> (GFLOP/s, framework, N): the fastest N×N product any worker computes (median of `steps`)."""
+    best = {}
+    for precision in precisions:
+        for n in GEMM_SIZES:
+            for name, worker in workers.items():
+                times = worker.run_gemm(n, precision, steps + 1)["times"][1:]
+                flops = 2 * n**3 / statistics.median(times) / 1e9
+                if flops > best.get(precision, (0,))[0]:
+                    best[precision] = (flops, name, n)
+    return best
+
+
+def gflop_per_image(size: int) -> dict:
+    """mode -> GFLOP per image of googlenet_torchvision at `size` px, from the cost model."""
+    from inception_keras import cost, get_spec
+
+    network = cost.network_cost(get_spec("googlenet_torchvision").with_input_size(size))
+    forward = 2 * network.inference_macs / 1e9
+    return {"infer": forward, "serve": forward, "train": 3 * 2 * network.total_macs / 1e9}
+
+
+def peak_memory(python: str, framework: str, precision: str, batch: int, size: int, steps: int = 5) -> dict:
+    """Peak RSS, peak RSS above start-up, and (TensorFlow) the allocator's peak bytes in use, of a fresh process
+    training one model for `steps` steps."""
     worker = Worker(python, framework, batch, size)
     try:
-        peak = worker.run("train", precision, 3)["peak_rss"]
+        answer = worker.run("train", precision, steps)
     finally:
         worker.close()
-    return peak, peak - worker.ready["rss"]
+    return {"peak": answer["peak_rss"], "delta": answer["peak_rss"] - worker.ready["rss"],
+            "in_use": answer.get("allocator_peak")}
 
 
 def main() -> int:
@@ -117,37 +154,52 @@ def main() -> int:
         workers["keras_xla"] = Worker(sys.executable, "keras", args.batch, args.size, jit=True)
     try:
         found = speed(workers, configs, args.batch, args.rounds, args.steps, args.warmup)
+        ceiling = gemm_peak({name: workers[name] for name in ("keras", "torch")}, args.precisions)
     finally:
         for worker in workers.values():
             worker.close()
 
-    lines = ["| images/s | Keras | torchvision (channels_last) | ratio | goal |" +
-             (" Keras XLA | XLA ratio |" if args.jit else ""),
-             "|---|---:|---:|---:|---|" + ("---:|---:|" if args.jit else "")]
+    work = gflop_per_image(args.size)
+    lines = ["| images/s | Keras | torchvision (channels_last) | ratio | goal | Keras % of peak | torch % of peak "
+             "| ceiling |" + (" Keras XLA | XLA ratio |" if args.jit else ""),
+             "|---|---:|---:|---:|---|---:|---:|---:|" + ("---:|---:|" if args.jit else "")]
     results = []
     for mode, precision in configs:
         keras_speed, torch_speed = found[("keras", mode, precision)], found[("torch", mode, precision)]
         ratio, goal = keras_speed / torch_speed, GOALS[(mode, precision)]
-        row = (f"| {precision} {MODES[mode]} | {keras_speed:.1f} | "
-               f"{torch_speed:.1f} | **{ratio:.2f}** | ≥ {goal} {'met' if ratio >= goal else 'NOT met'} |")
+        peak = ceiling[precision][0]
+        keras_share, torch_share = (speed * work[mode] / peak for speed in (keras_speed, torch_speed))
+        verdict = "met" if ratio >= goal else f"NOT met (needs {goal * torch_share:.0%} of the peak)"
+        row = (f"| {precision} {MODES[mode]} | {keras_speed:.1f} | {torch_speed:.1f} | **{ratio:.2f}** | "
+               f"≥ {goal} {verdict} | {keras_share:.0%} | {torch_share:.0%} | {1 / torch_share:.2f} |")
         if args.jit:
             xla = found[("keras_xla", mode, precision)]
             row += f" {xla:.1f} | {xla / torch_speed:.2f} |"
         lines.append(row)
         results.append({"mode": mode, "precision": precision, "keras": keras_speed, "torch": torch_speed,
-                        "ratio": ratio, "goal": goal})
+                        "ratio": ratio, "goal": goal, "keras_share_of_peak": keras_share,
+                        "torch_share_of_peak": torch_share})
+    lines.append("")
+    for precision, (flops, name, n) in ceiling.items():
+        lines.append(f"Arithmetic ceiling, {precision}: {flops:.0f} GFLOP/s ({n}×{n} product through {name}); "
+                     f"GoogLeNet {work['infer']:.2f} GFLOP per image forward, ≈ {work['train']:.2f} training")
+        results.append({"gemm_peak": precision, "gflops": flops, "framework": name, "n": n})
     print("\n".join(lines))
     if args.memory:
-        print("\n| peak memory of training | Keras | torchvision | Keras / torch |\n|---|---:|---:|---:|")
+        lines = ["", "| peak memory of training (5 steps) | Keras | torchvision | Keras / torch |",
+                 "|---|---:|---:|---:|"]
         for precision in args.precisions:
-            keras_peak, keras_delta = peak_memory(sys.executable, "keras", precision, args.batch, args.size)
-            torch_peak, torch_delta = peak_memory(args.peer_python, "torch", precision, args.batch, args.size)
-            print(f"| {precision}: process peak RSS | {keras_peak / 1e9:.2f} GB | {torch_peak / 1e9:.2f} GB | "
-                  f"{keras_peak / torch_peak:.2f} |")
-            print(f"| {precision}: above start-up | {keras_delta / 1e9:.2f} GB | {torch_delta / 1e9:.2f} GB | "
-                  f"{keras_delta / torch_delta:.2f} |")
-            results.append({"memory": precision, "keras_peak": keras_peak, "torch_peak": torch_peak,
-                            "keras_delta": keras_delta, "torch_delta": torch_delta})
+            keras = peak_memory(sys.executable, "keras", precision, args.batch, args.size)
+            torch = peak_memory(args.peer_python, "torch", precision, args.batch, args.size)
+            lines += [f"| {precision}: process peak RSS | {keras['peak'] / 1e9:.2f} GB | {torch['peak'] / 1e9:.2f} GB "
+                      f"| {keras['peak'] / torch['peak']:.2f} |",
+                      f"| {precision}: above start-up | {keras['delta'] / 1e9:.2f} GB | {torch['delta'] / 1e9:.2f} GB "
+                      f"| {keras['delta'] / torch['delta']:.2f} |"]
+            if keras["in_use"]:
+                lines.append(f"| {precision}: TensorFlow allocator's peak in use | {keras['in_use'] / 1e9:.2f} GB | "
+                             f"| {keras['in_use'] / torch['delta']:.2f} of torch's growth |")
+            results.append({"memory": precision, "keras": keras, "torch": torch})
+        print("\n".join(lines))
     if args.json:
         args.json.write_text(json.dumps({"cpu": cpu_name(), "batch": args.batch, "size": args.size,
                                          "results": results}, indent=2))

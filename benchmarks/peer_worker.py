@@ -2,10 +2,11 @@
 
     python peer_worker.py keras|torch --batch 32 --size 224 [--jit]
 
-Reads lines `train|infer float32|bf16 STEPS` on stdin and answers one JSON line with the
-seconds of each step; `memory train|infer float32|bf16 STEPS` runs in a fresh process (see
-bench_peer.py) and answers the peak RSS. The Keras side runs in the project's venv, the torch
-side in the reference venv (torch + torchvision only; no inception_keras import there).
+Reads lines `run train|infer|serve float32|bf16 STEPS` on stdin and answers one JSON line with the
+seconds of each step and the process's peak RSS so far; `gemm N float32|bf16 STEPS` times an N×N
+matrix product instead (the machine's arithmetic ceiling, measured through the same framework).
+The Keras side runs in the project's venv, the torch side in the reference venv (torch +
+torchvision only; no inception_keras import there).
 """
 
 from __future__ import annotations
@@ -72,6 +73,21 @@ class KerasSide:
         else:
             (serve if mode == "serve" else forward)(self.x).numpy()
 
+    def allocator_peak(self) -> int | None:
+        """Peak bytes TensorFlow's CPU allocator had in use (the oneDNN build's BFC allocator keeps stats)."""
+        try:
+            return self.tf.config.experimental.get_memory_info("CPU:0")["peak"]
+        except ValueError:
+            return None
+
+    def gemm(self, n: int, precision: str):
+        """A function running one n×n matrix product in `precision` (oneDNN, like the convolutions)."""
+        tf = self.tf
+        dtype = tf.bfloat16 if precision == "bf16" else tf.float32
+        a, b = (tf.cast(tf.random.stateless_uniform((n, n), (seed, 0)), dtype) for seed in (1, 2))
+        product = tf.function(tf.matmul)
+        return lambda: product(a, b).numpy()
+
 
 class TorchSide:
     """torchvision googlenet (aux heads), channels_last, SGD momentum 0.9; bf16 through torch.autocast.
@@ -107,6 +123,15 @@ class TorchSide:
             with torch.inference_mode(), autocast:
                 self.model(self.x)
 
+    def allocator_peak(self) -> None:
+        return None  # torch's CPU allocator keeps no statistics
+
+    def gemm(self, n: int, precision: str):
+        torch = self.torch
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        a, b = torch.rand(n, n, dtype=dtype), torch.rand(n, n, dtype=dtype)
+        return lambda: torch.mm(a, b)
+
 
 def main() -> int:
     parser = argparse.ArgumentParser()
@@ -119,12 +144,14 @@ def main() -> int:
     print(json.dumps({"ready": True, "rss": peak_rss_bytes()}), flush=True)
     for line in sys.stdin:
         command, mode, precision, steps = line.split()
+        work = side.gemm(int(mode), precision) if command == "gemm" else lambda: side.step(mode, precision)
         times = []
         for _ in range(int(steps)):
             start = time.perf_counter()
-            side.step(mode, precision)
+            work()
             times.append(time.perf_counter() - start)
-        print(json.dumps({"times": times, "peak_rss": peak_rss_bytes()}), flush=True)
+        print(json.dumps({"times": times, "peak_rss": peak_rss_bytes(), "allocator_peak": side.allocator_peak()}),
+              flush=True)
     return 0
 
 
