@@ -46,7 +46,8 @@ class KerasSide:
         self.x = tf.constant(rng.uniform(-1, 1, (batch, size, size, 3)).astype("float32"))
         labels = keras.utils.to_categorical(rng.integers(0, CLASSES, batch), CLASSES)
         self.y = {name: tf.constant(labels) for name in ("predictions", "aux_1", "aux_2")}
-        self.models, self.jit, self.build, self.inference_model = {}, jit, build_model, inference_model
+        self.models, self.forwards, self.jit = {}, {}, jit
+        self.build, self.inference_model = build_model, inference_model
 
     def _model(self, precision: str):
         if precision not in self.models:
@@ -57,21 +58,26 @@ class KerasSide:
                           loss={name: loss for name in self.y},
                           loss_weights={"predictions": 1.0, "aux_1": AUX_WEIGHT, "aux_2": AUX_WEIGHT},
                           jit_compile=self.jit)
-            from inception_keras.folding import fold_batch_norm
-
-            inference = self.inference_model(model)
-            served = fold_batch_norm(inference)  # what `inception-keras export` writes
-            forward = self.tf.function(lambda x: inference(x, training=False), jit_compile=self.jit)
-            serve = self.tf.function(lambda x: served(x, training=False), jit_compile=self.jit)
-            self.models[precision] = (model, forward, serve)
+            self.models[precision] = model
         return self.models[precision]
 
+    def _forward(self, mode: str, precision: str):
+        """The inference function, built on first use (a process that only trains builds none)."""
+        if (mode, precision) not in self.forwards:
+            model = self.inference_model(self._model(precision))
+            if mode == "serve":
+                from inception_keras.folding import fold_batch_norm
+
+                model = fold_batch_norm(model)  # what `inception-keras export` writes
+            self.forwards[(mode, precision)] = self.tf.function(lambda x: model(x, training=False),
+                                                                jit_compile=self.jit)
+        return self.forwards[(mode, precision)]
+
     def step(self, mode: str, precision: str) -> None:
-        model, forward, serve = self._model(precision)
         if mode == "train":
-            model.train_on_batch(self.x, self.y)
+            self._model(precision).train_on_batch(self.x, self.y)
         else:
-            (serve if mode == "serve" else forward)(self.x).numpy()
+            self._forward(mode, precision)(self.x).numpy()
 
     def allocator_peak(self) -> int | None:
         """Peak bytes TensorFlow's CPU allocator had in use (the oneDNN build's BFC allocator keeps stats)."""
