@@ -50,15 +50,16 @@ class Worker:
             raise SystemExit(f"benchmark worker {self.process.args[2]} died (exit {self.process.wait()})")
         return json.loads(line)
 
-    def run(self, mode: str, precision: str, steps: int) -> dict:
-        self.process.stdin.write(f"run {mode} {precision} {steps}\n")
+    def _ask(self, line: str) -> dict:
+        self.process.stdin.write(line + "\n")
         self.process.stdin.flush()
         return self._read()
 
+    def run(self, mode: str, precision: str, steps: int) -> dict:
+        return self._ask(f"run {mode} {precision} {steps}")
+
     def run_gemm(self, n: int, precision: str, steps: int) -> dict:
-        self.process.stdin.write(f"gemm {n} {precision} {steps}\n")
-        self.process.stdin.flush()
-        return self._read()
+        return self._ask(f"gemm {n} {precision} {steps}")
 
     def close(self) -> None:
         self.process.stdin.close()

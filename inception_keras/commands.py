@@ -11,6 +11,7 @@ from pathlib import Path
 
 from inception_keras.cli_common import (CommandError, add_spec_arguments, fraction, non_negative_int, positive_float,
                                         positive_int, spec_from_args)
+from inception_keras.distribute import BACKENDS, DEFAULT_COORDINATOR, DEFAULT_PORT
 
 DEMO_EPOCHS = 20
 DEMO_LEARNING_RATE = 0.05
@@ -148,8 +149,8 @@ def distribution_from_args(args):
     if args.coordinator or args.num_processes or args.process_id is not None:
         if not args.num_processes or args.process_id is None:
             raise CommandError("several processes need --num-processes N and --process-id I (0 to N-1), and "
-                               "--coordinator HOST:PORT of process 0 (default 127.0.0.1:29500)")
-        cluster = Cluster(args.coordinator or "127.0.0.1:29500", args.num_processes, args.process_id,
+                               f"--coordinator HOST:PORT of process 0 (default {DEFAULT_COORDINATOR})")
+        cluster = Cluster(args.coordinator or DEFAULT_COORDINATOR, args.num_processes, args.process_id,
                           args.coordinator_bind, args.coordinator_timeout)
     else:
         cluster = Cluster.from_environment()
@@ -210,18 +211,18 @@ def cmd_demo(args) -> int:
 
 def add_distribution_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("beyond one device (see the README's scale story)")
-    group.add_argument("--backend", choices=("tensorflow", "jax"), help="Keras backend (default: $KERAS_BACKEND, "
+    group.add_argument("--backend", choices=BACKENDS, help="Keras backend (default: $KERAS_BACKEND, "
                        "else tensorflow); set before Keras loads")
     group.add_argument("--distribute", choices=("none", "mirrored", "data_parallel"), default="none",
                        help="mirrored: tf.distribute.MirroredStrategy over all local devices (TensorFlow); "
                             "data_parallel: keras.distribution.DataParallel (JAX). --batch-size is the global batch; "
                             "the learning rate is not rescaled")
     group.add_argument("--coordinator", metavar="HOST:PORT", help="several processes (JAX): process 0's address, "
-                       "which it serves (default 127.0.0.1:29500; the same in every process)")
+                       f"which it serves (default {DEFAULT_COORDINATOR}; the same in every process)")
     group.add_argument("--num-processes", type=positive_int, metavar="N")
     group.add_argument("--process-id", type=non_negative_int, metavar="I", help="0 to N-1; 0 writes the run directory")
     group.add_argument("--coordinator-bind", metavar="HOST:PORT", help="where process 0 listens (default: "
-                       "--coordinator itself, so 127.0.0.1 stays local); e.g. 0.0.0.0:29500 for other hosts")
+                       f"--coordinator itself, so 127.0.0.1 stays local); e.g. 0.0.0.0:{DEFAULT_PORT} for other hosts")
     group.add_argument("--coordinator-timeout", type=positive_float, default=60.0, metavar="SECONDS",
                        help="how long to wait for the coordinator and the other processes (default 60)")
 

@@ -24,6 +24,7 @@ from inception_keras.errors import UserError
 
 BACKENDS = ("tensorflow", "jax")
 DEFAULT_PORT = 29500
+DEFAULT_COORDINATOR = f"127.0.0.1:{DEFAULT_PORT}"  # process 0, on this host only
 
 
 class DistributionError(UserError):
@@ -63,7 +64,7 @@ class Cluster:
         host, _, port = self.coordinator.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise DistributionError(f"--coordinator {self.coordinator!r}: expected HOST:PORT, e.g. "
-                                    f"127.0.0.1:{DEFAULT_PORT}")
+                                    f"{DEFAULT_COORDINATOR}")
         if self.num_processes < 1 or not 0 <= self.process_id < self.num_processes:
             raise DistributionError(f"--process-id {self.process_id} with --num-processes {self.num_processes}: the id "
                                     f"must be 0 to {self.num_processes - 1}")
