@@ -153,6 +153,17 @@ def _build(spec: NetworkSpec, include_top: bool, pooling: str | None, classifier
     return keras.Model(inputs, {"predictions": predictions, **outputs}, name=spec.name)
 
 
+def float32_model(model: keras.Model) -> keras.Model:
+    """A copy of `model` with the same weights that computes in float32 throughout: a mixed-precision
+    model's exact function, the reference its 16-bit runs are measured against."""
+    def clone(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def inference_model(model: keras.Model) -> keras.Model:
     """The same network without aux heads, sharing the weights of `model`."""
     return keras.Model(model.inputs[0], model.get_layer("predictions").output, name=f"{model.name}_inference")

@@ -6,7 +6,8 @@ normalizes inside, and returns `probabilities`, `top_k_ids` and `top_k_probabili
 heads) is exported, through `keras.export.ExportArchive` without `track()`, which stores
 each variable once (`model.export` stores them twice, keras issue #23553). `assets/` holds
 `spec.yaml`, `class_names.txt` and `check.npz` (a reference batch with the Keras model's
-outputs). Written to a temporary directory and renamed into place.
+outputs, and the tolerance; for a mixed-precision model the outputs of its float32 copy).
+Written to a temporary directory and renamed into place.
 
 A model whose weights or outputs are not finite is not exported, and `check_saved_model`
 refuses such an export, a damaged or foreign directory, or a difference over TOLERANCE
@@ -28,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from inception_keras.atomic import atomic_write_bytes, atomic_write_text
-from inception_keras.builder import inference_model  # also registers LocalResponseNormalization
+from inception_keras.builder import float32_model, inference_model  # also registers the custom layers
 from inception_keras.data import to_model_input
 from inception_keras.errors import UserError, error_text
 from inception_keras.folding import fold_batch_norm
@@ -36,8 +37,12 @@ from inception_keras.serialize import CLASS_NAMES_FILE, load_spec, read_class_na
 from inception_keras.spec import NetworkSpec, SpecError
 
 TOLERANCE = 1e-5
-# a mixed-precision model computes in 16 bits: the SavedModel's graph may round differently from Keras' own run
+# A mixed-precision model computes in 16 bits, and its SavedModel (batch norm folded, `folding`) rounds otherwise
+# than Keras' own run: both are compared with the same weights computing in float32, allowing MIXED_FACTOR times
+# the distance the folded model has from that in Keras, and at least (a 16-bit compute type's):
 TOLERANCE_BY_COMPUTE = {"bfloat16": 2e-2, "float16": 2e-3}
+MIXED_FACTOR = 2.0
+MAX_TOLERANCE = 0.5  # probabilities: anything wider would check nothing (a stored wider one is damage)
 TMP_PREFIX = ".tmp-"
 CHECK_FILE = "check.npz"
 SIGNATURES = ("serving_default", "serve_float")
@@ -49,9 +54,30 @@ class ExportError(UserError, RuntimeError):
 
 
 def tolerance_for(model: keras.Model) -> float:
-    """The reload check's tolerance: TOLERANCE, or a 16-bit compute type's (mixed precision)."""
+    """The least reload-check tolerance: TOLERANCE, or a 16-bit compute type's (mixed precision)."""
     computes = {getattr(layer, "compute_dtype", "float32") for layer in model.layers}
     return max([TOLERANCE] + [TOLERANCE_BY_COMPUTE[dtype] for dtype in computes if dtype in TOLERANCE_BY_COMPUTE])
+
+
+def _mixed(model: keras.Model) -> bool:
+    return tolerance_for(model) > TOLERANCE
+
+
+def _reference_outputs(model: keras.Model, served: keras.Model, inputs) -> tuple[np.ndarray, np.ndarray, float]:
+    """What `model` computes on `inputs`, what its export `served` is checked against, and the tolerance.
+
+    A float32 model is the reference itself, to TOLERANCE. A mixed-precision one is compared with its float32
+    copy (`float32_model`: the exact function of its weights), within MIXED_FACTOR times the largest distance
+    from it that the Keras model or its folded copy `served` shows on `inputs` (folding moves each batch norm's
+    shift into a 16-bit bias: a rounding that global pooling does not average away, measured up to 2.4x the
+    Keras model's distance on noise images, equal on real digits), and at least `tolerance_for(model)`."""
+    outputs = np.asarray(model.predict(inputs, verbose=0))
+    if not _mixed(model) or not np.isfinite(outputs).all():
+        return outputs, outputs, TOLERANCE
+    exact = np.asarray(float32_model(model).predict(inputs, verbose=0))
+    folded = np.asarray(served.predict(inputs, verbose=0))
+    distance = float(max(np.abs(outputs - exact).max(), np.abs(folded - exact).max()))
+    return outputs, exact, min(max(tolerance_for(model), MIXED_FACTOR * distance), MAX_TOLERANCE)
 
 
 @dataclass
@@ -222,7 +248,7 @@ def _require_layout(path: Path) -> None:
 
 
 def _read_reference(check: Path) -> tuple[np.ndarray, np.ndarray, float]:
-    """The reference images (uint8, N x H x W x 3), the Keras outputs stored with them at export, the tolerance."""
+    """The reference images (uint8, N x H x W x 3), the outputs stored with them at export, the tolerance."""
     try:
         with np.load(check, allow_pickle=False) as stored:
             images, probabilities = stored["images"], stored["probabilities"]
@@ -234,7 +260,7 @@ def _read_reference(check: Path) -> tuple[np.ndarray, np.ndarray, float]:
             or not np.issubdtype(probabilities.dtype, np.floating)):
         raise ExportError(f"{check} is damaged: images {images.dtype}{list(images.shape)} and probabilities "
                           f"{probabilities.dtype}{list(probabilities.shape)} are not a reference batch and its outputs")
-    if not TOLERANCE <= tolerance <= max(TOLERANCE_BY_COMPUTE.values()):
+    if not TOLERANCE <= tolerance <= MAX_TOLERANCE:
         raise ExportError(f"{check} is damaged: tolerance {tolerance!r}")
     return images, probabilities, tolerance
 
@@ -278,6 +304,8 @@ def _keras_outputs(keras_model: keras.Model | str | Path, float_inputs, input_sh
         from inception_keras.pretrained.convert import load_keras_model
 
         keras_model = load_keras_model(keras_model)
+    if _mixed(keras_model):
+        keras_model = float32_model(keras_model)  # the reference a mixed-precision export was checked against
     try:
         outputs = keras_model.predict(float_inputs, verbose=0)
     except (ValueError, TypeError, tf.errors.OpError) as error:
@@ -296,8 +324,9 @@ def check_saved_model(path: str | Path, keras_model: keras.Model | str | Path | 
 
     Args:
         path: an export's version directory (`BASE/NAME/VERSION`).
-        keras_model: a Keras model, or the path of a `.keras` file, to compare with; None compares
-            with the Keras outputs stored at export time (`assets/check.npz`).
+        keras_model: a Keras model, or the path of a `.keras` file, to compare with (a mixed-precision
+            one through its float32 copy); None compares with the outputs stored at export time
+            (`assets/check.npz`).
 
     Raises:
         ExportError: the export is missing, damaged or not ours, an output is not finite, or the
@@ -350,7 +379,8 @@ def export_saved_model(model: keras.Model, spec: NetworkSpec | None, class_names
     """Export the inference model of `model` to `base_dir/name/VERSION` and verify it.
 
     What is written is the inference model with each batch norm folded into its convolution
-    (`inception_keras.folding`, 1.17x faster in bf16); the check compares it with `model` itself.
+    (`inception_keras.folding`, 1.17x faster in bf16); the check compares it with `model` itself, or, for
+    a mixed-precision model, with its float32 copy (see `_reference_outputs`).
 
     `spec` (written to `assets/spec.yaml`) may be None for a model whose spec is not known,
     e.g. a `.keras` file from `inception-keras weights import`; the name then defaults to the model's.
@@ -371,16 +401,16 @@ def export_saved_model(model: keras.Model, spec: NetworkSpec | None, class_names
     name = _check_name(name or (spec.name if spec is not None else model.name.removesuffix("_inference")))
     batch = reference_batch(input_shape, images)
     inputs = to_model_input(batch, tuple(input_shape[:2]), input_shape[2])
-    expected = np.asarray(model.predict(inputs, verbose=0))
-    _refuse_non_finite(model, expected, f"cannot export {name}")
+    served = fold_batch_norm(model)
+    outputs, expected, tolerance = _reference_outputs(model, served, inputs)
+    _refuse_non_finite(model, outputs, f"cannot export {name}")
     root = _export_root(Path(base_dir), name)
     _remove_stale_temporaries(root)
     tmp = root / f"{TMP_PREFIX}{next_version(root)}-{os.getpid()}"
     _writing.add(str(tmp))
-    served = fold_batch_norm(model)
     try:
         _archive(served, input_shape, classes, top_k).write_out(str(tmp), verbose=False)
-        _write_assets(tmp / "assets", spec, class_names, batch, expected, tolerance_for(model))
+        _write_assets(tmp / "assets", spec, class_names, batch, expected, tolerance)
         diff = check_saved_model(tmp)
         final, version = _publish(tmp, root)
     except (OSError, tf.errors.OpError) as error:
@@ -390,7 +420,7 @@ def export_saved_model(model: keras.Model, spec: NetworkSpec | None, class_names
         _writing.discard(str(tmp))
     weight_bytes = sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in served.weights)
     return ExportResult(str(final), version, diff, weight_bytes, dir_bytes(final / "variables"), dir_bytes(final),
-                        tolerance_for(model))
+                        tolerance)
 
 
 def load_run(run: str | Path) -> tuple[keras.Model, NetworkSpec | None, list[str]]:
