@@ -23,7 +23,7 @@ from inception_keras.atomic import atomic_write_text
 from inception_keras.errors import error_text
 from inception_keras.locking import DirectoryLock
 from inception_keras.serialize import CLASS_NAMES_FILE, read_class_names, write_class_names
-from inception_keras.train import TrainConfig, output_names
+from inception_keras.train import TrainConfig, output_names, precision_note
 
 from search.budget import BudgetError, check_feasible, cheapest
 from search.report import SearchError, read_records, report_text, write_results
@@ -236,6 +236,9 @@ def _run(*, space, data, directory, tuner, max_trials, epochs, config, overwrite
     print(f"[search] {space.name}: {len(space.dimensions)} widths vary, {_count(space.size())} points; "
           f"budget {space.budget.describe()}; cheapest point: {low_params:,} params, {low_macs:,} multiply-adds; "
           f"tuner {tuner}, {max_trials} trials", flush=True)
+    note = precision_note(config.precision)
+    if note:
+        print(f"[search] note: {note}", flush=True)
     strategy = None
     if mirrored:
         from inception_keras.distribute import Distribution

@@ -6,6 +6,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+import inception_keras  # noqa: E402, F401  (before any test module imports TensorFlow: it sets oneDNN's default)
+
 
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory):
