@@ -35,6 +35,7 @@ GOALS = {("train", "float32"): 1.1, ("train", "bf16"): 1.0, ("infer", "float32")
          ("serve", "float32"): 1.3, ("serve", "bf16"): 1.3}
 MODES = {"infer": "inference (Keras model)", "serve": "inference (exported: BN folded)", "train": "training"}
 GEMM_SIZES = (2048, 4096)
+GEMM_PROBE, GEMM_LIMIT_S = 1024, 10.0
 
 
 class Worker:
@@ -100,15 +101,20 @@ def speed(workers: dict, configs: list, batch: int, rounds: int, steps: int, war
 
 
 def gemm_peak(workers: dict, precisions: list, steps: int = 5) -> dict:
-    """precision -> (GFLOP/s, framework, N): the fastest N×N product any worker computes (median of `steps`)."""
+    """precision -> (GFLOP/s, framework, N): the fastest N×N product any worker computes (median of `steps`).
+    A size whose product would take over GEMM_LIMIT_S (extrapolated from a GEMM_PROBE product) is skipped for that
+    worker: bf16 without native arithmetic can be pathological (torch on an AVX2 Zen 1: 106 s for one 2048²)."""
     best = {}
     for precision in precisions:
-        for n in GEMM_SIZES:
-            for name, worker in workers.items():
+        for name, worker in workers.items():
+            probe = min(worker.run_gemm(GEMM_PROBE, precision, 2)["times"])
+            candidates = [(2 * GEMM_PROBE**3 / probe / 1e9, name, GEMM_PROBE)]
+            for n in GEMM_SIZES:
+                if probe * (n / GEMM_PROBE) ** 3 > GEMM_LIMIT_S:
+                    break
                 times = worker.run_gemm(n, precision, steps + 1)["times"][1:]
-                flops = 2 * n**3 / statistics.median(times) / 1e9
-                if flops > best.get(precision, (0,))[0]:
-                    best[precision] = (flops, name, n)
+                candidates.append((2 * n**3 / statistics.median(times) / 1e9, name, n))
+            best[precision] = max(candidates + [best.get(precision, (0,))], key=lambda found: found[0])
     return best
 
 

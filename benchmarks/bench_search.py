@@ -20,6 +20,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import inception_keras  # noqa: E402,F401  first: turns oneDNN on where TensorFlow would not (cpu.py)
 import keras_tuner as kt  # noqa: E402
 
 from inception_keras import network_cost  # noqa: E402
