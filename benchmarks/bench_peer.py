@@ -106,15 +106,16 @@ def gemm_peak(workers: dict, precisions: list, steps: int = 5) -> dict:
     worker: bf16 without native arithmetic can be pathological (torch on an AVX2 Zen 1: 106 s for one 2048²)."""
     best = {}
     for precision in precisions:
+        candidates = []
         for name, worker in workers.items():
             probe = min(worker.run_gemm(GEMM_PROBE, precision, 2)["times"])
-            candidates = [(2 * GEMM_PROBE**3 / probe / 1e9, name, GEMM_PROBE)]
+            candidates.append((2 * GEMM_PROBE**3 / probe / 1e9, name, GEMM_PROBE))
             for n in GEMM_SIZES:
                 if probe * (n / GEMM_PROBE) ** 3 > GEMM_LIMIT_S:
                     break
                 times = worker.run_gemm(n, precision, steps + 1)["times"][1:]
                 candidates.append((2 * n**3 / statistics.median(times) / 1e9, name, n))
-            best[precision] = max(candidates + [best.get(precision, (0,))], key=lambda found: found[0])
+        best[precision] = max(candidates, key=lambda found: found[0])
     return best
 
 
