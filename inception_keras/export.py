@@ -330,7 +330,7 @@ def check_saved_model(path: str | Path, keras_model: keras.Model | str | Path | 
 
     Raises:
         ExportError: the export is missing, damaged or not ours, an output is not finite, or the
-            outputs differ by more than TOLERANCE.
+            outputs differ by more than the stored tolerance (TOLERANCE, wider for mixed precision).
     """
     path = Path(path)
     _require_layout(path)
