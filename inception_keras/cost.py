@@ -171,7 +171,7 @@ class _Tracer:
         self.lrn_count = 0
 
     def conv(self, prefix: str, shape: Shape, filters: int, kernel: int, stride: int = 1,
-             padding="same", where: str = "") -> tuple[Shape, list[LayerCost]]:
+             padding="same", where: str = "", activate: bool = True) -> tuple[Shape, list[LayerCost]]:
         h, w, c = shape
         out = (*_window(shape, kernel, stride, padding, where), filters)
         layers = []
@@ -183,7 +183,8 @@ class _Tracer:
         if self.bn:
             layers.append(LayerCost(f"{prefix}_bn", "BatchNormalization", out,
                                     *batch_norm_params(filters, self.spec.bn_scale)))
-        layers.append(LayerCost(f"{prefix}_{self.spec.activation}", "Activation", out))
+        if activate:
+            layers.append(LayerCost(f"{prefix}_{self.spec.activation}", "Activation", out))
         return out, layers
 
     def pool(self, name: str, shape: Shape, pool: PoolSpec, where: str) -> Shape:
@@ -225,12 +226,13 @@ class _Tracer:
             if reduce:
                 branch_in, reduce_layers = self.conv(f"{prefix}_{label}_reduce", shape, reduce, 1)
                 layers += reduce_layers
-            layers += self.conv(f"{prefix}_{label}", branch_in, width, kernel)[1]
+            layers += self.conv(f"{prefix}_{label}", branch_in, width, kernel, activate=False)[1]
         pool_type = "MaxPooling2D" if module.pool == "max" else "AveragePooling2D"
         layers.append(LayerCost(f"{prefix}_pool", pool_type, shape))
-        layers += self.conv(f"{prefix}_pool_proj", shape, module.pool_proj, 1)[1]
+        layers += self.conv(f"{prefix}_pool_proj", shape, module.pool_proj, 1, activate=False)[1]
         out = (shape[0], shape[1], module.out_channels)
         layers.append(LayerCost(f"{prefix}_concat", "Concatenate", out))
+        layers.append(LayerCost(f"{prefix}_{self.spec.activation}", "Activation", out))
         self.blocks.append(BlockCost(prefix, f"inception ({name})", out, tuple(layers), depth=2, widths=module.widths))
         return out
 

@@ -35,10 +35,25 @@ def test_batch_norm_settings_come_from_the_spec():
 
 def test_layer_names_follow_the_convention():
     names = {layer.name for layer in build_model(get_spec("googlenet")).layers}
-    for name in ("inception_3a_3x3_reduce_conv", "inception_3a_concat", "inception_5b_pool_proj_relu", "pool_4",
+    for name in ("inception_3a_3x3_reduce_conv", "inception_3a_concat", "inception_5b_relu", "pool_4",
                  "lrn_1", "lrn_2", "conv1_conv", "aux_1_pool", "aux_2", "predictions", "pool_5"):
         assert name in names
     assert not [name for name in names if "/" in name]
+
+
+@pytest.mark.parametrize("name", ["googlenet", "googlenet_torchvision"])
+def test_module_activation_follows_the_concatenation(name):
+    """Each branch ends in its conv (or batch norm); the module's one activation takes the concatenation."""
+    model = build_model(get_spec(name).with_input_size(96).without_aux())
+    last = "bn" if get_spec(name).normalization == "batch_norm" else "conv"
+    for module in ("3a", "4e", "5b"):
+        concat = model.get_layer(f"inception_{module}_concat")
+        feeding = [node.operation.name for node in concat._inbound_nodes[0].parent_nodes]
+        assert feeding == [f"inception_{module}_{branch}_{last}" for branch in ("1x1", "3x3", "5x5", "pool_proj")]
+        activation = model.get_layer(f"inception_{module}_relu")
+        assert activation._inbound_nodes[0].parent_nodes[0].operation is concat
+    names = {layer.name for layer in model.layers}
+    assert "inception_3a_1x1_relu" not in names and "inception_3a_3x3_reduce_relu" in names
 
 
 def test_inference_model_shares_weights():
