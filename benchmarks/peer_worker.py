@@ -4,7 +4,10 @@
 
 Reads lines `run train|infer|serve float32|bf16 STEPS` on stdin and answers one JSON line with the
 seconds of each step and the process's peak RSS so far; `gemm N float32|bf16 STEPS` times an N×N
-matrix product instead (the machine's arithmetic ceiling, measured through the same framework).
+matrix product instead (the machine's arithmetic ceiling, measured through the same framework);
+`tensors train float32|bf16 STEPS` also answers `step_tensors`: the most bytes of tensors a step had
+allocated above what was allocated when it began, as each framework's own allocator counts them
+(TensorFlow's allocator statistics; torch's profiler with `profile_memory`), the largest over STEPS.
 The Keras side runs in the project's venv, the torch side in the reference venv (torch +
 torchvision only; no inception_keras import there).
 """
@@ -12,6 +15,7 @@ torchvision only; no inception_keras import there).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -24,6 +28,20 @@ LEARNING_RATE, MOMENTUM, AUX_WEIGHT = 0.01, 0.9, 0.3
 
 def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """File descriptor 2 to /dev/null (torch's profiler logs each start and stop from C++, whatever its level)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 class KerasSide:
@@ -86,6 +104,17 @@ class KerasSide:
         except ValueError:
             return None
 
+    def step_tensors(self, mode: str, precision: str) -> int | None:
+        """Peak bytes of tensors during one step above those in use when it began (weights, optimizer state)."""
+        memory = self.tf.config.experimental
+        try:
+            before = memory.get_memory_info("CPU:0")["current"]
+            memory.reset_memory_stats("CPU:0")
+        except ValueError:
+            return None
+        self.step(mode, precision)
+        return memory.get_memory_info("CPU:0")["peak"] - before
+
     def gemm(self, n: int, precision: str):
         """A function running one n×n matrix product in `precision` (oneDNN, like the convolutions)."""
         tf = self.tf
@@ -132,6 +161,22 @@ class TorchSide:
     def allocator_peak(self) -> None:
         return None  # torch's CPU allocator keeps no statistics
 
+    def step_tensors(self, mode: str, precision: str) -> int:
+        """Peak bytes of tensors during one step above those allocated when it began: the running sum of the
+        profiler's memory events (blocks allocated before it started and freed during the step do not count)."""
+        from torch.profiler import ProfilerActivity, profile
+
+        self.optimizer.zero_grad(set_to_none=True)  # the last step's gradients: freed before, not during, the step
+        with quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as trace:
+            self.step(mode, precision)
+        events = sorted((event.start_ns(), event.nbytes()) for event in trace.profiler.kineto_results.events()
+                        if event.name() == "[memory]")
+        allocated = peak = 0
+        for _, size in events:
+            allocated += size
+            peak = max(peak, allocated)
+        return peak
+
     def gemm(self, n: int, precision: str):
         torch = self.torch
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
@@ -150,6 +195,11 @@ def main() -> int:
     print(json.dumps({"ready": True, "rss": peak_rss_bytes()}), flush=True)
     for line in sys.stdin:
         command, mode, precision, steps = line.split()
+        if command == "tensors":
+            peaks = [side.step_tensors(mode, precision) for _ in range(int(steps))]
+            print(json.dumps({"step_tensors": None if None in peaks else max(peaks), "peak_rss": peak_rss_bytes()}),
+                  flush=True)
+            continue
         work = side.gemm(int(mode), precision) if command == "gemm" else lambda: side.step(mode, precision)
         times = []
         for _ in range(int(steps)):
