@@ -9,7 +9,7 @@ REF_VENV := .venv-ref
 REF_STAMP := $(REF_VENV)/.installed
 REFERENCE_DIR := runs/verify-weights
 
-.PHONY: setup demo test test-slow bench bench-peer verify-weights clean
+.PHONY: setup demo test test-slow bench bench-peer bench-gpu verify-weights clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,12 @@ bench: bench-peer
 bench-peer: setup $(REF_STAMP)
 	$(BIN)/python benchmarks/bench_peer.py --memory --jit
 	$(BIN)/python benchmarks/bench_lrn.py
+
+# The same comparison on a GPU machine (torch + torchvision with CUDA, JAX, Keras and PyYAML importable by
+# $(PYTHON); no TensorFlow, no venv): torch autocast bf16 + channels_last against Keras on JAX, mixed_bfloat16.
+bench-gpu:
+	PYTHONPATH=. $(PYTHON) benchmarks/bench_peer.py --device gpu --precisions bf16 --memory \
+		--keras-python $(PYTHON) --peer-python $(PYTHON)
 
 # The reference frameworks, in a venv of their own (~7 GB): torch + torchvision (also the peer of bench-peer),
 # TF-slim (with the tf-keras it needs), OpenCV's Caffe reader, protoc for BVLC's caffe.proto.

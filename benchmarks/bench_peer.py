@@ -2,6 +2,8 @@
 
     make bench-peer                    # sets up the reference venv (.venv-ref, torch + torchvision) first
     python benchmarks/bench_peer.py [--batch 32] [--size 224] [--rounds 5] [--jit] [--memory]
+    python benchmarks/bench_peer.py --device gpu --precisions bf16 --memory \
+        --keras-python python3 --peer-python python3       # a GPU machine with torch and JAX, no TensorFlow
 
 Same network (Keras `googlenet_torchvision` vs torchvision `googlenet`, aux heads on, loss weights
 0.3), same batch and size, same optimizer (SGD momentum 0.9), synthetic data. The peer is set up as a
@@ -19,12 +21,17 @@ run: the fastest N×N matrix product (N = 2048, 4096) either framework computes 
 with aux heads (training: forward, input and weight gradients). "ceiling" is that peak over
 torch's speed: the most any implementation of the same arithmetic could beat torch by; a goal
 above it cannot be met on this machine without doing less arithmetic.
+
+`--device gpu` runs the same comparison on a GPU: torch on CUDA with `torch.autocast` bf16 and
+channels_last, Keras on its JAX backend (`mixed_bfloat16`); the memory rows are then the device
+allocators' peak of a step (RSS is host memory there).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -41,10 +48,13 @@ GEMM_PROBE, GEMM_LIMIT_S = 1024, 10.0
 
 
 class Worker:
-    def __init__(self, python: str, framework: str, batch: int, size: int, jit: bool = False):
-        command = [python, str(HERE / "peer_worker.py"), framework, "--batch", str(batch), "--size", str(size)]
+    def __init__(self, framework: str, args: argparse.Namespace, jit: bool = False):
+        python = args.keras_python if framework == "keras" else args.peer_python
+        command = [python, str(HERE / "peer_worker.py"), framework, "--batch", str(args.batch),
+                   "--size", str(args.size), "--device", args.device]
+        env = {**os.environ, "KERAS_BACKEND": args.keras_backend} if framework == "keras" else None
         self.process = subprocess.Popen(command + (["--jit"] if jit else []), stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True, cwd=ROOT)
+                                        stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
         self.ready = self._read()
 
     def _read(self) -> dict:
@@ -133,10 +143,10 @@ def gflop_per_image(size: int) -> dict:
     return {"infer": forward, "serve": forward, "train": 3 * 2 * network.total_macs / 1e9}
 
 
-def peak_memory(python: str, framework: str, precision: str, batch: int, size: int, steps: int = 5) -> dict:
+def peak_memory(framework: str, precision: str, args: argparse.Namespace, steps: int = 5) -> dict:
     """Of a fresh process training one model for `steps` steps: peak RSS, peak RSS above start-up, and then the
     most tensor bytes one step has allocated at once (its own allocator's count; 3 more steps, largest)."""
-    worker = Worker(python, framework, batch, size)
+    worker = Worker(framework, args)
     try:
         answer = worker.run("train", precision, steps)
         tensors = worker.step_tensors("train", precision, 3)
@@ -157,17 +167,26 @@ def main() -> int:
     parser.add_argument("--modes", nargs="+", default=["infer", "serve", "train"], choices=list(MODES))
     parser.add_argument("--jit", action="store_true", help="add Keras with XLA (jit_compile=True)")
     parser.add_argument("--memory", action="store_true", help="also the peak memory of training (fresh processes)")
-    parser.add_argument("--peer-python", default=str(ROOT / ".venv-ref" / "bin" / "python"))
+    parser.add_argument("--peer-python", default=str(ROOT / ".venv-ref" / "bin" / "python"),
+                        help="the Python with torch and torchvision")
+    parser.add_argument("--keras-python", default=sys.executable, help="the Python with Keras and inception_keras")
+    parser.add_argument("--keras-backend", choices=["tensorflow", "jax"],
+                        help="default: tensorflow on a CPU, jax on a GPU (where TensorFlow may be missing)")
+    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
+                        help="gpu: torch on CUDA (autocast bf16), Keras on JAX's default device")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    args.keras_backend = args.keras_backend or ("jax" if args.device == "gpu" else "tensorflow")
+    if args.jit and args.keras_backend != "tensorflow":
+        parser.error("--jit compares TensorFlow with and without XLA; JAX always compiles with XLA")
 
     configs = [(mode, precision) for precision in args.precisions for mode in args.modes]
-    print(f"{cpu_name()}, {len(__import__('os').sched_getaffinity(0))} cores; GoogLeNet batch {args.batch}, "
-          f"{args.size} px; {args.rounds} interleaved rounds of {args.steps} steps after {args.warmup} warm-up")
-    workers = {"keras": Worker(sys.executable, "keras", args.batch, args.size),
-               "torch": Worker(args.peer_python, "torch", args.batch, args.size)}
+    workers = {"keras": Worker("keras", args), "torch": Worker("torch", args)}
     if args.jit:
-        workers["keras_xla"] = Worker(sys.executable, "keras", args.batch, args.size, jit=True)
+        workers["keras_xla"] = Worker("keras", args, jit=True)
+    devices = "; ".join(workers[name].ready["device"] for name in ("keras", "torch"))
+    print(f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores ({devices}); GoogLeNet batch {args.batch}, "
+          f"{args.size} px; {args.rounds} interleaved rounds of {args.steps} steps after {args.warmup} warm-up")
     try:
         found = speed(workers, configs, args.batch, args.rounds, args.steps, args.warmup)
         ceiling = gemm_peak({name: workers[name] for name in ("keras", "torch")}, args.precisions)
@@ -205,10 +224,11 @@ def main() -> int:
         lines = ["", "| peak memory of training | Keras | torchvision | Keras / torch | goal: not above torch |",
                  "|---|---:|---:|---:|---|"]
         for precision in args.precisions:
-            keras = peak_memory(sys.executable, "keras", precision, args.batch, args.size)
-            torch = peak_memory(args.peer_python, "torch", precision, args.batch, args.size)
-            rows = (("tensors of one step (own allocator)", "step_tensors"), ("process peak RSS (5 steps)", "peak"),
-                    ("RSS above start-up", "delta"))
+            keras = peak_memory("keras", precision, args)
+            torch = peak_memory("torch", precision, args)
+            rows = (("tensors of one step (own allocator)", "step_tensors"),)
+            if args.device == "cpu":  # on a GPU the host's RSS is not where the training step's memory is
+                rows += (("process peak RSS (5 steps)", "peak"), ("RSS above start-up", "delta"))
             for label, key in rows:
                 if keras[key] is None or torch[key] is None:
                     continue
@@ -218,7 +238,7 @@ def main() -> int:
             results.append({"memory": precision, "keras": keras, "torch": torch})
         print("\n".join(lines))
     if args.json:
-        args.json.write_text(json.dumps({"cpu": cpu_name(), "batch": args.batch, "size": args.size,
+        args.json.write_text(json.dumps({"cpu": cpu_name(), "devices": devices, "batch": args.batch, "size": args.size,
                                          "results": results}, indent=2))
     return 0
 
