@@ -148,7 +148,7 @@ class KerasJaxSide(KerasSide):
         self.x = jax.device_put(rng.uniform(-1, 1, (batch, size, size, 3)).astype("float32"))
         labels = keras.utils.to_categorical(rng.integers(0, CLASSES, batch), CLASSES)
         self.y = {name: jax.device_put(labels) for name in ("predictions", "aux_1", "aux_2")}
-        self.models, self.forwards, self.jit = {}, {}, jit
+        self.models, self.forwards, self.jit = {}, {}, True  # jit_compile=False would run JAX op by op
         self.build, self.inference_model = build_model, inference_model
 
     def _forward(self, mode: str, precision: str):
