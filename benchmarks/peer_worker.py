@@ -82,14 +82,19 @@ class KerasSide:
             self.models[precision] = model
         return self.models[precision]
 
+    def _inference(self, mode: str, precision: str):
+        """The inference model of `mode`: `infer` the Keras model's, `serve` what `inception-keras export` writes."""
+        model = self.inference_model(self._model(precision))
+        if mode == "serve":
+            from inception_keras.folding import fold_batch_norm
+
+            model = fold_batch_norm(model)
+        return model
+
     def _forward(self, mode: str, precision: str):
         """The inference function, built on first use (a process that only trains builds none)."""
         if (mode, precision) not in self.forwards:
-            model = self.inference_model(self._model(precision))
-            if mode == "serve":
-                from inception_keras.folding import fold_batch_norm
-
-                model = fold_batch_norm(model)  # what `inception-keras export` writes
+            model = self._inference(mode, precision)
             self.forwards[(mode, precision)] = self.tf.function(lambda x: model(x, training=False),
                                                                 jit_compile=self.jit)
         return self.forwards[(mode, precision)]
@@ -153,11 +158,7 @@ class KerasJaxSide(KerasSide):
 
     def _forward(self, mode: str, precision: str):
         if (mode, precision) not in self.forwards:
-            model = self.inference_model(self._model(precision))
-            if mode == "serve":
-                from inception_keras.folding import fold_batch_norm
-
-                model = fold_batch_norm(model)
+            model = self._inference(mode, precision)
             call = self.jax.jit(lambda weights, state, x: model.stateless_call(weights, state, x, training=False)[0])
             weights, state = ([v.value for v in variables] for variables in (model.trainable_variables,
                                                                               model.non_trainable_variables))
