@@ -5,7 +5,7 @@
 Reads lines `run train|infer|serve float32|bf16 STEPS` on stdin and answers one JSON line with the
 seconds of each step and the process's peak RSS so far; `gemm N float32|bf16 STEPS` times an N×N
 matrix product instead (the machine's arithmetic ceiling, measured through the same framework);
-`tensors train float32|bf16 STEPS` also answers `step_tensors`: the most bytes of tensors a step had
+`tensors train float32|bf16 STEPS` answers `step_tensors` instead: the most bytes of tensors a step had
 allocated above what was allocated when it began, as each framework's own allocator counts them
 (TensorFlow's allocator statistics; torch's profiler with `profile_memory`), the largest over STEPS.
 The Keras side runs in the project's venv, the torch side in the reference venv (torch +
@@ -51,24 +51,32 @@ class KerasSide:
     """googlenet_torchvision (aux heads, loss weights 0.3), SGD momentum 0.9, no metrics, no EMA."""
 
     def __init__(self, batch: int, size: int, jit: bool):
+        self._import_backend()
+        import keras
+        import numpy as np
+
+        from inception_keras import build_model, get_spec, inference_model
+
+        self.keras = keras
+        self.spec = get_spec("googlenet_torchvision").with_input_size(size)
+        rng = np.random.default_rng(0)
+        self.x = self._place(rng.uniform(-1, 1, (batch, size, size, 3)).astype("float32"))
+        labels = keras.utils.to_categorical(rng.integers(0, CLASSES, batch), CLASSES)
+        self.y = {name: self._place(labels) for name in ("predictions", "aux_1", "aux_2")}
+        self.models, self.forwards, self.jit = {}, {}, jit
+        self.build, self.inference_model = build_model, inference_model
+
+    def _import_backend(self) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         from inception_keras.cli_common import import_tensorflow_quietly
 
         import_tensorflow_quietly()
-        import keras
-        import numpy as np
         import tensorflow as tf
 
-        from inception_keras import build_model, get_spec, inference_model
+        self.tf = tf
 
-        self.tf, self.keras = tf, keras
-        self.spec = get_spec("googlenet_torchvision").with_input_size(size)
-        rng = np.random.default_rng(0)
-        self.x = tf.constant(rng.uniform(-1, 1, (batch, size, size, 3)).astype("float32"))
-        labels = keras.utils.to_categorical(rng.integers(0, CLASSES, batch), CLASSES)
-        self.y = {name: tf.constant(labels) for name in ("predictions", "aux_1", "aux_2")}
-        self.models, self.forwards, self.jit = {}, {}, jit
-        self.build, self.inference_model = build_model, inference_model
+    def _place(self, array):
+        return self.tf.constant(array)
 
     def _model(self, precision: str):
         if precision not in self.models:
@@ -105,13 +113,6 @@ class KerasSide:
         else:
             self._forward(mode, precision)(self.x).numpy()
 
-    def allocator_peak(self) -> int | None:
-        """Peak bytes TensorFlow's CPU allocator had in use (the oneDNN build's BFC allocator keeps stats)."""
-        try:
-            return self.tf.config.experimental.get_memory_info("CPU:0")["peak"]
-        except ValueError:
-            return None
-
     def step_tensors(self, mode: str, precision: str) -> int | None:
         """Peak bytes of tensors during one step above those in use when it began (weights, optimizer state)."""
         memory = self.tf.config.experimental
@@ -141,20 +142,15 @@ class KerasJaxSide(KerasSide):
     device allocator's statistics (GPUs keep them; JAX on a CPU does not)."""
 
     def __init__(self, batch: int, size: int, jit: bool):
+        super().__init__(batch, size, jit=True)  # jit_compile=False would run JAX op by op
+
+    def _import_backend(self) -> None:
         import jax
-        import keras
-        import numpy as np
 
-        from inception_keras import build_model, get_spec, inference_model
+        self.jax, self.device = jax, jax.devices()[0]
 
-        self.jax, self.keras, self.device = jax, keras, jax.devices()[0]
-        self.spec = get_spec("googlenet_torchvision").with_input_size(size)
-        rng = np.random.default_rng(0)
-        self.x = jax.device_put(rng.uniform(-1, 1, (batch, size, size, 3)).astype("float32"))
-        labels = keras.utils.to_categorical(rng.integers(0, CLASSES, batch), CLASSES)
-        self.y = {name: jax.device_put(labels) for name in ("predictions", "aux_1", "aux_2")}
-        self.models, self.forwards, self.jit = {}, {}, True  # jit_compile=False would run JAX op by op
-        self.build, self.inference_model = build_model, inference_model
+    def _place(self, array):
+        return self.jax.device_put(array)
 
     def _forward(self, mode: str, precision: str):
         if (mode, precision) not in self.forwards:
@@ -173,9 +169,6 @@ class KerasJaxSide(KerasSide):
 
     def _stats(self) -> dict:
         return self.device.memory_stats() or {}
-
-    def allocator_peak(self) -> int | None:
-        return self._stats().get("peak_bytes_in_use")
 
     def step_tensors(self, mode: str, precision: str) -> int | None:
         """The device's peak bytes in use during one step above those in use before it (XLA's allocator keeps
@@ -239,9 +232,6 @@ class TorchSide:
             with torch.inference_mode(), autocast:
                 self.model(self.x)
 
-    def allocator_peak(self) -> int | None:
-        return self.torch.cuda.max_memory_allocated() if self.device == "cuda" else None  # no CPU statistics
-
     def step_tensors(self, mode: str, precision: str) -> int:
         """Peak bytes of tensors during one step above those allocated when it began: on CUDA the caching
         allocator's statistics; on a CPU the running sum of the profiler's memory events (blocks allocated before
@@ -298,8 +288,7 @@ def main() -> int:
         command, mode, precision, steps = line.split()
         if command == "tensors":
             peaks = [side.step_tensors(mode, precision) for _ in range(int(steps))]
-            print(json.dumps({"step_tensors": None if None in peaks else max(peaks), "peak_rss": peak_rss_bytes()}),
-                  flush=True)
+            print(json.dumps({"step_tensors": None if None in peaks else max(peaks)}), flush=True)
             continue
         work = side.gemm(int(mode), precision) if command == "gemm" else lambda: side.step(mode, precision)
         times = []
@@ -307,8 +296,7 @@ def main() -> int:
             start = time.perf_counter()
             work()
             times.append(time.perf_counter() - start)
-        print(json.dumps({"times": times, "peak_rss": peak_rss_bytes(), "allocator_peak": side.allocator_peak()}),
-              flush=True)
+        print(json.dumps({"times": times, "peak_rss": peak_rss_bytes()}), flush=True)
     return 0
 
 
