@@ -28,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from inception_keras import xla
 from inception_keras.atomic import atomic_write_bytes, atomic_write_text
 from inception_keras.builder import float32_model, inference_model  # also registers the custom layers
 from inception_keras.data import to_model_input
@@ -380,7 +381,8 @@ def export_saved_model(model: keras.Model, spec: NetworkSpec | None, class_names
     """Export the inference model of `model` to `base_dir/name/VERSION` and verify it.
 
     What is written is the inference model with each batch norm folded into its convolution
-    (`inception_keras.folding`, 1.17x faster in bf16); the check compares it with `model` itself, or, for
+    (`inception_keras.folding`, 1.17x faster in bf16), traced op by op (`xla.op_by_op`: no XLA clusters,
+    so TF Serving and converters run it without XLA's JIT); the check compares it with `model` itself, or, for
     a mixed-precision model, with its float32 copy (see `_reference_outputs`).
 
     `spec` (written to `assets/spec.yaml`) may be None for a model whose spec is not known,
@@ -410,7 +412,8 @@ def export_saved_model(model: keras.Model, spec: NetworkSpec | None, class_names
     tmp = root / f"{TMP_PREFIX}{next_version(root)}-{os.getpid()}"
     _writing.add(str(tmp))
     try:
-        _archive(served, input_shape, classes, top_k).write_out(str(tmp), verbose=False)
+        with xla.op_by_op():  # no XLA clusters: TF Serving runs them only behind an experimental flag
+            _archive(served, input_shape, classes, top_k).write_out(str(tmp), verbose=False)
         _write_assets(tmp / "assets", spec, class_names, batch, expected, tolerance)
         diff = check_saved_model(tmp)
         final, version = _publish(tmp, root)

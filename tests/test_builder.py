@@ -1,13 +1,15 @@
 import ast
+import contextlib
 import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import inception_keras
-from inception_keras import build_model, get_spec, inference_model
+from inception_keras import build_model, get_spec, inference_model, xla
 from inception_keras.lrn import LocalResponseNormalization
 
 
@@ -82,22 +84,51 @@ def test_keras_save_and_safe_load_give_equal_outputs(name, tmp_path):
         np.testing.assert_array_equal(before[key], after[key])
 
 
-@pytest.mark.parametrize("size, beta", [(5, 0.75), (3, 0.5), (1, 1.0), (7, 0.6)])
-def test_lrn_matches_caffe_formula(size, beta):
+LRN_SETTINGS = [(5, 0.75), (3, 0.5), (1, 1.0), (7, 0.6)]
+
+
+def caffe_lrn(x, size, alpha, beta, bias):
+    expected = np.empty_like(x)
+    half, channels = size // 2, x.shape[-1]
+    for c in range(channels):
+        lo, hi = max(0, c - half), min(channels, c + half + 1)
+        expected[..., c] = x[..., c] / (bias + alpha / size * (x[..., lo:hi] ** 2).sum(-1)) ** beta
+    return expected
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["xla", "op_by_op"])
+@pytest.mark.parametrize("size, beta", LRN_SETTINGS)
+def test_lrn_matches_caffe_formula(size, beta, compiled):
     rng = np.random.default_rng(2)
     x = rng.normal(size=(2, 3, 3, 9)).astype("float32") * 10
     alpha, bias = 1e-2, 2.0
     layer = LocalResponseNormalization(size, alpha, beta, bias)
-    expected = np.empty_like(x)
-    half = size // 2
-    for c in range(9):
-        lo, hi = max(0, c - half), min(9, c + half + 1)
-        expected[..., c] = x[..., c] / (bias + alpha / size * (x[..., lo:hi] ** 2).sum(-1)) ** beta
-    np.testing.assert_allclose(layer(x), expected, rtol=1e-5)
-    clone = LocalResponseNormalization.from_config(layer.get_config())
-    np.testing.assert_allclose(clone(x), expected, rtol=1e-5)
+    expected = caffe_lrn(x, size, alpha, beta, bias)
+    with contextlib.nullcontext() if compiled else xla.op_by_op():
+        np.testing.assert_allclose(layer(x), expected, rtol=1e-5)
+        clone = LocalResponseNormalization.from_config(layer.get_config())
+        np.testing.assert_allclose(clone(x), expected, rtol=1e-5)
     with pytest.raises(ValueError, match="size must be a positive odd integer, got 4"):
         LocalResponseNormalization(4)
+
+
+@pytest.mark.parametrize("size, beta", LRN_SETTINGS)
+def test_lrn_written_out_gradient_equals_the_automatic_one(size, beta):
+    """The XLA form's gradient (written out) against TensorFlow's gradient of the op-by-op form."""
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(size=(2, 4, 4, 11)).astype("float32") * 10)
+    upstream = tf.constant(rng.normal(size=(2, 4, 4, 11)).astype("float32"))
+    layer = LocalResponseNormalization(size, 1e-2, beta, 2.0)
+
+    def gradient(compiled):
+        with tf.GradientTape() as tape, contextlib.nullcontext() if compiled else xla.op_by_op():
+            tape.watch(x)
+            outputs = layer(x)
+        return tape.gradient(outputs, x, output_gradients=upstream).numpy()
+
+    automatic, written_out = gradient(compiled=False), gradient(compiled=True)
+    assert np.abs(automatic).max() > 0.1
+    np.testing.assert_allclose(written_out, automatic, rtol=1e-4, atol=1e-6)
 
 
 def test_model_code_uses_no_tensorflow():

@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 from inception_keras import build_model, get_spec, inference_model, load_spec
 from inception_keras import export as export_module
 from inception_keras.cli import main
 from inception_keras.data import to_model_input
 from inception_keras.export import ExportError, check_saved_model, export_saved_model
+from inception_keras.spec import LRNSpec
 
 SCRIPTS = Path(__file__).parent / "scripts"
 CLASSES = [f"class_{i}" for i in range(10)]
@@ -111,6 +113,20 @@ def test_export_refuses_wrong_class_names(mini, tmp_path):
         export_saved_model(model, spec, ["a", "b", "c"], base_dir=tmp_path)
     with pytest.raises(ExportError, match="not an inception_keras SavedModel"):
         check_saved_model(tmp_path)
+
+
+def test_export_holds_no_xla_clusters(mini, tmp_path):
+    """In process LRN runs compiled by XLA; the export is traced op by op, so TF Serving needs no XLA JIT."""
+    spec, _ = mini
+    spec = spec.replace(stem=(*spec.stem, LRNSpec(size=5, alpha=1e-4, beta=0.75)))
+    model = build_model(spec)
+    assert "_XlaMustCompile" in str(tf.function(model).get_concrete_function(
+        tf.TensorSpec([1, *spec.input_shape])).graph.as_graph_def())
+    result = export_saved_model(model, spec, CLASSES, base_dir=tmp_path)
+    assert result.max_abs_diff <= 1e-5
+    saved = saved_model_pb2.SavedModel.FromString((Path(result.path) / "saved_model.pb").read_bytes())
+    functions = saved.meta_graphs[0].graph_def.library.function
+    assert functions and not [f.signature.name for f in functions if f.attr["_XlaMustCompile"].b]
 
 
 @pytest.mark.slow

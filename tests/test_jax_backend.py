@@ -45,6 +45,12 @@ def test_cost_model_equals_count_params_on_jax(jax_run):
     assert counts["params googlenet aux=True"][1] == 13_378_280  # the paper's net with both aux classifiers
 
 
+def test_lrn_written_out_gradient_equals_the_automatic_one_on_jax(jax_run):
+    _, checks, _ = jax_run
+    output_diff, gradient_diff, gradient_size = checks["lrn xla vs op by op"]
+    assert output_diff < 1e-5 and gradient_diff < 1e-5 * gradient_size and gradient_size > 0.1
+
+
 def test_fit_with_aux_losses_callbacks_and_resume_on_jax(jax_run):
     out, checks, _ = jax_run
     assert checks["interrupted"] == 1

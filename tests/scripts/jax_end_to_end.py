@@ -17,11 +17,14 @@ import dataclasses  # noqa: E402
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import jax  # noqa: E402
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
-from inception_keras import build_model, get_spec, network_cost  # noqa: E402
+from inception_keras import build_model, get_spec, network_cost, xla  # noqa: E402
 from inception_keras.data import load_data  # noqa: E402
 from inception_keras.export import check_saved_model, export_saved_model, load_run  # noqa: E402
+from inception_keras.lrn import LocalResponseNormalization  # noqa: E402
 from inception_keras.train import TrainConfig, train  # noqa: E402
 
 data_dir, out = sys.argv[1], Path(sys.argv[2])
@@ -41,6 +44,23 @@ for name in ("googlenet", "googlenet_mini"):
         layers = {layer.name: layer for layer in model.layers}
         differ = [row.name for row in cost.layers() if layers[row.name].count_params() != row.params]
         check(f"params {spec.name} aux={bool(spec.aux_heads)}", [cost.total_params, model.count_params(), differ])
+
+# LRN: the XLA form (sliced window, written-out gradient) against JAX's own gradient of the op-by-op form
+rng = np.random.default_rng(3)
+lrn_x, lrn_upstream = (rng.normal(size=(2, 4, 4, 11)).astype("float32") * s for s in (10, 1))
+lrn = LocalResponseNormalization(5, 1e-2, 0.75, 2.0)
+
+
+def lrn_op_by_op(inputs):
+    with xla.op_by_op():
+        return lrn(inputs)
+
+
+(compiled, compiled_vjp), (op_by_op, op_by_op_vjp) = (jax.vjp(f, lrn_x) for f in (jax.jit(lrn), lrn_op_by_op))
+check("lrn xla vs op by op", [float(np.abs(np.asarray(compiled) - np.asarray(op_by_op)).max()),
+                              float(np.abs(np.asarray(compiled_vjp(lrn_upstream)[0])
+                                           - np.asarray(op_by_op_vjp(lrn_upstream)[0])).max()),
+                              float(np.abs(np.asarray(op_by_op_vjp(lrn_upstream)[0])).max())])
 
 
 class Interrupt(Exception):
