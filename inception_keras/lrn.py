@@ -52,14 +52,13 @@ class LocalResponseNormalization(keras.layers.Layer):
         if size < 1 or size % 2 == 0:
             raise ValueError(f"LocalResponseNormalization size must be a positive odd integer, got {size}")
         self.size, self.alpha, self.beta, self.bias = size, alpha, beta, bias
-        self._compiled = None
+        self._compiled = self._compiled_with_gradient()
 
     def call(self, inputs):
-        if xla.compiles():
-            if self._compiled is None:
-                self._compiled = self._compiled_with_gradient()
-            return self._compiled(inputs)
-        return inputs * self._inverse_power(self._scale(inputs, _banded_window))
+        return self._compiled(inputs) if xla.compiles() else self._normalize(inputs, _banded_window)
+
+    def _normalize(self, inputs, window):
+        return inputs * self._inverse_power(self._scale(inputs, window))
 
     def _scale(self, inputs, window):
         return self.bias + (self.alpha / self.size) * window(ops.square(inputs), self.size)
@@ -76,8 +75,10 @@ class LocalResponseNormalization(keras.layers.Layer):
         return ops.power(scale, -self.beta)
 
     def _compiled_with_gradient(self):
+        """The sliced form, forward and backward each one XLA computation; the backward pass recomputes the
+        scale from the inputs rather than keep it alive between the passes."""
         def forward(inputs):
-            return inputs * self._inverse_power(self._scale(inputs, _sliced_window))
+            return self._normalize(inputs, _sliced_window)
 
         def backward(inputs, upstream):
             scale = self._scale(inputs, _sliced_window)

@@ -10,16 +10,17 @@ runs as it is.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Callable, Iterator
 
 import keras
 
-_op_by_op = False
+_op_by_op = contextvars.ContextVar("op_by_op", default=False)  # per thread: an export does not slow a training
 
 
 def compiles() -> bool:
     """Whether code traced now runs under XLA (on TensorFlow through `fused`), unless `op_by_op()` is active."""
-    return keras.backend.backend() in ("tensorflow", "jax") and not _op_by_op
+    return keras.backend.backend() in ("tensorflow", "jax") and not _op_by_op.get()
 
 
 def fused(function: Callable) -> Callable:
@@ -34,9 +35,8 @@ def fused(function: Callable) -> Callable:
 @contextlib.contextmanager
 def op_by_op() -> Iterator[None]:
     """Trace the op-by-op formulations: for a SavedModel that TF Serving or a converter runs without XLA's JIT."""
-    global _op_by_op
-    previous, _op_by_op = _op_by_op, True
+    token = _op_by_op.set(True)
     try:
         yield
     finally:
-        _op_by_op = previous
+        _op_by_op.reset(token)
