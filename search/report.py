@@ -1,7 +1,7 @@
 """Search results without TensorFlow: the trials table, Pareto fronts, a PNG plot, the best spec.
 
-Reads `DIR/records/trial_*.json` (one per finished trial; a damaged one is skipped with a
-one-line warning) and writes `DIR/results.json`, `DIR/results.csv`, `DIR/pareto.png` and
+Reads `DIR/records/trial_*.json` (one per finished trial, through the spec files' bounded reader; a damaged
+one, or one that is not a regular file, is skipped with a one-line warning) and writes `DIR/results.json`, `DIR/results.csv`, `DIR/pareto.png` and
 `DIR/best_spec.yaml`.
 """
 
@@ -18,7 +18,7 @@ from inception_keras import NetworkSpec
 from inception_keras.atomic import atomic_write_bytes, atomic_write_text
 from inception_keras.errors import UserError
 from inception_keras.report import format_table
-from inception_keras.serialize import spec_to_yaml
+from inception_keras.serialize import file_label, parse_document, read_text_file, spec_to_yaml
 from inception_keras.spec import SpecError
 
 COLUMNS = ("trial_id", "worker", "val_accuracy", "params", "macs", "train_seconds")
@@ -50,6 +50,9 @@ def record_problem(record) -> str | None:
     wrong += [key for key in NUMBER_FIELDS if not _is_number(record[key])]
     if wrong:
         return f"{', '.join(wrong)} of the wrong type"
+    odd = [value for value in record["values"].values() if not isinstance(value, (int, float, str))]
+    if odd:
+        return f"values holds a {type(odd[0]).__name__}, not a number or string"
     try:
         NetworkSpec.from_dict(record["spec"])
     except SpecError as error:
@@ -57,13 +60,17 @@ def record_problem(record) -> str | None:
     return None
 
 
+def _read_json(path: Path, what: str):
+    """A JSON file's data through the spec files' bounded reader (a regular file of at most 4 MiB, bounded
+    nesting and size); raises SpecError naming `path`."""
+    return parse_document(read_text_file(path, what), file_label(path), fmt="json")
+
+
 def _read_record(path: Path) -> tuple[dict | None, str | None]:
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        return None, f"cannot read it ({error.strerror or error})"
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        return None, f"not valid JSON, truncated or damaged ({error})"
+        record = _read_json(path, "trial record")
+    except SpecError as error:
+        return None, error.message
     problem = record_problem(record)
     return (None, problem) if problem else (record, None)
 
@@ -86,11 +93,13 @@ def read_budget(directory: str | Path) -> str:
     if not path.exists():
         return ""
     try:
-        budget = json.loads(path.read_text(encoding="utf-8"))["budget"]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
-        warn(f"{path} is damaged ({type(error).__name__}: {error}); the report leaves the budget out")
+        space = _read_json(path, "search space record")
+        if not isinstance(space, dict) or "budget" not in space:
+            raise SpecError(file_label(path), "no budget")
+    except SpecError as error:
+        warn(f"{path} is damaged ({error.message}); the report leaves the budget out")
         return ""
-    return budget if isinstance(budget, str) else ""
+    return space["budget"] if isinstance(space["budget"], str) else ""
 
 
 def pareto_front(records: list[dict], cost: str) -> list[dict]:

@@ -1,6 +1,7 @@
 """Bad inputs to `search` and `search report`: one line, exit 2, naming what and where; no traceback."""
 
 import json
+import os
 import socket
 
 import grpc
@@ -77,6 +78,26 @@ def test_report_skips_a_half_written_record(tmp_path, capsys):
     assert "trials (1 finished)" in captured.out
     assert f"written: {tmp_path / 'results.json'}, {tmp_path / 'results.csv'}" in captured.out
     assert json.loads((tmp_path / "results.json").read_text())["pareto_params"] == ["00"]
+
+
+def test_report_skips_hostile_records_with_a_warning(tmp_path, capsys):
+    write_records(tmp_path, record("00", 0.5, 1000))
+    records = tmp_path / "records"
+    (records / "trial_01.json").write_text("[" * 100_000 + "]" * 100_000)
+    os.mkfifo(records / "trial_02.json")  # no writer: reading it would block
+    write_records(tmp_path, {**record("03", 0.9, 500), "values": {"4a_ch3x3_reduce": [[[8]]]}})
+    os.mkfifo(tmp_path / "space.json")
+    assert main(["search", "report", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    warnings = captured.err.strip().splitlines()
+    assert len(warnings) == 4 and "Traceback" not in captured.err, captured.err
+    assert warnings[0] == f"warning: skipping {records / 'trial_01.json'}: nested too deeply"
+    assert warnings[1] == f"warning: skipping {records / 'trial_02.json'}: cannot read trial record: not a regular " \
+                          f"file (a FIFO)"
+    assert warnings[2] == f"warning: skipping {records / 'trial_03.json'}: values holds a list, not a number or string"
+    assert warnings[3].startswith(f"warning: {tmp_path / 'space.json'} is damaged (cannot read search space record: "
+                                  f"not a regular file")
+    assert "trials (1 finished)" in captured.out
 
 
 def test_report_of_no_finished_trials_writes_nothing(tmp_path, capsys):
