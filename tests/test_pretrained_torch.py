@@ -7,12 +7,15 @@ without torch, the pickles opcode by opcode where they must name torch's globals
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import struct
 import subprocess
+import sys
 import tarfile
 import zipfile
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 
@@ -325,3 +328,162 @@ def test_pickle_cannot_alter_the_stand_ins(target, tmp_path):
         read_torch_state_dict(write_zip(tmp_path / "a.pth", pkl, {}))
     good = op_state_dict({"w": op_tensor("0", 1, 0, (), ())})
     assert read_torch_state_dict(write_zip(tmp_path / "b.pth", good, {"0": f32(1)}))["w"] == 1
+
+
+# --- small hostile files: bounded work and memory ------------------------------------------------------------
+
+def deflated_zeros(size: int) -> tuple[bytes, int]:
+    """A raw deflate stream of `size` zero bytes (a multiple of 4 MiB) and its CRC-32, built in ~0.1 s."""
+    chunk, compressor = bytes(1 << 22), zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = compressor.compress(chunk) + compressor.flush(zlib.Z_FULL_FLUSH)  # repeatable: the window is reset
+    crc = 0
+    for _ in range(size // len(chunk)):
+        crc = zlib.crc32(chunk, crc)
+    return block * (size // len(chunk)) + compressor.flush(), crc
+
+
+def raw_zip(path: Path, members: list[tuple[str, int, bytes, int, int]]) -> Path:
+    """A zip archive of (name, method, compressed bytes, crc, size) members, written without recompressing."""
+    local, central = b"", b""
+    for name, method, data, crc, size in members:
+        header = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, method, 0, 33, crc, len(data), size, len(name), 0)
+        central += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, method, 0, 33, crc, len(data), size,
+                               len(name), 0, 0, 0, 0, 0, len(local)) + name.encode()
+        local += header + name.encode() + data
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(members), len(members), len(central), len(local), 0)
+    path.write_bytes(local + central + end)
+    return path
+
+
+def stored(name: str, data: bytes) -> tuple[str, int, bytes, int, int]:
+    return name, zipfile.ZIP_STORED, data, zlib.crc32(data), len(data)
+
+
+def expanded_file(path: Path) -> Path:
+    """The 900-byte file of three stride-0 tensors of 2.5e8 elements over a one-element storage."""
+    tensor = op_tensor("0", 1, 0, (250_000_000,), (0,))
+    return write_zip(path, op_state_dict({f"w{i}": tensor for i in range(3)}), {"0": f32(1)})
+
+
+def inflating_storage_file(path: Path) -> Path:
+    """A 520 KB file whose storage record inflates to 512 MiB, as its tensor claims."""
+    data, crc = deflated_zeros(1 << 29)
+    pkl = op_state_dict({"w": op_tensor("0", 1 << 27, 0, (1 << 27,), (1,))})
+    return raw_zip(path, [stored("archive/data.pkl", pkl), ("archive/data/0", zipfile.ZIP_DEFLATED, data, crc,
+                                                                1 << 29)])
+
+
+def inflating_pickle_file(path: Path) -> Path:
+    """A 35 KB file whose data.pkl inflates to 256 MiB."""
+    data, crc = deflated_zeros(1 << 28)
+    return raw_zip(path, [("archive/data.pkl", zipfile.ZIP_DEFLATED, data, crc, 1 << 28)])
+
+
+def deep_key_file(path: Path, depth: int) -> Path:
+    """data.pkl: a dict whose key is a tuple nested `depth` deep (hashing 200,000 levels overflows the C stack)."""
+    return write_zip(path, b"\x80\x02}" + b")" + b"\x85" * depth + b"Ns.", {})
+
+
+def memo_file(path: Path) -> Path:
+    """data.pkl stores to memo slot 2**27, which makes C's unpickler allocate and clear a 1 GiB memo table."""
+    return write_zip(path, b"\x80\x02}r" + struct.pack("<I", 1 << 27) + b".", {})
+
+
+def refusal(path: Path) -> str:
+    with pytest.raises(WeightsError) as error:
+        read_torch_state_dict(path)
+    message = str(error.value)
+    assert message.startswith(f"cannot read {path}: ") and "\n" not in message and len(message) < 400, message
+    return message
+
+
+def test_stride_zero_tensors_are_bounded_before_they_are_copied(tmp_path):
+    assert "view 3,000,000,000 bytes of storages that hold 4 (stride 0 or shared storages), more than 16,777,216 " \
+           "beyond them" in refusal(expanded_file(tmp_path / "expanded.pth"))
+    shared = op_tensor("0", 1 << 20, 0, (1 << 20,), (1,))  # 4 MiB, named five times: 16 MiB beyond the storage
+    path = write_zip(tmp_path / "shared.pth", op_state_dict({f"w{i}": shared for i in range(6)}),
+                     {"0": bytes(4 << 20)})
+    assert "view 25,165,824 bytes of storages that hold 4,194,304" in refusal(path)
+    path = write_zip(tmp_path / "ok.pth", op_state_dict({f"w{i}": shared for i in range(5)}), {"0": bytes(4 << 20)})
+    assert len(read_torch_state_dict(path)) == 5
+
+
+def test_storages_beyond_the_bound_are_refused_before_they_are_read(tmp_path):
+    pkl = op_state_dict({"w": op_tensor("0", 1 << 27, 0, (1 << 27,), (1,))})
+    assert "storages hold 536,870,912 bytes, more than the 268,435,456 a GoogLeNet state dict may" in refusal(
+        write_zip(tmp_path / "big.pth", pkl, {}))
+    legacy = tmp_path / "big_legacy.pth"
+    legacy.write_bytes(legacy_bytes(op_state_dict({"w": op_tensor("k", 1 << 27, 0, (2,), (1,), legacy_view=b"N")}),
+                                    {"k": f32(1, 2)}, {"k": 1 << 27}))
+    assert "536,870,912 bytes, more than" in refusal(legacy)
+    legacy.write_bytes(legacy_bytes(op_state_dict({"w": op_tensor("k", 1 << 20, 0, (2,), (1,), legacy_view=b"N")}),
+                                    {"k": f32(1, 2)}, {"k": 1 << 20}))
+    assert "the file ends inside storage 'k' (8 of 4194304 bytes)" in refusal(legacy)
+
+
+def test_zip_records_are_bounded_and_never_bzip2_or_lzma(tmp_path):
+    tensor = op_state_dict({"w": op_tensor("0", 1, 0, (), ())})
+    for method, name in ((zipfile.ZIP_BZIP2, "bzip2"), (zipfile.ZIP_LZMA, "lzma")):
+        path = tmp_path / f"{name}.pth"
+        with zipfile.ZipFile(path, "w", compression=method) as archive:
+            archive.writestr("archive/data.pkl", tensor)
+            archive.writestr("archive/data/0", f32(1))
+        assert f"record archive/data.pkl is compressed with {name}, which torch never writes or reads" in refusal(
+            path)
+    assert "record archive/data.pkl holds 268,435,456 bytes, more than the 1,048,576 it may" in refusal(
+        inflating_pickle_file(tmp_path / "pkl.pth"))
+    path = write_zip(tmp_path / "deflated.pth", tensor, {"0": f32(7)})
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", tensor)
+        archive.writestr("archive/data/0", f32(7))
+    assert read_torch_state_dict(path)["w"] == 7
+
+
+@pytest.mark.parametrize("pkl, message", [
+    (b"\x80\x02}" + b")" + b"\x85" * 40 + b"Ns.", "the pickle nests deeper than 32 levels (at byte 36)"),
+    (b"\x80\x02" + b"]" * 41 + b"a" * 40 + b".", "nests deeper than 32 levels"),
+    (b"\x80\x02}r" + struct.pack("<I", 1 << 27) + b".", "malformed pickle (LONG_BINPUT 134217728 stores to the "
+                                                         "memo out of order)"),
+    (b"\x80\x02(" + b"]" * 100_001 + b"l.", "the pickle builds more than 100,000 objects"),
+    (b"\x80\x02" + b"X" + struct.pack("<I", 2 << 20) + bytes(2 << 20) + b".", "1,048,576"),
+    (b"\x80\x02)\x85a.", "malformed pickle (APPEND finds too few items on the stack)"),
+])
+def test_pickles_are_walked_and_bounded_before_they_are_loaded(pkl, message, tmp_path):
+    assert message in refusal(write_zip(tmp_path / "a.pth", pkl, {}))
+    legacy = tmp_path / "legacy.pth"
+    legacy.write_bytes(b"".join(pickle.dumps(value, protocol=2) for value in (LEGACY_MAGIC, 1001, SYS_INFO)) + pkl)
+    assert message.split(" (at")[0] in refusal(legacy)
+
+
+RSS_CHILD = """
+import json, os, sys
+from inception_keras.pretrained.torch_file import read_torch_state_dict
+from inception_keras.pretrained import WeightsError
+for path in sys.argv[1:]:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            read_torch_state_dict(path)
+            os._exit(0)
+        except WeightsError:
+            os._exit(2)
+        except BaseException:
+            os._exit(3)
+    _, status, usage = os.wait4(pid, 0)
+    print(json.dumps([path, os.waitstatus_to_exitcode(status), usage.ru_maxrss]))
+"""
+
+
+def test_hostile_files_are_refused_within_twice_a_normal_reads_peak_memory(tmp_path):
+    paths = [FIXTURES / "small_zip.pth", expanded_file(tmp_path / "expanded.pth"),
+             inflating_storage_file(tmp_path / "storage.pth"), inflating_pickle_file(tmp_path / "pkl.pth"),
+             deep_key_file(tmp_path / "deep.pth", 200_000), memo_file(tmp_path / "memo.pth")]
+    assert max(path.stat().st_size for path in paths) < 600_000
+    done = subprocess.run([sys.executable, "-c", RSS_CHILD, *map(str, paths)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    results = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(results) == len(paths), done.stderr
+    (_, normal_code, normal_rss), *refusals = results
+    assert normal_code == 0
+    for path, code, rss in refusals:
+        assert code == 2 and rss < 2 * normal_rss, (path, code, rss, normal_rss)

@@ -19,8 +19,10 @@ resolves to a stand-in defined here: torch is never imported and no callable nam
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
+import pickletools
 import struct
 import zipfile
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
@@ -38,6 +40,21 @@ _LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL_VERSION = 1001
 _WRAPPER_KEYS = ("state_dict", "model")
 _MAX_NDIM = 64
+MAX_PICKLE_BYTES = 1 << 20
+"""A pickle (``data.pkl``, or the object pickle of a legacy file) may be 1 MiB: 20x a GoogLeNet state dict's."""
+MAX_PICKLE_OBJECTS = 100_000
+"""Objects a pickle may build (GoogLeNet's state dict builds about 9,000), so 1 MiB cannot become 200 MB."""
+MAX_NESTING = 32
+"""Levels a pickle may nest (a training checkpoint needs about 8); deeper input could overflow the C stack."""
+MAX_STORAGE_BYTES = 1 << 28
+"""Bytes of the storages a state dict's tensors view, 256 MiB in all: 5x the largest GoogLeNet in float32."""
+MAX_EXPANDED_BYTES = 1 << 24
+"""Bytes the tensors may view beyond their storages' (stride 0, as ``expand`` writes, or one storage under several
+names), 16 MiB in all: twice GoogLeNet's largest tensor (2,097,152 float32 values)."""
+_ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
+_MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"}
+_MEMO_GETS = {"GET", "BINGET", "LONG_BINGET"}
+_MUTATORS = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}
 
 
 class _Malformed(Exception):
@@ -231,7 +248,86 @@ def _ascii(value: Any) -> Any:
 
 
 def _unpickle(file: BinaryIO, source: str, load_storage: Callable[[tuple], _StorageSlice] | None = None) -> Any:
-    return _RestrictedUnpickler(file, source, load_storage).load()
+    """Unpickle the pickle at the file's position, after `_scan_pickle` has bounded it; the file is left after it."""
+    start = file.tell()
+    data = file.read(MAX_PICKLE_BYTES + 1)
+    end = _scan_pickle(data)
+    file.seek(start + end)
+    return _RestrictedUnpickler(io.BytesIO(data[:end]), source, load_storage).load()
+
+
+def _scan_pickle(data: bytes) -> int:
+    """Walk a pickle's opcodes without building anything, tracking the nesting depth of each stack item.
+
+    Args:
+        data: The bytes from the pickle's start on (more may follow its STOP).
+
+    Returns:
+        The pickle's length, through its STOP opcode.
+
+    Raises:
+        _Malformed: It is longer than `MAX_PICKLE_BYTES`, builds more than `MAX_PICKLE_OBJECTS` objects, nests
+            deeper than `MAX_NESTING` levels, stores to the memo out of order, or breaks the opcode grammar.
+    """
+    stack: list[int | None] = []  # the nesting depth of each item; None for a mark
+    memo: dict[int, int | None] = {}
+    objects = 0
+    try:
+        for opcode, arg, pos in pickletools.genops(data[:MAX_PICKLE_BYTES]):
+            if opcode.name == "STOP":
+                return pos + 1
+            objects += _stack_effect(opcode, arg, stack, memo)
+            if objects > MAX_PICKLE_OBJECTS:
+                raise _Malformed(f"the pickle builds more than {MAX_PICKLE_OBJECTS:,} objects")
+            if stack and stack[-1] is not None and stack[-1] > MAX_NESTING:
+                raise _Malformed(f"the pickle nests deeper than {MAX_NESTING} levels (at byte {pos})")
+    except (ValueError, IndexError, KeyError) as error:
+        if len(data) > MAX_PICKLE_BYTES:
+            raise _Malformed(f"the pickle is over {MAX_PICKLE_BYTES:,} bytes, more than a state dict needs") from None
+        raise _Malformed(f"malformed pickle ({_one_line(error)})") from None
+    raise _Malformed("malformed pickle (it ends without a STOP opcode)")
+
+
+def _stack_effect(opcode: pickletools.OpcodeInfo, arg: Any, stack: list, memo: dict) -> bool:
+    """Apply one opcode to the simulated stack of nesting depths.
+
+    Returns:
+        Whether the opcode built a new object (not a memo access, a mark, a duplicate, a pop, or a change to an
+        existing container).
+    """
+    name = opcode.name
+    if name in _MEMO_PUTS:
+        index = len(memo) if name == "MEMOIZE" else arg
+        if not stack or stack[-1] is None or index > len(memo):
+            raise ValueError(f"{name} {index} stores to the memo out of order")
+        memo[index] = stack[-1]
+        return False
+    if name in _MEMO_GETS or name in ("DUP", "MARK"):
+        stack.append(memo[arg] if name in _MEMO_GETS else stack[-1] if name == "DUP" else None)
+        return False
+    popped = _pop_operands(opcode, stack)
+    if name in _MUTATORS:
+        stack.append(max([popped[0], *(depth + 1 for depth in popped[1:])]))
+        return False
+    if opcode.stack_after:
+        stack.append(1 + max(popped, default=-1))
+    return bool(opcode.stack_after)
+
+
+def _pop_operands(opcode: pickletools.OpcodeInfo, stack: list) -> list[int]:
+    """Pop an opcode's operands (those below a mark it consumes first, then the items above the mark)."""
+    before = opcode.stack_before
+    above: list[int] = []
+    count = len(before)
+    if pickletools.markobject in before or (opcode.name == "POP" and stack and stack[-1] is None):
+        mark = len(stack) - 1 - stack[::-1].index(None)
+        above, stack[mark:] = stack[mark + 1:], []
+        count = before.index(pickletools.markobject) if pickletools.markobject in before else 0
+    below = stack[len(stack) - count:] if count else []
+    if len(below) != count or None in below:
+        raise ValueError(f"{opcode.name} finds too few items on the stack")
+    del stack[len(stack) - count:]
+    return below + above
 
 
 class _StorageTable:
@@ -278,13 +374,29 @@ def _archive_prefix(names: list[str], source: str) -> str:
     return prefix
 
 
-def _read_zip(source: str) -> Any:
-    """Unpickle ``data.pkl`` of a zip-format file, reading each storage record as a persistent id names it."""
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
+    """The bytes of one zip record, refused before reading when compressed other than torch can or over `limit`."""
+    if info.compress_type not in _ZIP_METHODS:
+        method = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}.get(info.compress_type, info.compress_type)
+        raise _Malformed(f"record {info.filename} is compressed with {method}, which torch never writes or reads")
+    if info.file_size > limit:
+        raise _Malformed(f"record {info.filename} holds {info.file_size:,} bytes, more than the {limit:,} it may")
+    with archive.open(info) as member:
+        raw = member.read(info.file_size)  # a read of its declared size inflates no more than that
+    if len(raw) != info.file_size:
+        raise _Malformed(f"record {info.filename} ends after {len(raw)} of its {info.file_size} bytes")
+    return raw
+
+
+def _read_zip(source: str) -> OrderedDict[str, np.ndarray]:
+    """The tensors of a zip-format file: ``data.pkl`` unpickled, then the storage records its tensors view."""
     table = _StorageTable()
     with zipfile.ZipFile(source) as archive:
         names = archive.namelist()
         prefix = _archive_prefix(names, source)
-        byteorder = archive.read(prefix + "byteorder").decode("ascii") if prefix + "byteorder" in names else "little"
+        byteorder = "little"
+        if prefix + "byteorder" in names:
+            byteorder = _read_member(archive, archive.getinfo(prefix + "byteorder"), 16).decode("ascii")
         if byteorder not in ("little", "big"):
             raise WeightsError(f"cannot read {source}: its byteorder record says {byteorder!r:.20}")
 
@@ -292,12 +404,13 @@ def _read_zip(source: str) -> Any:
             if len(pid) != 5:
                 raise _Malformed(f"storage persistent id has {len(pid)} fields, the zip format writes 5")
             _, kind, key, _location, numel = pid
-            storage = table.resolve(key, kind, numel)
-            if storage.data is None:
-                storage.data = _zip_storage(archive, prefix, storage, byteorder)
-            return _StorageSlice(storage, 0, storage.numel)
+            return _StorageSlice(table.resolve(key, kind, numel), 0, numel)
 
-        return _unpickle(io.BytesIO(archive.read(prefix + "data.pkl")), source, load_storage)
+        pickled = _read_member(archive, archive.getinfo(prefix + "data.pkl"), MAX_PICKLE_BYTES)
+        tensors = _tensor_refs(_unpickle(io.BytesIO(pickled), source, load_storage), source)
+        for storage in _storages_to_read(tensors):
+            storage.data = _zip_storage(archive, prefix, storage, byteorder)
+    return _materialise_all(tensors)
 
 
 def _zip_storage(archive: zipfile.ZipFile, prefix: str, storage: _Storage, byteorder: str) -> np.ndarray:
@@ -310,11 +423,11 @@ def _zip_storage(archive: zipfile.ZipFile, prefix: str, storage: _Storage, byteo
     if info.file_size != expected:
         raise _Malformed(f"storage record {name} holds {info.file_size} bytes where its {storage.numel} elements "
                          f"of {storage.kind.global_name} need {expected}")
-    return _bytes_to_array(archive.read(info), storage.kind, byteorder)
+    return _bytes_to_array(_read_member(archive, info, expected), storage.kind, byteorder)
 
 
-def _read_legacy(source: str) -> Any:
-    """Unpickle a legacy stream-format file, then read the storages that follow the object pickle."""
+def _read_legacy(source: str) -> OrderedDict[str, np.ndarray]:
+    """The tensors of a legacy stream-format file: the object pickle, then the storages that follow it."""
     table = _StorageTable()
     views: dict[str, _StorageSlice] = {}
 
@@ -329,9 +442,10 @@ def _read_legacy(source: str) -> Any:
 
     with open(source, "rb") as file:
         _check_legacy_header(file, source)
-        obj = _unpickle(file, source, load_storage)
-        _read_legacy_storages(file, _unpickle(file, source), table.storages)
-    return obj
+        tensors = _tensor_refs(_unpickle(file, source, load_storage), source)
+        keys = _unpickle(file, source)
+        _read_legacy_storages(file, keys, table.storages, _storages_to_read(tensors))
+    return _materialise_all(tensors)
 
 
 def _check_legacy_header(file: BinaryIO, source: str) -> None:
@@ -358,10 +472,11 @@ def _legacy_view(views: dict[str, _StorageSlice], root: _Storage, view_metadata:
     return views.setdefault(view_key, _StorageSlice(root, start, numel))
 
 
-def _read_legacy_storages(file: BinaryIO, keys: Any, storages: dict[str, _Storage]) -> None:
-    """Fill each listed storage from its element count and little-endian bytes, in the listed order."""
+def _read_legacy_storages(file: BinaryIO, keys: Any, storages: dict[str, _Storage], wanted: list[_Storage]) -> None:
+    """Fill each wanted storage from its element count and little-endian bytes, skipping the others, in list order."""
     if not isinstance(keys, list):
         raise _Malformed(f"the storage key list is {type(keys).__name__}, not a list")
+    wanted_keys = {storage.key for storage in wanted}
     for key in keys:
         storage = storages.get(_ascii(key))
         if storage is None:
@@ -370,19 +485,49 @@ def _read_legacy_storages(file: BinaryIO, keys: Any, storages: dict[str, _Storag
         if numel != storage.numel:
             raise _Malformed(f"storage {storage.key!r} holds {numel} elements where its tensors expect "
                              f"{storage.numel}")
-        raw = _read_exactly(file, numel * storage.kind.dtype.itemsize, f"storage {storage.key!r}")
-        storage.data = _bytes_to_array(raw, storage.kind, "little")
+        size = numel * storage.kind.dtype.itemsize
+        if storage.key in wanted_keys:
+            storage.data = _bytes_to_array(_read_exactly(file, size, f"storage {storage.key!r}"), storage.kind,
+                                           "little")
+        else:
+            file.seek(size, os.SEEK_CUR)
 
 
 def _read_exactly(file: BinaryIO, count: int, what: str) -> bytes:
-    raw = file.read(count)
+    left = os.fstat(file.fileno()).st_size - file.tell()
+    raw = file.read(count) if count <= left else b""
     if len(raw) != count:
-        raise _Malformed(f"the file ends inside {what} ({len(raw)} of {count} bytes)")
+        raise _Malformed(f"the file ends inside {what} ({min(left, count)} of {count} bytes)")
     return raw
 
 
+def _element_count(name: str, ref: _TensorRef) -> int:
+    """The tensor's element count, once its last element is known to lie inside its storage."""
+    if 0 in ref.size:
+        return 0
+    last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride))
+    if last >= ref.storage.numel:
+        raise _Malformed(f"tensor {name!r} (offset {ref.offset}, size {ref.size}, stride {ref.stride}) reaches "
+                         f"element {last} of a storage of {ref.storage.numel}")
+    return math.prod(ref.size)
+
+
+def _storages_to_read(tensors: OrderedDict[str, _TensorRef]) -> list[_Storage]:
+    """The storages the tensors view, once their sizes are within `MAX_STORAGE_BYTES` and `MAX_EXPANDED_BYTES`."""
+    storages = list({id(ref.storage.root): ref.storage.root for ref in tensors.values()}.values())
+    stored = sum(storage.numel * storage.kind.dtype.itemsize for storage in storages)
+    if stored > MAX_STORAGE_BYTES:
+        raise _Malformed(f"its tensors' storages hold {stored:,} bytes, more than the {MAX_STORAGE_BYTES:,} a "
+                         "GoogLeNet state dict may")
+    viewed = sum(_element_count(name, ref) * ref.storage.root.kind.dtype.itemsize for name, ref in tensors.items())
+    if viewed > stored + MAX_EXPANDED_BYTES:
+        raise _Malformed(f"its tensors view {viewed:,} bytes of storages that hold {stored:,} (stride 0 or shared "
+                         f"storages), more than {MAX_EXPANDED_BYTES:,} beyond them")
+    return storages
+
+
 def _materialise(name: str, ref: _TensorRef) -> np.ndarray:
-    """Copy a tensor out of its storage, honouring offset, size and stride.
+    """Copy a tensor out of its storage, honouring offset, size and stride (already checked by `_element_count`).
 
     Args:
         name: The tensor's name, for messages.
@@ -398,10 +543,6 @@ def _materialise(name: str, ref: _TensorRef) -> np.ndarray:
     if 0 in ref.size:
         values = np.empty(ref.size, dtype=kind.dtype.newbyteorder("="))
     else:
-        last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride))
-        if last >= ref.storage.numel:
-            raise _Malformed(f"tensor {name!r} (offset {ref.offset}, size {ref.size}, stride {ref.stride}) reaches "
-                             f"element {last} of a storage of {ref.storage.numel}")
         start = ref.storage.start + ref.offset
         strides = [s * data.itemsize if n > 1 else 0 for n, s in zip(ref.size, ref.stride)]
         view = np.lib.stride_tricks.as_strided(data[start:], shape=ref.size, strides=strides, writeable=False)
@@ -411,6 +552,10 @@ def _materialise(name: str, ref: _TensorRef) -> np.ndarray:
     elif values.dtype == np.bool_:
         values = values.view(np.uint8) != 0
     return np.negative(values) if ref.negate else values
+
+
+def _materialise_all(tensors: OrderedDict[str, _TensorRef]) -> OrderedDict[str, np.ndarray]:
+    return OrderedDict((name, _materialise(name, ref)) for name, ref in tensors.items())
 
 
 def _state_dict_of(obj: Any, source: str) -> dict:
@@ -433,19 +578,19 @@ def _describe(obj: Any) -> str:
     return f"a {type(obj).__name__}"
 
 
-def _collect(obj: Any, source: str) -> OrderedDict[str, np.ndarray]:
-    """The tensors of the unpickled object as arrays, in order; other values are skipped."""
+def _tensor_refs(obj: Any, source: str) -> OrderedDict[str, _TensorRef]:
+    """The tensors of the unpickled object by name, in order, not yet read; other values are skipped."""
     state = _state_dict_of(obj, source)
-    arrays: OrderedDict[str, np.ndarray] = OrderedDict()
+    tensors: OrderedDict[str, _TensorRef] = OrderedDict()
     for name, value in state.items():
         if isinstance(value, _TensorRef):
             if not isinstance(name, str):
                 raise WeightsError(f"cannot read {source}: a tensor is stored under the key {name!r:.40}, not a name")
-            arrays[name] = _materialise(name, value)
-    if not arrays:
+            tensors[name] = value
+    if not tensors:
         keys = ", ".join(repr(key) for key in list(state)[:8])
         raise WeightsError(f"cannot read {source}: it holds a dict without tensors (keys: {keys or 'none'})")
-    return arrays
+    return tensors
 
 
 def _sniff(source: str) -> str:
@@ -494,7 +639,7 @@ def read_torch_state_dict(path: str | os.PathLike) -> OrderedDict[str, np.ndarra
     source = os.fspath(path)
     try:
         reader = _read_zip if _sniff(source) == "zip" else _read_legacy
-        return _collect(reader(source), source)
+        return reader(source)
     except WeightsError:
         raise
     except _Malformed as error:
