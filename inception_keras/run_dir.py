@@ -17,6 +17,8 @@ SIGKILL included, leaves every file either as it was or as it became:
 from __future__ import annotations
 
 import csv
+import glob
+import hashlib
 import io
 import json
 import math
@@ -33,17 +35,28 @@ import numpy as np
 from inception_keras.atomic import atomic_path, atomic_write_text
 from inception_keras.data import DataSplits
 from inception_keras.errors import UserError, error_text
+from inception_keras.owned import clear_owned, temporaries
 from inception_keras.serialize import CLASS_NAMES_FILE, save_spec, write_class_names
 from inception_keras.spec import NetworkSpec
 
 RUN_RECORD = "run.json"
 RUN_FORMAT = 1
+HEAD_DIR = "head"  # a two-phase fine-tuning's first phase, a run directory inside the second's
 BEST_FILE = "best.keras"
 BEST_RECORD = "inception_keras_best.json"  # a member of best.keras: the epoch and score of the model it holds
 RUN_FILES = ("backup", "history.csv", BEST_FILE, "logs", "summary.json", RUN_RECORD, "spec.yaml", CLASS_NAMES_FILE)
 RESUMABLE = ("epochs", "early_stopping_patience")  # TrainConfig fields a resumed run may change
-_ATOMIC_NAMES = RUN_FILES + ("latest.weights.h5", "training_metadata.json")
+_BACKUP_FILES = ("latest.weights.h5", "training_metadata.json")
+_ATOMIC_NAMES = RUN_FILES + _BACKUP_FILES
+_EVENTS = {"events.out.tfevents.*": None}
+RUN_TREE = {  # what a run writes (inception_keras.owned): --overwrite removes these and nothing else
+    **{name: None for name in RUN_FILES if name not in ("backup", "logs")}, **temporaries(*RUN_FILES),
+    "backup": {**{name: None for name in _BACKUP_FILES}, **{f"{name}.bkp": None for name in _BACKUP_FILES},
+               **temporaries(*_BACKUP_FILES)},
+    "logs": {"train": _EVENTS, "validation": _EVENTS},
+}
 _NOT_COMPARED = {"format", "started", "spec.input_shape"} | {f"recipe.{name}" for name in RESUMABLE}
+_NEWER = {"weights_sha256"}  # what records of older versions lack: not compared with those
 _MISSING = object()
 
 
@@ -163,16 +176,37 @@ def run_record(spec: NetworkSpec, data: DataSplits, config, weights: str | os.Pa
     """What a run is started with, as `run.json` holds it (plain JSON values).
 
     Keys: `format` (1), `started` (ISO time), `input_shape`, `dataset` (its name), `class_names`,
-    `weights` (the absolute path training started from, or null), `freeze`, `recipe` (every other
-    TrainConfig field) and `spec` (`NetworkSpec.to_dict()`).
+    `weights` (the absolute path training started from, or null) and `weights_sha256` (its content,
+    `weights_digest`), `freeze`, `recipe` (every other TrainConfig field) and `spec`
+    (`NetworkSpec.to_dict()`).
     """
     recipe = asdict(config)
     freeze = recipe.pop("freeze")
     record = {"format": RUN_FORMAT, "started": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
               "input_shape": list(spec.input_shape), "dataset": data.name, "class_names": list(data.class_names),
-              "weights": str(Path(weights).resolve()) if weights is not None else None, "freeze": freeze,
+              "weights": str(Path(weights).resolve()) if weights is not None else None,
+              "weights_sha256": weights_digest(weights) if weights is not None else None, "freeze": freeze,
               "recipe": recipe, "spec": spec.to_dict()}
     return json.loads(json.dumps(record))
+
+
+def weights_digest(path: str | os.PathLike) -> str | None:
+    """The SHA-256 of a weights file's bytes; of a TF-slim checkpoint, of its files' names and bytes (a folder's
+    files, or those beside a prefix `model.ckpt`); None when there is no regular file to read."""
+    path = Path(path)
+    if path.is_file():
+        files = [path]
+    else:
+        files = sorted(path.iterdir() if path.is_dir() else path.parent.glob(f"{glob.escape(path.name)}.*"))
+        files = [file for file in files if file.is_file()]
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode() + b"\0")
+        with open(file, "rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()
 
 
 def _leaves(value, path: str = ""):
@@ -191,7 +225,8 @@ def record_differences(started: dict, asked: dict) -> list[tuple[str, object, ob
     before, after = dict(_leaves(started)), dict(_leaves(asked))
     paths = list(after) + [path for path in before if path not in after]
     return [(path, before.get(path, _MISSING), after.get(path, _MISSING)) for path in paths
-            if path not in _NOT_COMPARED and before.get(path, _MISSING) != after.get(path, _MISSING)]
+            if path not in _NOT_COMPARED and before.get(path, _MISSING) != after.get(path, _MISSING)
+            and not (path in _NEWER and path not in before)]
 
 
 def _show(value) -> str:
@@ -230,13 +265,6 @@ def _has_state(run_dir: Path) -> bool:
     return any((run_dir / name).exists() for name in ("backup", "history.csv", BEST_FILE, "summary.json"))
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
 def _remove_temporaries(run_dir: Path) -> None:
     """Temporary files of writes cut short (`.best.keras.1a2b.keras`, ...), here and in backup/."""
     for folder in (run_dir, run_dir / "backup"):
@@ -245,13 +273,13 @@ def _remove_temporaries(run_dir: Path) -> None:
                 path.unlink(missing_ok=True)
 
 
-def clear_run(run_dir: str | os.PathLike, also: tuple[str, ...] = ()) -> None:
-    """Remove what a training run wrote in `run_dir` (RUN_FILES, their temporaries, and `also`); keep the rest."""
-    run_dir = Path(run_dir)
-    for name in RUN_FILES + tuple(also):
-        _remove(run_dir / name)
-    if run_dir.is_dir():
-        _remove_temporaries(run_dir)
+def clear_run(run_dir: str | os.PathLike) -> None:
+    """Remove what a training run wrote in `run_dir`, a fine-tuning's first phase in `head/` included.
+
+    Raises:
+        NotOursError: `run_dir` holds anything a run does not write, or no run.json (see `inception_keras.owned`).
+    """
+    clear_owned(Path(run_dir), RUN_TREE, RUN_RECORD, "training run", nested=(HEAD_DIR,))
 
 
 def _read_record(path: Path) -> dict:
@@ -265,15 +293,18 @@ def _read_record(path: Path) -> dict:
     return record
 
 
-def _check_record(run_dir: Path, record: dict) -> None:
-    """Refuse a run directory started with another configuration (or holding a run that cannot be checked)."""
+def check_record(run_dir: Path, record: dict) -> None:
+    """Refuse a run directory that holds a run started with another configuration (or one that cannot be checked).
+
+    A directory where no epoch finished holds nothing to resume: the new record replaces its one.
+    """
+    if not _has_state(run_dir):
+        return
     path = run_dir / RUN_RECORD
     if not path.exists():
-        if _has_state(run_dir):
-            raise RunMismatchError(f"{run_dir} holds a training run without {RUN_RECORD} (an older version's, or "
-                                   f"damaged), so it cannot be checked to be the same run; use another --out, or "
-                                   f"--overwrite to start afresh")
-        return
+        raise RunMismatchError(f"{run_dir} holds a training run without {RUN_RECORD} (an older version's, or "
+                               f"damaged), so it cannot be checked to be the same run; use another --out, or "
+                               f"--overwrite to start afresh")
     differences = record_differences(_read_record(path), record)
     if differences:
         raise RunMismatchError(_mismatch_message(run_dir, differences))
@@ -391,7 +422,8 @@ def model_problem(path: Path) -> str | None:
     return None
 
 
-def _write_run_files(run_dir: Path, record: dict, spec: NetworkSpec, class_names: list[str]) -> None:
+def write_run_files(run_dir: Path, record: dict, spec: NetworkSpec, class_names: list[str]) -> None:
+    """Write run.json (keeping the time a resumed run first started), spec.yaml and class_names.txt."""
     path = run_dir / RUN_RECORD
     if path.exists():
         started = _read_record(path)
@@ -404,21 +436,23 @@ def _write_run_files(run_dir: Path, record: dict, spec: NetworkSpec, class_names
     write_class_names(run_dir / CLASS_NAMES_FILE, class_names)
 
 
-def open_run(run_dir: Path, record: dict, spec: NetworkSpec, class_names: list[str], overwrite: bool,
-             epochs: int, monitor: str) -> RunState:
-    """Check (and if asked, clear) a locked run directory, then write its record; what it resumes from."""
+def open_run(run_dir: Path, record: dict, overwrite: bool, epochs: int, monitor: str) -> RunState:
+    """Check (and if asked, clear) a locked run directory; what it resumes from.
+
+    It writes no record: `write_run_files` does, once the run has started (its weights loaded), so a
+    start refused on the way leaves no record to be refused by.
+    """
     if overwrite:
         clear_run(run_dir)
     elif is_finished(run_dir):
         raise RunExistsError(f"{run_dir} holds a finished training (summary.json, best.keras): give another output "
                              f"directory, or overwrite it (--overwrite) to train again from scratch")
     else:
-        _check_record(run_dir, record)
+        check_record(run_dir, record)
     resumed_from = _check_backup(run_dir)
     rows = _history_rows(run_dir, resumed_from) if resumed_from else []
     best = _check_best(run_dir, rows, monitor)
     _remove_temporaries(run_dir)
-    _write_run_files(run_dir, record, spec, class_names)
     if resumed_from:
         print(f"Resuming {run_dir} after epoch {resumed_from} of {epochs}")
     return RunState(resumed_from, rows, best)

@@ -33,10 +33,11 @@ from inception_keras.data import DataSplits, reading_images, require_classes, sh
 from inception_keras.distribute import Distribution, Snapshot, local_only
 from inception_keras.errors import UserError
 from inception_keras.locking import DirectoryLock
-from inception_keras.run_dir import (BEST_FILE, RUN_FILES, RunDamagedError, RunExistsError,  # noqa: F401 (API)
-                                     RunMismatchError, RunState, best_from_history, best_record, clear_run, columns,
-                                     is_finished, model_problem, open_run, read_history, read_history_rows,
-                                     run_record, save_best, weights_finite)
+from inception_keras.run_dir import (BEST_FILE, HEAD_DIR, RUN_FILES, RunDamagedError,  # noqa: F401 (API)
+                                     RunExistsError, RunMismatchError, RunState, best_from_history, best_record,
+                                     check_record, clear_run, columns, is_finished, model_problem, open_run,
+                                     read_history, read_history_rows, run_record, save_best, weights_finite,
+                                     write_run_files)
 from inception_keras.spec import NetworkSpec, SpecError
 
 OPTIMIZERS = ("sgd", "adam")
@@ -245,12 +246,14 @@ def train(spec: NetworkSpec, data: DataSplits, out_dir: str | Path | None = None
     finished epoch; the backup, history and best.keras it relies on are checked first (a damaged
     best.keras is removed and rewritten by the next epoch, a damaged backup falls back to the one
     before it). A resumed run must be the same run: another spec, input size, dataset, class
-    names, starting weights, freeze mode or recipe is refused (RunMismatchError naming the
-    difference) before anything is touched. Only `config.epochs` (to stop earlier, or train longer
+    names, starting weights (path or content), freeze mode or recipe is refused (RunMismatchError
+    naming the difference) before anything is touched; a directory where no epoch finished has
+    nothing to resume and takes the new run. The record is written once the run has started. Only `config.epochs` (to stop earlier, or train longer
     than first planned; an epoch count already reached finishes the run at once) and
     `config.early_stopping_patience` may change. A finished run (summary.json written) raises
     RunExistsError: it keeps no optimizer state to continue from. `overwrite=True` removes the
-    run's files (finished or interrupted) and starts afresh.
+    run's files (finished or interrupted) and starts afresh; it removes nothing from a directory
+    that holds anything a run does not write, or no run.json (NotOursError naming the file).
 
     Args:
         spec, data: the network (its class count must be the dataset's) and the data.
@@ -307,7 +310,7 @@ def _train(spec: NetworkSpec, data: DataSplits, run_dir: Path | None, out_dir, c
     if run_dir is not None and chief:
         record = run_record(spec, data, config, weights)
         with local_only():  # it may load best.keras: in this process alone
-            state = open_run(run_dir, record, spec, data.class_names, overwrite, config.epochs, monitor_name(spec))
+            state = open_run(run_dir, record, overwrite, config.epochs, monitor_name(spec))
     distribution.barrier("run directory opened")
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
@@ -325,6 +328,8 @@ def _train(spec: NetworkSpec, data: DataSplits, run_dir: Path | None, out_dir, c
                 print(f"{weights}: {report.describe()}")
         apply_freeze(model, config.freeze)
         compile_model(model, spec, config, steps)
+    if run_dir is not None and chief:
+        write_run_files(run_dir, record, spec, data.class_names)
     note = precision_note(config.precision)
     if chief and note:
         print(f"note: {note}")
@@ -387,19 +392,22 @@ def fine_tune(spec: NetworkSpec, data: DataSplits, out_dir: str | Path, config: 
     best model and trains everything but batch norm (still in inference mode) at
     `fine_tune_learning_rate` (default a tenth of phase 1's). Phase 1 writes to `out_dir/head`
     when there is a phase 2, which writes to `out_dir`; rerun the same call to resume either
-    (each phase is a run directory as `train` describes). `out_dir` is locked throughout;
-    `overwrite` removes both phases' files and starts afresh.
+    (each phase is a run directory as `train` describes; a finished phase 1 is checked to have
+    been started with the same weights file, path and content, spec, data and recipe before phase 2
+    resumes). `out_dir` is locked throughout; `overwrite` removes both phases' files and starts afresh.
     """
     _check_inputs(spec, data, config)
     out_dir = Path(out_dir)
-    head_dir = out_dir / "head" if fine_tune_epochs else out_dir
+    head_dir = out_dir / HEAD_DIR if fine_tune_epochs else out_dir
     first = dataclasses.replace(config, freeze="base")
     with DirectoryLock(out_dir, what="training run"):
         if overwrite:
-            clear_run(out_dir, also=("head",))
+            clear_run(out_dir)
         if not fine_tune_epochs:
             return _train(spec, data, out_dir, out_dir, first, None, verbose, weights)
-        if not is_finished(head_dir):
+        if is_finished(head_dir):  # phase 1 is done: it must be this run's, started from these weights
+            check_record(head_dir, run_record(spec, data, first, weights))
+        else:
             train(spec, data, head_dir, first, verbose=verbose, weights=weights)
         rate = fine_tune_learning_rate or (config.learning_rate or (0.01 if config.optimizer == "sgd" else 1e-3)) / 10
         second = dataclasses.replace(config, freeze="batch_norm", epochs=fine_tune_epochs, learning_rate=rate)

@@ -59,7 +59,8 @@ def cmd_search(args) -> int:
         raise CommandError(str(error)) from None
     space = get_space(args.space).with_budget(args.budget_params, args.budget_macs)
     base = space.base.with_input_size(args.input_size) if args.input_size else space.base
-    data = load_data_or_exit(args.dataset, args.data_dir, download=not args.no_download)
+    data = load_data_or_exit(args.dataset, args.data_dir, download=not args.no_download,
+                             max_image_pixels=args.max_image_pixels)
     space = space.with_base(fit_classes(base, data))
     try:
         run_search(space, data, args.dir, tuner=args.tuner, max_trials=args.max_trials, epochs=args.epochs,
@@ -121,7 +122,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_train_arguments(parser)
     parser.set_defaults(epochs=3)
     parser.add_argument("--dir", type=_non_empty, default="runs/search", help="search directory (run again to resume)")
-    parser.add_argument("--overwrite", action="store_true", help="start afresh, deleting the search in --dir")
+    parser.add_argument("--overwrite", action="store_true", help="start afresh, deleting the search in --dir (only a "
+                        "search's own files; anything else there is refused)")
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--distribute", choices=("none", "mirrored"), default="none",
                         help="mirrored: train each trial with tf.distribute.MirroredStrategy over all local devices "

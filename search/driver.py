@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import socket
 import threading
 import time
@@ -22,6 +21,7 @@ from inception_keras.data import DataSplits, require_classes, training_pipelines
 from inception_keras.atomic import atomic_write_text
 from inception_keras.errors import error_text
 from inception_keras.locking import DirectoryLock
+from inception_keras.owned import clear_owned, temporaries
 from inception_keras.serialize import CLASS_NAMES_FILE, read_class_names, write_class_names
 from inception_keras.train import TrainConfig, output_names, precision_note
 
@@ -31,6 +31,11 @@ from search.space import SearchSpace
 
 CHIEF_ID = "chief"
 RESULT_FILES = ("results.json", "results.csv", "pareto.png", "best_spec.yaml", "space.json", "class_names.txt")
+SEARCH_TREE = {  # what a search writes (inception_keras.owned): --overwrite removes these and nothing else
+    **{name: None for name in RESULT_FILES}, **temporaries(*RESULT_FILES),
+    "records": {"trial_*.json": None, ".trial_*.json.*": None},
+    "kt": {"*.json": None, "trial_*": {"*.json": None, "checkpoint*": None}},  # KerasTuner's project
+}
 CHIEF_WAIT_SECONDS = 300.0
 TUNER_ID = re.compile(r"[A-Za-z0-9_.-]+")
 FAILURES = re.compile(r"Number of consecutive failures exceeded the limit of (\d+)")
@@ -144,12 +149,9 @@ def _prepare_directory(directory: Path) -> None:
 
 
 def _clear(directory: Path) -> None:
-    """Remove our records and results (KerasTuner deletes its own project, kt/)."""
+    """Remove what a search wrote in `directory` (SEARCH_TREE), refusing a directory that holds anything else."""
     try:
-        if (directory / "records").exists():
-            shutil.rmtree(directory / "records")
-        for name in RESULT_FILES:
-            (directory / name).unlink(missing_ok=True)
+        clear_owned(directory, SEARCH_TREE, "space.json", "search")
     except OSError as error:
         raise SearchError(f"cannot clear the search in {directory} for --overwrite: {error.strerror or error} "
                           f"({error.filename})") from None

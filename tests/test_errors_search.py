@@ -247,3 +247,24 @@ def test_a_trial_record_that_cannot_be_written_ends_the_search(tmp_path):
         recorder._write_record({"trial_id": "00"})
     assert isinstance(info.value.error, SearchError)
     assert str(info.value.error).startswith(f"cannot write the trial record {tmp_path / 'records' / 'trial_00.json'}")
+
+
+def test_overwrite_removes_only_what_a_search_wrote(tmp_path):
+    from inception_keras.owned import NotOursError
+
+    ours = ["space.json", "class_names.txt", "results.json", "pareto.png", ".results.csv.x1", "records/trial_0.json",
+            "records/.trial_1.json.ab12", "kt/oracle.json", "kt/tuner0.json", "kt/trial_0/trial.json",
+            "kt/trial_0/checkpoint.weights.h5", ".lock"]
+    for name in ours + ["kt/trial_0/thesis.tex"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    with pytest.raises(NotOursError, match=rf"{tmp_path / 'kt' / 'trial_0' / 'thesis.tex'}, which no search writes"):
+        driver._clear(tmp_path)
+    assert (tmp_path / "records" / "trial_0.json").exists() and (tmp_path / "kt" / "trial_0" / "thesis.tex").exists()
+    (tmp_path / "kt" / "trial_0" / "thesis.tex").unlink()
+    driver._clear(tmp_path)
+    assert [path.name for path in tmp_path.iterdir()] == [".lock"]
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records" / "trial_0.json").write_text("x")
+    with pytest.raises(NotOursError, match=r"holds .*records but no space.json"):
+        driver._clear(tmp_path)

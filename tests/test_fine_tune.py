@@ -1,5 +1,8 @@
 """Transfer learning on the embedded digits: a base trained on the ten digits, a new 2-class head for parity."""
 
+import shutil
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -85,3 +88,43 @@ def test_without_aux_heads_and_refusals(digit_base, parity_folder, tmp_path, cap
     missing = str(tmp_path / "nothing.pth")
     assert main(["train", "googlenet_mini", "--weights", missing, "--out", str(tmp_path / "y")]) == 2
     assert "--weights: " in capsys.readouterr().err
+
+
+def test_overwrite_of_a_folder_not_ours_deletes_nothing(digit_base, tmp_path, capsys):
+    """The user's files in folders named like a run's (backup, logs, head) survive --overwrite, which is refused."""
+    folder = tmp_path / "P"
+    for name in ("backup/thesis.tex", "logs/app.log", "head/notes.md"):
+        (folder / name).parent.mkdir(parents=True)
+        (folder / name).write_text("mine")
+    args = ["train", "googlenet_mini", "--weights", str(digit_base), "--freeze", "--epochs", "1",
+            "--fine-tune-epochs", "1", "--out", str(folder), "--overwrite"]
+    assert main(args) == 2
+    assert f"error: --overwrite refused: {folder} holds {folder / 'backup' / 'thesis.tex'}, which no training run " \
+           f"writes" in capsys.readouterr().err
+    assert sorted(path.name for path in folder.rglob("*.*")) == ["app.log", "notes.md", "thesis.tex"]
+
+
+def test_phase_two_resumes_only_with_the_weights_phase_one_started_from(digit_base, parity_folder, tmp_path):
+    """A finished phase 1 is checked against the weights file (path and content) before phase 2 starts or resumes."""
+    from inception_keras.run_dir import run_record, write_run_files
+    from inception_keras.train import RunMismatchError, fine_tune
+
+    data = load_data(f"folder:{parity_folder}")
+    spec = get_spec("googlenet_mini").with_classes(2)
+    config = TrainConfig(epochs=1, optimizer="adam", ema=False)
+    started_from = tmp_path / "base.keras"
+    shutil.copyfile(digit_base, started_from)
+    head = tmp_path / "run" / "head"
+    head.mkdir(parents=True)
+    write_run_files(head, run_record(spec, data, replace(config, freeze="base"), started_from), spec, data.class_names)
+    (head / "summary.json").write_text("{}")  # phase 1 finished
+    other = tmp_path / "other.keras"
+    shutil.copyfile(digit_base, other)
+    with pytest.raises(RunMismatchError, match=rf"^{head} was started with weights \"{started_from}\"; this run asks "
+                                               rf"for \"{other}\""):
+        fine_tune(spec, data, tmp_path / "run", config, other, fine_tune_epochs=1)
+    with open(started_from, "ab") as handle:
+        handle.write(b"changed")  # the same path, other bytes
+    with pytest.raises(RunMismatchError, match=rf"^{head} was started with weights_sha256 \"[0-9a-f]{{64}}\"; "):
+        fine_tune(spec, data, tmp_path / "run", config, started_from, fine_tune_epochs=1)
+    assert sorted(path.name for path in (tmp_path / "run").iterdir()) == ["head"]

@@ -20,8 +20,10 @@ from inception_keras.cli import main
 from inception_keras.data import load_data
 from inception_keras.errors import UserError
 from inception_keras.locking import LOCK_FILE, DirectoryInUseError, DirectoryLock, LockError
+from inception_keras.owned import NotOursError
 from inception_keras.pretrained.convert import load_keras_model
-from inception_keras.train import (RUN_FILES, RunDamagedError, RunMismatchError, TrainConfig, TrainingDivergedError,
+from inception_keras.run_dir import check_record, run_record
+from inception_keras.train import (RunDamagedError, RunMismatchError, TrainConfig, TrainingDivergedError,
                                    best_record, clear_run, read_history, read_history_rows, train)
 
 SCRIPTS = Path(__file__).parent / "scripts"
@@ -201,13 +203,72 @@ def test_overwrite_starts_an_interrupted_run_afresh(run, data):
     assert_finished_with_loadable_best(run, result)
 
 
-def test_clear_run_removes_the_run_files_only(tmp_path):
-    for name in RUN_FILES + ("head",):
-        (tmp_path / name).mkdir() if name in ("backup", "logs", "head") else (tmp_path / name).write_text("x")
-    (tmp_path / "notes.txt").write_text("mine")
-    (tmp_path / ".history.csv.ab12").write_text("cut")
-    clear_run(tmp_path, also=("head",))
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]
+RUN_LAYOUT = ("run.json", "spec.yaml", "class_names.txt", "history.csv", "best.keras", "summary.json",
+              ".best.keras.ab12.keras", "backup/latest.weights.h5", "backup/training_metadata.json.bkp",
+              "backup/.latest.weights.h5.x1.weights.h5", "logs/train/events.out.tfevents.1.vm.1.0.v2",
+              "logs/validation/events.out.tfevents.2.vm.1.1.v2", LOCK_FILE)
+
+
+def lay_out(folder, names):
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("x")
+    return folder
+
+
+def listing(folder):
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+def test_overwrite_clears_a_run_and_its_fine_tuning_head_leaving_the_lock(tmp_path):
+    lay_out(tmp_path, RUN_LAYOUT + tuple(f"head/{name}" for name in RUN_LAYOUT if name != LOCK_FILE))
+    clear_run(tmp_path)
+    assert listing(tmp_path) == [LOCK_FILE]
+    clear_run(tmp_path / "never-made")  # nothing to clear
+
+
+@pytest.mark.parametrize("foreign", ["notes.md", "backup/thesis.tex", "logs/app.log", "logs/train/notes.txt",
+                                     "head/notes.md", "head/backup/thesis.tex", "best.keras/model.keras"])
+def test_overwrite_refuses_a_run_directory_holding_anything_a_run_does_not_write(tmp_path, foreign):
+    folder_for_a_file = foreign.startswith("best.keras/")
+    names = [name for name in RUN_LAYOUT if name != "best.keras" or not folder_for_a_file]
+    lay_out(tmp_path, names + [f"head/{name}" for name in ("run.json", "best.keras")] + [foreign])
+    named = tmp_path / ("best.keras" if folder_for_a_file else foreign)
+    before = listing(tmp_path)
+    with pytest.raises(NotOursError, match=rf"^--overwrite refused: {tmp_path} holds {named}, which no "
+                                           rf"training run writes; --overwrite removes only what a training run "
+                                           rf"wrote there"):
+        clear_run(tmp_path)
+    assert listing(tmp_path) == before
+
+
+def test_overwrite_refuses_our_names_without_run_json_and_symbolic_links(tmp_path):
+    lay_out(tmp_path / "plain", ["history.csv", "logs/train/events.out.tfevents.1"])
+    with pytest.raises(NotOursError, match=r"holds .*plain/history.csv but no run.json, so it cannot be told"):
+        clear_run(tmp_path / "plain")
+    lay_out(tmp_path / "headless", ["run.json", "head/best.keras"])
+    with pytest.raises(NotOursError, match=r"holds .*headless/head/best.keras but no run.json"):
+        clear_run(tmp_path / "headless")
+    lay_out(tmp_path / "mine", ["thesis.tex"])
+    lay_out(tmp_path / "linked", ["run.json"]).joinpath("backup").symlink_to(tmp_path / "mine")
+    with pytest.raises(NotOursError, match=r"holds .*linked/backup, which no training run writes"):
+        clear_run(tmp_path / "linked")
+    assert listing(tmp_path / "plain") == ["history.csv", "logs", "logs/train", "logs/train/events.out.tfevents.1"]
+    assert (tmp_path / "mine" / "thesis.tex").exists() and (tmp_path / "headless" / "head" / "best.keras").exists()
+
+
+def test_a_start_refused_before_its_first_epoch_writes_no_record_to_refuse_the_corrected_one(data, run, tmp_path):
+    out = tmp_path / "refused"
+    (tmp_path / "junk.pth").write_bytes(b"\x80\x02junk")
+    with pytest.raises(UserError, match="junk.pth"):
+        train(tiny_spec(), data, out, CONFIG, verbose=0, weights=tmp_path / "junk.pth")
+    assert listing(out) == []
+    lay_out(out, ["run.json", "spec.yaml"])  # a record an older version wrote before such a refusal ...
+    shutil.copyfile(run / "run.json", out / "run.json")
+    record = run_record(tiny_spec(32), data, CONFIG, None)
+    check_record(out, record)  # ... is no reason to refuse: no epoch finished there
+    with pytest.raises(RunMismatchError, match=r"input_shape \[24, 24, 3\]; this run asks for \[32, 32, 3\]"):
+        check_record(run, record)
 
 
 def test_nan_loss_stops_with_a_user_error_and_leaves_the_last_good_state(run, data):
