@@ -1,10 +1,16 @@
 """inception_keras: declarative Inception networks (GoogLeNet and variants) for Keras 3.
 
 Spec -> cost | builder -> model -> train | export. Importing this package does not
-import Keras; `build_model` and `inference_model` load it on first use. It does set
+import Keras (5-9 s; the package alone takes 0.1 s); `build_model` and `inference_model` load it on first
+use. It registers its layers with Keras as soon as Keras is loaded, before or after this package, so
+`keras.saving.load_model` reads every `.keras` file of ours. It also sets
 TF_ENABLE_ONEDNN_OPTS=1 where that is unset and TensorFlow not yet imported: on x86 CPUs without
 AVX-512 VNNI/BF16 or AMX, TensorFlow would run its slower Eigen kernels (`inception_keras.cpu`).
 """
+
+import importlib
+import importlib.util
+import sys
 
 from inception_keras.cost import network_cost, validate
 from inception_keras.cpu import prefer_onednn
@@ -14,6 +20,46 @@ from inception_keras.spec import (AuxHeadSpec, ConvSpec, HeadSpec, InceptionSpec
                                   SpecError, StageSpec)
 
 prefer_onednn()  # before anything imports TensorFlow
+
+LAYER_MODULES = ("inception_keras.batch_norm", "inception_keras.lrn", "inception_keras.input_conversion")
+
+
+def _register_layers() -> None:
+    for module in LAYER_MODULES:
+        importlib.import_module(module)
+
+
+class _RegisterAfterKeras:
+    """A `sys.meta_path` finder that lets the normal finders locate `keras` and then registers our layers right
+    after Keras' own module has run (Keras looks custom layers up in its registry only, so they must be
+    registered before a file is loaded; there is no lazy lookup to hook)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "keras":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            load = spec.loader.exec_module
+
+            def exec_module(module):
+                load(module)
+                _register_layers()
+
+            spec.loader.exec_module = exec_module
+        return spec
+
+
+def _register_with_keras() -> None:
+    """Register LocalResponseNormalization, InputConversion and the former batch-norm name with Keras: now if
+    Keras is loaded, else the moment it is (without importing it: that costs seconds)."""
+    if "keras" in sys.modules:
+        _register_layers()
+    elif not any(isinstance(finder, _RegisterAfterKeras) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterAfterKeras())
+
+
+_register_with_keras()
 
 __version__ = "0.1.0"
 

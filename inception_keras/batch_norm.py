@@ -10,18 +10,27 @@ inference TensorFlow's graph optimizer folds it into the preceding convolution).
 statistics are updated exactly as Keras does (the batch variance without Bessel's correction).
 Everything else — other backends (JAX: XLA fuses the stock ops), masks, renorm, synchronized
 statistics, float64, tiny epsilons — goes through the stock `call`.
+
+A model saves this layer as `keras.layers.BatchNormalization`, so its `.keras` file loads with Keras
+alone (into the stock layer); `use_fused_kernel` switches a loaded model's stock batch norms back to
+this class. Earlier versions saved it as `inception_keras>BatchNormalization`; this module registers
+that name, so their files still load.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import keras
 from keras import ops
+from keras.src import api_export
 
 FUSED_DTYPES = ("float16", "bfloat16", "float32")
 MIN_FUSED_EPSILON = 1.001e-5  # FusedBatchNorm raises smaller epsilons to this
+STOCK_NAME = "keras.layers.BatchNormalization"
+FORMER_NAME = "inception_keras>BatchNormalization"  # what earlier versions saved
 
 
-@keras.saving.register_keras_serializable(package="inception_keras")
 class BatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` (same arguments, weights and outputs), fused on TensorFlow."""
 
@@ -51,3 +60,25 @@ class BatchNormalization(keras.layers.BatchNormalization):
                 and self.axis in (-1, 3) and not self.renorm and not self.synchronized
                 and self.epsilon >= MIN_FUSED_EPSILON
                 and keras.backend.standardize_dtype(inputs.dtype) in FUSED_DTYPES)
+
+
+# Keras saves a class under its public API name where this table has one (module `keras.layers`, no registered
+# name) and loads that name as the stock class; the fused kernel is not part of the saved model.
+api_export.REGISTERED_OBJS_TO_NAMES[BatchNormalization] = STOCK_NAME
+keras.saving.get_custom_objects()[FORMER_NAME] = BatchNormalization
+
+
+def _all_layers(model) -> Iterator[keras.layers.Layer]:
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def use_fused_kernel(model: keras.Model) -> keras.Model:
+    """`model` with each stock `keras.layers.BatchNormalization` (nested models included) switched in place to
+    this subclass, which adds no state: the same layer, weights and config, computed with the fused kernel."""
+    for layer in _all_layers(model):
+        if type(layer) is keras.layers.BatchNormalization:
+            layer.__class__ = BatchNormalization
+    return model

@@ -1,11 +1,14 @@
 """The fused batch norm is Keras' BatchNormalization with another kernel: same weights, outputs, updates, gradients."""
 
+import json
+import zipfile
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from inception_keras.batch_norm import BatchNormalization
+from inception_keras.batch_norm import BatchNormalization, use_fused_kernel
 
 
 def pair(rng, shape, dtype, scale, **kwargs):
@@ -57,11 +60,28 @@ def test_what_cannot_be_fused_takes_the_stock_path():
     np.testing.assert_allclose(fused(x64, training=True), stock(x64, training=True), atol=1e-12)
 
 
-def test_it_saves_and_loads_as_a_registered_layer(tmp_path):
+def test_it_saves_as_the_stock_layer_and_our_loader_fuses_it_again(tmp_path):
     from inception_keras import build_model, get_spec
+    from inception_keras.pretrained.convert import load_keras_model
 
     model = build_model(get_spec("googlenet_mini"))
     assert type(model.get_layer("conv1_bn")) is BatchNormalization
     model.save(tmp_path / "m.keras")
-    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
-    assert type(loaded.get_layer("conv1_bn")) is BatchNormalization
+    layers = json.loads(zipfile.ZipFile(tmp_path / "m.keras").read("config.json"))["config"]["layers"]
+    saved = {(layer["module"], layer["class_name"], layer["registered_name"]) for layer in layers
+             if layer["config"]["name"] == "conv1_bn"}
+    assert saved == {("keras.layers", "BatchNormalization", None)}
+    assert type(keras.saving.load_model(tmp_path / "m.keras").get_layer("conv1_bn")) is keras.layers.BatchNormalization
+    norms = [layer for layer in load_keras_model(tmp_path / "m.keras").layers if layer.name.endswith("_bn")]
+    assert norms and all(type(layer) is BatchNormalization for layer in norms)
+
+
+def test_use_fused_kernel_reaches_nested_models_and_keeps_subclasses():
+    class Custom(keras.layers.BatchNormalization):
+        pass
+
+    inner = keras.Sequential([keras.Input((4, 4, 2)), keras.layers.BatchNormalization(), Custom()])
+    outer = keras.Sequential([keras.Input((4, 4, 2)), inner, keras.layers.BatchNormalization()])
+    assert use_fused_kernel(outer) is outer
+    assert [type(layer) for layer in (*inner.layers, outer.layers[-1])] == [BatchNormalization, Custom,
+                                                                            BatchNormalization]

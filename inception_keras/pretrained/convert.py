@@ -99,15 +99,16 @@ def read_source(path: str | Path) -> SourceWeights:
 
 
 def load_keras_model(path: str | Path):
-    """A `.keras` file, loaded with `safe_mode=True` (our registered layers are imported first)."""
+    """A `.keras` file, loaded with `safe_mode=True`, its batch norms computed with our fused kernel (importing
+    Keras registers our layers: see `inception_keras`)."""
     import keras
 
-    import inception_keras.builder  # noqa: F401  (registers LocalResponseNormalization, InputConversion)
+    from inception_keras.batch_norm import use_fused_kernel
 
     try:
         with warnings.catch_warnings():  # a mixed_float16 model's loss-scaling state is not needed to use it
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-            return keras.saving.load_model(path, safe_mode=True)
+            return use_fused_kernel(keras.saving.load_model(path, safe_mode=True))
     except Exception as error:  # Keras raises many types for damaged or foreign files
         raise WeightsError(f"{path}: cannot load this .keras model: {' '.join(str(error).split())[:300]}") from None
 

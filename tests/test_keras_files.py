@@ -1,0 +1,83 @@
+"""`.keras` files load where the README says: with Keras alone where every layer is stock (batch norm too), after
+`import inception_keras` where a layer is ours (LRN, input conversion), and files of earlier versions still do."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from inception_keras import build_model
+from inception_keras.batch_norm import BatchNormalization
+from inception_keras.pretrained.convert import load_keras_model
+from inception_keras.spec import ConvSpec, HeadSpec, InceptionSpec, LRNSpec, NetworkSpec, PoolSpec, StageSpec
+
+FIXTURE = Path(__file__).parent / "fixtures" / "keras" / "tiny_bn_lrn"  # written by the previous file format
+
+
+def tiny_spec(with_our_layers: bool) -> NetworkSpec:
+    """The fixture's network (README there); without LRN and input conversion, every layer is stock Keras."""
+    lrn = (LRNSpec(size=3, alpha=1e-2),) if with_our_layers else ()
+    return NetworkSpec(
+        name="tiny_bn_lrn", input_shape=(16, 16, 3), input_conversion="caffe" if with_our_layers else "none",
+        normalization="batch_norm", stem=(ConvSpec(4, 3, 2), *lrn, PoolSpec("max", 3, 2)),
+        stages=(StageSpec("3", (InceptionSpec(2, 0, 3, 0, 3, 2),)),), head=HeadSpec(dropout=0.0, classes=3))
+
+
+def saved_with_outputs(spec: NetworkSpec, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Save a freshly built model of `spec` (batch-norm statistics away from 0 and 1); its inputs and outputs."""
+    model = build_model(spec)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if layer.name.endswith("_bn"):
+            layer.set_weights([rng.uniform(0.5, 2.0, w.shape) for w in layer.weights])
+    model.save(path)
+    inputs = rng.uniform(-1, 1, (2, *spec.input_shape)).astype("float32")
+    return inputs, np.asarray(model(inputs, training=False))
+
+
+def run_child(code: str, *args) -> None:
+    """`code` in a fresh interpreter, with `args` as sys.argv[1:]; fails the test with its stderr's tail."""
+    result = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+LOAD_AND_PREDICT = """
+import numpy as np
+def predict(model_path, inputs_path, out_path):
+    model = keras.saving.load_model(model_path, safe_mode=True)
+    np.save(out_path, np.asarray(model(np.load(inputs_path), training=False)))
+    return model
+"""
+
+
+def test_a_stock_layer_model_loads_with_keras_alone(tmp_path):
+    inputs, expected = saved_with_outputs(tiny_spec(with_our_layers=False), tmp_path / "bn.keras")
+    np.save(tmp_path / "inputs.npy", inputs)
+    run_child("import sys\nsys.modules['inception_keras'] = None  # importing it would fail\nimport keras\n"
+              + LOAD_AND_PREDICT + "model = predict(*sys.argv[1:])\n"
+              "assert type(model.get_layer('conv1_bn')) is keras.layers.BatchNormalization\n",
+              tmp_path / "bn.keras", tmp_path / "inputs.npy", tmp_path / "out.npy")
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_our_layers_load_after_importing_the_package_and_so_do_earlier_files(tmp_path):
+    inputs, expected = saved_with_outputs(tiny_spec(with_our_layers=True), tmp_path / "lrn.keras")
+    np.save(tmp_path / "inputs.npy", inputs)
+    recorded = np.load(f"{FIXTURE}.npz")
+    np.save(tmp_path / "fixture_inputs.npy", recorded["inputs"])
+    run_child("import sys\nimport inception_keras\nassert 'keras' not in sys.modules\nimport keras\n"
+              + LOAD_AND_PREDICT + "predict(*sys.argv[1:4])\npredict(*sys.argv[4:])\n",
+              tmp_path / "lrn.keras", tmp_path / "inputs.npy", tmp_path / "out.npy",
+              f"{FIXTURE}.keras", tmp_path / "fixture_inputs.npy", tmp_path / "fixture_out.npy")
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "fixture_out.npy"), recorded["predictions"], rtol=1e-5, atol=1e-6)
+
+
+def test_an_earlier_file_loads_with_its_recorded_outputs_and_the_fused_kernel():
+    recorded = np.load(f"{FIXTURE}.npz")
+    for model in (load_keras_model(f"{FIXTURE}.keras"), keras.saving.load_model(f"{FIXTURE}.keras", safe_mode=True)):
+        assert type(model.get_layer("conv1_bn")) is BatchNormalization
+        np.testing.assert_allclose(model(recorded["inputs"], training=False), recorded["predictions"],
+                                   rtol=1e-5, atol=1e-6)
