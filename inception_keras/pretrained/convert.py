@@ -7,6 +7,7 @@ naming the tensor, never a half-loaded model.
 
 from __future__ import annotations
 
+import stat
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -58,8 +59,12 @@ def detect_source(path: str | Path) -> str:
     name = path.name.lower()
     if path.is_dir() or name.endswith(".index") or Path(f"{path}.index").exists() or ".data-" in name:
         return "slim"
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such file")
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        raise WeightsError(f"{path}: {'no such file' if not path.exists() else error.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise WeightsError(f"{path}: not a regular file (a device, FIFO or socket cannot be a weights file)")
     with path.open("rb") as handle:
         head = handle.read(4)
         handle.seek(max(path.stat().st_size - 8, 0))

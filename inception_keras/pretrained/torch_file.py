@@ -23,6 +23,7 @@ import math
 import os
 import pickle
 import pickletools
+import stat
 import struct
 import zipfile
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
@@ -595,6 +596,8 @@ def _tensor_refs(obj: Any, source: str) -> OrderedDict[str, _TensorRef]:
 
 def _sniff(source: str) -> str:
     """``"zip"`` or ``"legacy"`` from the file's first bytes; anything else is refused with a hint."""
+    if not stat.S_ISREG(os.stat(source).st_mode):
+        raise WeightsError(f"cannot read {source}: not a regular file")
     with open(source, "rb") as file:
         head = file.read(512)
     if not head:
