@@ -80,8 +80,8 @@ def test_keras_save_and_safe_load_give_equal_outputs(name, tmp_path):
     model.save(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
     after = loaded.predict(x, verbose=0)
-    for key in before:
-        np.testing.assert_array_equal(before[key], after[key])
+    for key in before:  # batch norm loads as the stock layer: the same function, another kernel
+        np.testing.assert_allclose(before[key], after[key], rtol=1e-5, atol=1e-7)
 
 
 LRN_SETTINGS = [(5, 0.75), (3, 0.5), (1, 1.0), (7, 0.6)]
