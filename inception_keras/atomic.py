@@ -37,6 +37,15 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
         Path(tmp).unlink(missing_ok=True)
 
 
+def blocking_file(path: str | os.PathLike) -> Path | None:
+    """The nearest existing path above `path` when it is not a directory (a file: `atomic_path` cannot create
+    `path` under it), found before any work is done; else None."""
+    parent = Path(path).parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return None if parent.is_dir() else parent
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:

@@ -12,6 +12,7 @@ from pathlib import Path
 from inception_keras.cli_common import (CommandError, add_spec_arguments, fraction, non_negative_int, positive_float,
                                         positive_int, spec_from_args)
 from inception_keras.distribute import BACKENDS, DEFAULT_COORDINATOR, DEFAULT_PORT
+from inception_keras.image_header import MAX_IMAGE_PIXELS
 
 DEMO_EPOCHS = 20
 DEMO_LEARNING_RATE = 0.05
@@ -23,6 +24,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                              "offline sklearn_digits")
     parser.add_argument("--data-dir", help="tfds data directory (default: tfds' own, ~/tensorflow_datasets)")
     parser.add_argument("--no-download", action="store_true", help="never download; fail at once if not prepared")
+    parser.add_argument("--max-image-pixels", type=positive_int, default=MAX_IMAGE_PIXELS, metavar="N",
+                        help="folder:PATH: refuse, before decoding, an image of more pixels (default %(default)s, "
+                             "Pillow's decompression-bomb bound)")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,11 +55,12 @@ def train_config_from_args(args):
                        precision=args.precision, jit=args.jit)
 
 
-def load_data_or_exit(dataset: str, data_dir: str | None, download: bool = True):
+def load_data_or_exit(dataset: str, data_dir: str | None, download: bool = True,
+                      max_image_pixels: int = MAX_IMAGE_PIXELS):
     from inception_keras.data import DataError, load_data
 
     try:
-        return load_data(dataset, data_dir, download=download)
+        return load_data(dataset, data_dir, download=download, max_image_pixels=max_image_pixels)
     except DataError as error:
         raise CommandError(str(error)) from None
 
@@ -128,7 +133,8 @@ def cmd_train(args) -> int:
         print(f"distributed training: {distribution.describe()}; batch size {args.batch_size} is the global batch")
     if not distribution.is_chief:
         distribution.barrier("data prepared")  # process 0 prepares a tfds dataset first
-    data = load_data_or_exit(args.dataset, args.data_dir, download=not args.no_download)
+    data = load_data_or_exit(args.dataset, args.data_dir, download=not args.no_download,
+                             max_image_pixels=args.max_image_pixels)
     if distribution.is_chief:
         distribution.barrier("data prepared")
     spec = fit_classes(spec, data, keep=bool(args.classes))

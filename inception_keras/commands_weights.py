@@ -8,24 +8,28 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from inception_keras.atomic import atomic_path
+from inception_keras.atomic import atomic_path, blocking_file
 from inception_keras.cli_common import CommandError, error_text, positive_int
+from inception_keras.image_header import MAX_IMAGE_PIXELS, image_problem
 
 IMAGENET_CROP = 0.875  # 224 of 256: the central crop torchvision, TF-slim and Caffe evaluate on
 
 
 def cmd_weights_import(args) -> int:
-    import numpy as np
-
     from inception_keras.builder import build_model
     from inception_keras.cost import network_cost
     from inception_keras.pretrained import WeightsError
-    from inception_keras.pretrained.convert import SOURCE_NAMES, load_keras_model, load_weights, read_source
+    from inception_keras.pretrained.convert import SOURCE_NAMES, load_weights, read_source
     from inception_keras.pretrained.convert import source_spec
 
     out = Path(args.out)
     if out.suffix != ".keras":
         raise CommandError(f"--out {out}: the file name must end in .keras")
+    if out.is_dir():
+        raise CommandError(f"--out {out} is a directory; --overwrite replaces only a file")
+    blocked = blocking_file(out)
+    if blocked is not None:
+        raise CommandError(f"--out {out}: {blocked} is not a directory")
     if out.exists() and not args.overwrite:
         raise CommandError(f"{out} exists; give another --out, or --overwrite")
     try:
@@ -43,6 +47,23 @@ def cmd_weights_import(args) -> int:
     except WeightsError as error:
         raise CommandError(str(error)) from None
     print(report.describe())
+    try:
+        diff = _save_checked(model, spec, out)
+    except OSError as error:
+        raise CommandError(f"cannot write {out}: {error.strerror or error_text(error)}") from None
+    cost = network_cost(spec)
+    print(f"wrote {out} ({out.stat().st_size:,} bytes; {cost.total_params:,} params); reloaded with "
+          f"safe_mode=True: max abs diff {diff:.1e}. It takes RGB in [-1, 1] "
+          f"(inception_keras.applications.preprocess_input); try `inception-keras predict {out} IMAGE`")
+    return 0
+
+
+def _save_checked(model, spec, out: Path) -> float:
+    """Save `model` to `out` (atomically) once a reload of the saved file gives its outputs; the max abs diff."""
+    import numpy as np
+
+    from inception_keras.pretrained.convert import load_keras_model
+
     with atomic_path(out, suffix=".keras") as tmp:
         model.save(tmp)
         x = np.random.default_rng(0).uniform(-1, 1, size=(2, *spec.input_shape)).astype("float32")
@@ -53,22 +74,22 @@ def cmd_weights_import(args) -> int:
         diff = float(np.abs(np.asarray(before) - np.asarray(after)).max())
         if not diff <= 1e-6:
             raise CommandError(f"{out}: the saved model reloads with different outputs (max abs diff {diff:.2e})")
-    cost = network_cost(spec)
-    print(f"wrote {out} ({out.stat().st_size:,} bytes; {cost.total_params:,} params); reloaded with "
-          f"safe_mode=True: max abs diff {diff:.1e}. It takes RGB in [-1, 1] "
-          f"(inception_keras.applications.preprocess_input); try `inception-keras predict {out} IMAGE`")
-    return 0
+    return diff
 
 
-def load_image(path: str, crop: float):
-    """An image file as uint8 RGB [1, H, W, 3], centrally cropped to `crop` of each side."""
+def load_image(path: str, crop: float, max_pixels: int):
+    """An image file as uint8 RGB [1, H, W, 3], centrally cropped to `crop` of each side; refused before it is
+    decoded when its header is not read or claims more than `max_pixels` pixels."""
     import tensorflow as tf
 
     try:
         data = tf.io.read_file(path)
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        problem = image_problem(data.numpy(), max_pixels)
+        image = None if problem else tf.io.decode_image(data, channels=3, expand_animations=False)
     except (tf.errors.OpError, ValueError) as error:
-        raise CommandError(f"{path}: cannot read this image: {error_text(error)}") from None
+        problem = error_text(error)
+    if problem is not None:
+        raise CommandError(f"{path}: cannot read this image: {problem}")
     if crop < 1.0:
         image = tf.image.central_crop(image, crop)
     return image[None]
@@ -78,16 +99,19 @@ def cmd_predict(args) -> int:
     import numpy as np
 
     from inception_keras.data import to_model_input
-    from inception_keras.export import ExportError, load_run
+    from inception_keras.export import ExportError, image_input_shape, load_run
 
     try:
         model, _, class_names = load_run(args.model)
     except ExportError as error:
         raise CommandError(str(error)) from None
-    height, width, channels = model.input_shape[1:]
+    try:
+        height, width, channels = image_input_shape(model, "predict")
+    except ExportError as error:
+        raise CommandError(f"{args.model}: {error}") from None
     crop = args.crop if args.crop is not None else (IMAGENET_CROP if len(class_names) in (1000, 1001) else 1.0)
     for path in args.images:
-        image = load_image(path, crop)
+        image = load_image(path, crop, args.max_image_pixels)
         scores = model.predict(to_model_input(image, (height, width), channels), verbose=0)
         scores = np.asarray(scores["predictions"] if isinstance(scores, dict) else scores)[0]
         print(path)
@@ -126,4 +150,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("--top", type=positive_int, default=5)
     predict.add_argument("--crop", type=_crop, help="central crop before resizing (default 0.875 for ImageNet "
                                                      "classifiers, else 1: the whole image)")
+    predict.add_argument("--max-image-pixels", type=positive_int, default=MAX_IMAGE_PIXELS, metavar="N",
+                         help="refuse, before decoding, an image of more pixels (default %(default)s, Pillow's "
+                              "decompression-bomb bound)")
     predict.set_defaults(func=cmd_predict)

@@ -25,6 +25,7 @@ import tensorflow_datasets as tfds
 
 from inception_keras.digits import SklearnDigits
 from inception_keras.errors import UserError, error_text
+from inception_keras.image_header import MAX_IMAGE_PIXELS, image_problem
 
 DEFAULT_DATASET = "sklearn_digits"
 LOCAL_BUILDERS = {"sklearn_digits": SklearnDigits}  # prepared from installed packages, no network
@@ -57,6 +58,7 @@ class DataSplits:
     image_shape: tuple | None  # (H, W, C) when every image has it
     builder: object = None  # the tfds builder, when its splits can be sliced (for `shard`)
     validation_split: str = ""
+    max_image_pixels: int = MAX_IMAGE_PIXELS  # images with more are refused before decoding (image folders)
 
 
 def network_reachable(timeout: float = 3.0) -> bool:
@@ -87,10 +89,11 @@ def _check_classes(name: str, class_names: list[str]) -> None:
                         f"{listed}; a classifier needs at least 2")
 
 
-def _from_builder(name: str, builder) -> DataSplits:
+def _from_builder(name: str, builder, read=None) -> DataSplits:
     """Train and validation splits of a prepared builder.
 
-    A builder whose info lists no splits (tfds' mock data) is read as train/test.
+    A builder whose info lists no splits (tfds' mock data) is read as train/test. `read(split, shuffle_files)`
+    gives a split's `(image, label)` dataset (default: the builder's own decoding).
     """
     splits = builder.info.splits
     known = list(splits) or ["train", "test"]
@@ -107,9 +110,10 @@ def _from_builder(name: str, builder) -> DataSplits:
                         f"a ClassLabel (supervised keys {image!r}, {label!r}); features are {list(features)}")
     _check_classes(name, list(features[label].names))
     shape = tuple(features[image].shape)
+    read = read or (lambda split, shuffle_files: builder.as_dataset(split=split, as_supervised=True,
+                                                                     shuffle_files=shuffle_files))
     try:
-        train = builder.as_dataset(split="train", as_supervised=True, shuffle_files=True)
-        val = builder.as_dataset(split=validation, as_supervised=True)
+        train, val = read("train", True), read(validation, False)
     except Exception as error:  # tfds raises many types for missing or damaged prepared files
         raise DataError(f"dataset {name!r} cannot be read from {builder.data_dir} ({error_text(error, 200)}); "
                         f"prepare it again") from None
@@ -140,8 +144,20 @@ def _check_folder_splits(root: Path, splits) -> None:
         raise DataError(f"image folder {str(root)!r}: {where}; {_folder_layout(root)}")
 
 
-def load_folder(root: str | Path) -> DataSplits:
-    """Images laid out `root/split/label/*.png|jpg` through tfds' ImageFolder."""
+def _bounded_reader(builder, max_image_pixels: int):
+    """`read(split, shuffle_files)` for `_from_builder`: an ImageFolder's images decoded by `decode_bounded`."""
+    def read(split: str, shuffle_files: bool) -> tf.data.Dataset:
+        raw = builder.as_dataset(split=split, shuffle_files=shuffle_files,
+                                 decoders={"image": tfds.decode.SkipDecoding()})
+        return raw.map(lambda example: (decode_bounded(example["image"], max_image_pixels), example["label"]),
+                       num_parallel_calls=tf.data.AUTOTUNE)
+
+    return read
+
+
+def load_folder(root: str | Path, max_image_pixels: int = MAX_IMAGE_PIXELS) -> DataSplits:
+    """Images laid out `root/split/label/*.png|jpg` through tfds' ImageFolder; an image of more than
+    `max_image_pixels` is refused before it is decoded (when the pipeline reaches it; see `reading_images`)."""
     if not str(root):
         raise DataError(f"{FOLDER_PREFIX} needs a path: --dataset folder:PATH, with PATH/train/LABEL/*.png|jpg")
     root = Path(root)
@@ -153,7 +169,8 @@ def load_folder(root: str | Path) -> DataSplits:
     except Exception as error:  # tfds raises several types for a bad layout
         raise DataError(f"image folder {str(root)!r}: {error_text(error)}") from None
     _check_folder_splits(root, builder.info.splits)
-    return _from_builder(f"{FOLDER_PREFIX}{root}", builder)
+    data = _from_builder(f"{FOLDER_PREFIX}{root}", builder, _bounded_reader(builder, max_image_pixels))
+    return dataclasses.replace(data, max_image_pixels=max_image_pixels)
 
 
 def check_tfds_name(name: str) -> None:
@@ -200,15 +217,17 @@ def load_tfds(name: str, data_dir: str | None = None, download: bool = True) -> 
     return _from_builder(name, builder)
 
 
-def load_data(dataset: str = DEFAULT_DATASET, data_dir: str | None = None, download: bool = True) -> DataSplits:
-    """`folder:PATH` for image folders, else a tfds name (the default works offline).
+def load_data(dataset: str = DEFAULT_DATASET, data_dir: str | None = None, download: bool = True,
+              max_image_pixels: int = MAX_IMAGE_PIXELS) -> DataSplits:
+    """`folder:PATH` for image folders (images of more than `max_image_pixels` refused), else a tfds name (the
+    default works offline).
 
     Raises:
         DataError: a malformed or unknown name, a dataset that cannot be had, an empty split,
             or fewer than 2 classes.
     """
     if dataset.startswith(FOLDER_PREFIX):
-        return load_folder(dataset[len(FOLDER_PREFIX):])
+        return load_folder(dataset[len(FOLDER_PREFIX):], max_image_pixels)
     return load_tfds(dataset, data_dir, download)
 
 
@@ -219,19 +238,22 @@ def _folder_images(root: Path):
             yield from sorted(p for p in label.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES))
 
 
-def why_unreadable(path: Path) -> str | None:
-    """Why TensorFlow cannot decode `path` as an image the way tfds does, or None if it can."""
+def why_unreadable(path: Path, max_image_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
+    """Why `path` is not decoded as an image the way an image folder's pipeline does, or None if it is."""
     try:
-        tf.io.decode_image(path.read_bytes(), channels=3, expand_animations=False)
+        data = path.read_bytes()
+        problem = image_problem(data, max_image_pixels)
+        if problem is None:
+            tf.io.decode_image(data, channels=3, expand_animations=False)
     except OSError as error:
         return error.strerror or str(error)
     except tf.errors.OpError as error:
         return error_text(error, 150)
-    return None
+    return problem
 
 
-def find_unreadable_image(dataset: str) -> tuple[Path, str] | None:
-    """The first image of a `folder:PATH` dataset that cannot be decoded, and why; None if every one can.
+def find_unreadable_image(dataset: str, max_image_pixels: int = MAX_IMAGE_PIXELS) -> tuple[Path, str] | None:
+    """The first image of a `folder:PATH` dataset that is not decoded, and why; None if every one is.
 
     Decodes every image of the folder, so call it after a failure, not on every load.
     """
@@ -243,13 +265,13 @@ def find_unreadable_image(dataset: str) -> tuple[Path, str] | None:
     except OSError:
         return None
     for path in images:
-        why = why_unreadable(path)
+        why = why_unreadable(path, max_image_pixels)
         if why is not None:
             return path, why
     return None
 
 
-def data_error(dataset: str, error: BaseException) -> DataError | None:
+def data_error(dataset: str, error: BaseException, max_image_pixels: int = MAX_IMAGE_PIXELS) -> DataError | None:
     """The DataError that `error`, raised while iterating `dataset`'s pipeline, stands for; None if not the data's.
 
     A folder dataset is scanned for the image that cannot be decoded; a tfds dataset's
@@ -257,7 +279,7 @@ def data_error(dataset: str, error: BaseException) -> DataError | None:
     """
     if not isinstance(error, READ_ERRORS):
         return None
-    found = find_unreadable_image(dataset)
+    found = find_unreadable_image(dataset, max_image_pixels)
     if found is not None:
         path, why = found
         return DataError(f"dataset {dataset!r}: cannot read image {path} ({why}): remove or replace it")
@@ -278,10 +300,26 @@ def reading_images(data: DataSplits):
     try:
         yield
     except tf.errors.OpError as error:
-        problem = data_error(data.name, error)
+        problem = data_error(data.name, error, data.max_image_pixels)
         if problem is None:
             raise
         raise problem from None
+
+
+def decode_bounded(data: tf.Tensor, max_image_pixels: int = MAX_IMAGE_PIXELS) -> tf.Tensor:
+    """uint8 RGB [H, W, 3] from encoded image bytes (a string tensor, in a tf.data pipeline), as tfds decodes an
+    image folder's; an image that `image_problem` refuses raises InvalidArgumentError before it is decoded."""
+    def check(raw: bytes) -> bool:
+        problem = image_problem(raw, max_image_pixels)
+        if problem is not None:
+            raise ValueError(problem)
+        return True
+
+    checked = tf.numpy_function(check, [data], tf.bool)
+    with tf.control_dependencies([checked]):
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
 
 
 def to_model_input(images, size: tuple[int, int], channels: int):

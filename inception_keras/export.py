@@ -393,12 +393,10 @@ def export_saved_model(model: keras.Model, spec: NetworkSpec | None, class_names
             are not finite, the base directory cannot be written, or the reload check fails.
             Nothing is left under `base_dir/name` but what was there.
     """
+    input_shape = image_input_shape(model, "the serving signature")
     if "aux_1" in {layer.name for layer in model.layers}:
         model = inference_model(model)
-    input_shape, classes = tuple(model.input_shape[1:]), output_classes(model)
-    if input_shape[2] not in (1, 3):
-        raise ExportError(f"the serving signature takes RGB images; a {input_shape[2]}-channel model "
-                          f"cannot use it")
+    classes = output_classes(model)
     if len(class_names) != classes:
         raise ExportError(f"{len(class_names)} class names for a {classes}-class model")
     name = _check_name(name or (spec.name if spec is not None else model.name.removesuffix("_inference")))
@@ -454,7 +452,27 @@ def load_run(run: str | Path) -> tuple[keras.Model, NetworkSpec | None, list[str
         names = read_class_names(names_file) if names_file.exists() else default_class_names(output_classes(model))
     except (WeightsError, SpecError, OSError, UnicodeDecodeError) as error:
         raise ExportError(str(error)) from None
+    classes = output_classes(model)
+    if len(names) != classes:
+        raise ExportError(f"{names_file}: {len(names)} class name{'' if len(names) == 1 else 's'} for the "
+                          f"{classes}-class model {model_file}: one name a line, in label order")
     return model, spec, names
+
+
+def image_input_shape(model: keras.Model, user: str) -> tuple[int, int, int]:
+    """(H, W, C) of a model that takes one batch of images of a fixed size with 1 or 3 channels, as `user` (the
+    serving signature, `predict`) feeds it.
+
+    Raises:
+        ExportError: the model takes several inputs, or one of another kind (a vector, images of any size).
+    """
+    shapes = [tuple(tensor.shape[1:]) for tensor in model.inputs]
+    if len(shapes) == 1 and len(shapes[0]) == 3 and None not in shapes[0] and shapes[0][2] in (1, 3):
+        return shapes[0]
+    given = ", ".join("(" + ", ".join(map(str, shape)) + ")" for shape in shapes)
+    noun = "input of shape" if len(shapes) == 1 else "inputs of shapes"
+    raise ExportError(f"{user} needs a model with one image input (height, width, 1 or 3 channels: RGB or "
+                      f"grayscale); this model takes {len(shapes)} {noun} {given}")
 
 
 def output_classes(model: keras.Model) -> int:
