@@ -64,7 +64,7 @@ _register_with_keras()
 __version__ = "0.1.0"
 
 _LAZY = {"build_model": "inception_keras.builder", "inference_model": "inception_keras.builder",
-         "LocalResponseNormalization": "inception_keras.lrn"}
+         "LocalResponseNormalization": "inception_keras.lrn", "narrow": "inception_keras.inherit"}
 
 
 def __getattr__(name):
@@ -77,4 +77,4 @@ def __getattr__(name):
 
 __all__ = ["AuxHeadSpec", "ConvSpec", "HeadSpec", "InceptionSpec", "LRNSpec", "NetworkSpec", "PoolSpec", "SpecError",
            "StageSpec", "build_model", "get_spec", "inference_model", "list_specs", "load_spec", "network_cost",
-           "resolve_spec", "save_spec", "spec_to_yaml", "validate", "LocalResponseNormalization"]
+           "narrow", "resolve_spec", "save_spec", "spec_to_yaml", "validate", "LocalResponseNormalization"]

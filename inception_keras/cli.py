@@ -22,7 +22,7 @@ from inception_keras.cost import network_cost
 from inception_keras.presets import get_spec, list_specs, resolve_spec
 from inception_keras.serialize import spec_to_yaml
 
-BUILT_IN = ("inception_keras.commands", "inception_keras.commands_weights")
+BUILT_IN = ("inception_keras.commands", "inception_keras.commands_weights", "inception_keras.commands_narrow")
 MESSAGE_LIMIT = 600  # characters of an error line; longer ones (an absurd argument echoed) are cut
 
 

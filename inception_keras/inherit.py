@@ -1,0 +1,214 @@
+"""Weight inheritance: a trained model's weights in a network of other Inception-module widths, narrowed by channel
+importance, or widened so that it computes what the parent computes.
+
+Narrowing keeps each layer's most important output channels, as in Once-for-All (Cai et al., ICLR 2020) and
+network slimming (Liu et al., ICCV 2017); widening is Net2Net's function-preserving wider operator
+(Chen et al., ICLR 2016) with zero weights in the consumers of the new channels.
+
+```python
+child = narrow(parent_model, spec, child_spec)  # a keras.Model of child_spec with the parent's weights
+```
+
+Every layer's output channels are tracked as indices into the parent's channels (-1: a new channel), through the
+concatenations at their offsets, the pooling and activation layers, the flatten of an aux head and the global pooling
+of the classifier, so each consumer takes exactly the input slice its producer kept.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from inception_keras.errors import UserError
+from inception_keras.spec import NetworkSpec
+
+WIDTHS = ("ch1x1", "ch3x3_reduce", "ch3x3", "ch5x5_reduce", "ch5x5", "pool_proj")
+IMPORTANCES = ("l1",)
+NEW = -1  # a channel the parent does not have
+
+
+class NarrowError(UserError, ValueError):
+    """The child spec cannot inherit the parent's weights (it differs in more than module widths, or a bottleneck)."""
+
+
+def narrow(model: keras.Model, spec: NetworkSpec, child_spec: NetworkSpec, importance: str = "l1") -> keras.Model:
+    """A model built from `child_spec` whose weights come from `model`, built from `spec`.
+
+    A layer narrowed to k channels keeps the k with the largest importance, in their order: `l1`, the L1 norm
+    of the channel's affine map once a following batch norm is folded into it (the filter times
+    |gamma| / sqrt(variance + epsilon), and the folded bias), so a channel whose filter and batch-norm gamma and
+    beta (or bias, without batch norm) are zero is removed first. A layer widened gets the child's freshly
+    initialised filters (batch norm: gamma 1, beta 0, mean 0, variance 1) for its new channels and zero weights
+    for them in every consumer, so the wider network computes what the parent computes.
+
+    Raises:
+        NarrowError: the specs differ in anything but the six widths of each module (named by path), a reduce
+            width is 0 in one and not in the other (named by module), or the model is not one of `spec`.
+    """
+    if importance not in IMPORTANCES:
+        raise ValueError(f"importance must be one of {', '.join(IMPORTANCES)}; got {importance!r}")
+    check_inheritable(spec, child_spec)
+    from inception_keras.builder import build_model
+
+    child = build_model(child_spec)
+    kept = {}  # layer name -> parent channel index of each of its output channels
+    for layer in child.layers:
+        try:
+            source = model.get_layer(layer.name)
+        except ValueError:
+            raise NarrowError(f"the parent model has no layer {layer.name!r}: it is not a model of spec "
+                              f"{spec.name!r}") from None
+        inputs = [tensor._keras_history.operation.name for tensor in layer._inbound_nodes[0].input_tensors]
+        kept[layer.name] = _inherit(layer, source, model, [kept[name] for name in inputs])
+    return child
+
+
+def check_inheritable(spec: NetworkSpec, child_spec: NetworkSpec) -> None:
+    """Raise NarrowError unless the two specs differ only in module widths, with bottlenecks in the same places."""
+    difference = _first_difference(_without_widths(spec.to_dict()), _without_widths(child_spec.to_dict()))
+    if difference is not None:
+        path, ours, theirs = difference
+        raise NarrowError(f"child spec {path}: {theirs!r}, the parent's is {ours!r}; only the six widths of each "
+                          f"Inception module may differ")
+    for name, parent, child in zip(spec.module_names(), _modules(spec), _modules(child_spec)):
+        for width in ("ch3x3_reduce", "ch5x5_reduce"):
+            before, after = getattr(parent, width), getattr(child, width)
+            if (before == 0) != (after == 0):
+                raise NarrowError(f"inception_{name}: {width} is {after} in the child spec and {before} in the "
+                                  f"parent's: a branch {'without' if after == 0 else 'with'} a bottleneck cannot "
+                                  f"inherit the weights of one {'with' if after == 0 else 'without'}")
+
+
+def model_spec(model: keras.Model) -> NetworkSpec:
+    """The spec of a model our builder made from a registered spec (a `weights import`ed file): the registered spec
+    of the model's name at the model's input size and class count, without aux heads where it has none.
+
+    Raises:
+        NarrowError: no registered spec has the model's name, or its parameter count is not the model's.
+    """
+    from inception_keras.cost import network_cost
+    from inception_keras.presets import get_spec, list_specs
+
+    if model.name not in list_specs():
+        raise NarrowError(f"cannot tell the spec of model {model.name!r}: it is not a registered spec's name; give "
+                          f"its spec (a spec.yaml beside the file, or --parent-spec)")
+    spec = get_spec(model.name).with_input_size(int(model.inputs[0].shape[1]))
+    spec = spec.with_classes(int(model.get_layer("predictions").output.shape[-1]))
+    if not any(layer.name.startswith("aux_") for layer in model.layers):
+        spec = spec.without_aux()
+    if network_cost(spec).total_params != model.count_params():
+        raise NarrowError(f"model {model.name!r} has {model.count_params():,} parameters, the registered spec of its "
+                          f"name {network_cost(spec).total_params:,}; give its spec (--parent-spec)")
+    return spec
+
+
+def _modules(spec: NetworkSpec):
+    return [module for stage in spec.stages for module in stage.modules]
+
+
+def _without_widths(data: dict) -> dict:
+    stages = [{**stage, "modules": [{key: value for key, value in module.items() if key not in WIDTHS}
+                                    for module in stage["modules"]]} for stage in data["stages"]]
+    return {**data, "stages": stages, "name": None}
+
+
+def _first_difference(ours, theirs, path: str = ""):
+    """(path, ours, theirs) of the first leaf where two plain values differ, or None."""
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        for key in list(ours) + [key for key in theirs if key not in ours]:
+            found = _first_difference(ours.get(key), theirs.get(key), f"{path}.{key}" if path else key)
+            if found:
+                return found
+        return None
+    if isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs):
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            found = _first_difference(a, b, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    return None if ours == theirs else (path, ours, theirs)
+
+
+def _inherit(layer, source, parent: keras.Model, inputs: list[np.ndarray]) -> np.ndarray:
+    """Set `layer`'s weights from `source` (the parent's layer of its name); its output channels' parent indices."""
+    kind = type(layer).__name__
+    if kind == "InputLayer":
+        return np.arange(layer.output.shape[-1])
+    if kind == "Concatenate":
+        offsets = np.cumsum([0] + [tensor.shape[-1] for tensor in source.input[:-1]])
+        return np.concatenate([np.where(m == NEW, NEW, m + offset) for m, offset in zip(inputs, offsets)])
+    if kind == "Flatten":
+        return _flattened(inputs[0], layer.input.shape[1:-1], source.input.shape[-1])
+    if isinstance(layer, keras.layers.Conv2D):
+        return _conv(layer, source, parent, inputs[0])
+    if isinstance(layer, keras.layers.BatchNormalization):
+        weights = [_take(new, old, inputs[0]) for new, old in zip(layer.get_weights(), source.get_weights())]
+        layer.set_weights(weights)
+        return inputs[0]
+    if isinstance(layer, keras.layers.Dense):
+        kernel, *bias = source.get_weights()
+        layer.set_weights([_rows(layer.get_weights()[0], kernel, inputs[0]), *bias])
+        return np.arange(layer.units)
+    if layer.weights:
+        layer.set_weights(source.get_weights())
+    return inputs[0]
+
+
+def _conv(layer, source, parent: keras.Model, inputs: np.ndarray) -> np.ndarray:
+    kernel, *bias = source.get_weights()
+    fresh, *fresh_bias = layer.get_weights()
+    outputs = _choose(channel_importance(source, parent), fresh.shape[-1])
+    new_kernel = _take(fresh, _rows(fresh, kernel, inputs, axis=2), outputs)
+    layer.set_weights([new_kernel, *(_take(f, b, outputs) for f, b in zip(fresh_bias, bias))])
+    return outputs
+
+
+def channel_importance(conv, parent: keras.Model) -> np.ndarray:
+    """Per output channel of `conv` (a parent layer): the L1 norm of its affine map, a following batch norm folded in."""
+    kernel, *bias = conv.get_weights()
+    bias = bias[0] if bias else np.zeros(kernel.shape[-1], kernel.dtype)
+    name = conv.name.removesuffix("_conv") + "_bn"
+    if name in {layer.name for layer in parent.layers}:
+        norm = parent.get_layer(name)
+        gamma, beta, mean, variance = _bn_parameters(norm)
+        scale = gamma / np.sqrt(variance + norm.epsilon)
+        kernel, bias = kernel * scale, beta + (bias - mean) * scale
+    return np.abs(kernel).sum(axis=tuple(range(kernel.ndim - 1))) + np.abs(bias)
+
+
+def _bn_parameters(norm) -> tuple[np.ndarray, ...]:
+    weights = dict(zip([weight.path.rsplit("/", 1)[-1] for weight in norm.weights], norm.get_weights()))
+    channels = weights["moving_mean"].shape[0]
+    return (weights.get("gamma", np.ones(channels)), weights.get("beta", np.zeros(channels)),
+            weights["moving_mean"], weights["moving_variance"])
+
+
+def _choose(importance: np.ndarray, width: int) -> np.ndarray:
+    """The parent channels a layer of `width` keeps: all (then NEW ones) when not narrower, else the most important."""
+    if width >= len(importance):
+        return np.concatenate([np.arange(len(importance)), np.full(width - len(importance), NEW)])
+    return np.sort(np.argsort(-importance, kind="stable")[:width])
+
+
+def _take(fresh: np.ndarray, parent: np.ndarray, channels: np.ndarray, axis: int = -1) -> np.ndarray:
+    """`fresh` with the parent's values along `axis` wherever `channels` names a parent channel."""
+    out = np.array(fresh, copy=True)
+    old = channels != NEW
+    index = [slice(None)] * out.ndim
+    index[axis] = old
+    out[tuple(index)] = np.take(parent, channels[old], axis=axis)
+    return out
+
+
+def _rows(fresh: np.ndarray, parent: np.ndarray, channels: np.ndarray, axis: int = 0) -> np.ndarray:
+    """The parent's weights for the input `channels` along `axis`, zero for the new ones (their consumers' share)."""
+    shape = list(parent.shape)
+    shape[axis] = len(channels)
+    out = _take(np.zeros(shape, parent.dtype), parent, channels, axis)
+    return out.astype(fresh.dtype)
+
+
+def _flattened(channels: np.ndarray, spatial, parent_channels: int) -> np.ndarray:
+    """A flatten's output positions (H, W, C order) as the parent's flat positions."""
+    cells = np.arange(int(np.prod(spatial)))[:, None] * parent_channels
+    return np.where(channels[None, :] == NEW, NEW, cells + channels[None, :]).reshape(-1)

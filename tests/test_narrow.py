@@ -1,0 +1,178 @@
+"""Narrowing and widening a trained model to other module widths: exact equalities on small inputs."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from inception_keras import get_spec
+from inception_keras.builder import build_model
+from inception_keras.cost import network_cost
+from inception_keras import narrow
+from inception_keras.inherit import NarrowError
+
+BRANCH_WIDTHS = {"1x1": "ch1x1", "3x3_reduce": "ch3x3_reduce", "3x3": "ch3x3", "5x5": "ch5x5", "pool_proj": "pool_proj"}
+
+
+def with_widths(spec, changes):
+    """`spec` with module widths replaced: {module name: {width: value}}."""
+    names = iter(spec.module_names())
+    stages = [dataclasses.replace(stage, modules=tuple(dataclasses.replace(module, **changes.get(next(names), {}))
+                                                       for module in stage.modules)) for stage in spec.stages]
+    return spec.replace(stages=tuple(stages))
+
+
+def specs():
+    mini = get_spec("googlenet_mini")
+    bn = get_spec("googlenet_bn").with_input_size(96).with_classes(5)
+    faithful = get_spec("googlenet").with_input_size(96).with_classes(5)
+    return {"googlenet_mini": mini, "googlenet_bn": bn, "googlenet": faithful}
+
+
+def trained_like(spec, seed=0):
+    """A model of `spec` with random weights and batch-norm statistics (as after training)."""
+    model = build_model(spec)
+    rng = np.random.default_rng(seed)
+    weights = []
+    for weight, value in zip(model.weights, model.get_weights()):
+        if weight.path.endswith("moving_variance"):
+            weights.append(rng.uniform(0.5, 2.0, value.shape).astype(value.dtype))
+        else:
+            weights.append(rng.normal(0, 0.1 if "kernel" in weight.path else 0.5, value.shape).astype(value.dtype))
+    model.set_weights(weights)
+    return model
+
+
+def outputs(model, images):
+    result = model(images, training=False)
+    return {key: np.asarray(value) for key, value in result.items()} if isinstance(result, dict) else \
+        {"predictions": np.asarray(result)}
+
+
+def assert_close(a, b, tolerance):
+    for key in a:
+        spread = np.abs(a[key]).max()
+        assert np.abs(a[key] - b[key]).max() <= tolerance * spread, key
+
+
+def images(spec, count=2):
+    return np.random.default_rng(1).uniform(-1, 1, (count, *spec.input_shape)).astype("float32")
+
+
+def zero_channels(model, prefix, channels):
+    """Zero the filters (and batch-norm gamma and beta, or the bias) of output channels of layer `prefix`."""
+    conv = model.get_layer(f"{prefix}_conv")
+    weights = conv.get_weights()
+    weights[0][..., channels] = 0
+    if len(weights) > 1:
+        weights[1][channels] = 0
+    conv.set_weights(weights)
+    if f"{prefix}_bn" in [layer.name for layer in model.layers]:
+        norm = model.get_layer(f"{prefix}_bn")
+        values = norm.get_weights()
+        for i, weight in enumerate(norm.weights):
+            if weight.path.endswith(("gamma", "beta")):
+                values[i][channels] = 0
+        norm.set_weights(values)
+
+
+def test_the_same_widths_give_the_same_weights_and_outputs():
+    spec = get_spec("googlenet_mini")
+    parent = trained_like(spec)
+    child = narrow(parent, spec, spec)
+    assert all(np.array_equal(a, b) for a, b in zip(parent.get_weights(), child.get_weights()))
+    assert_close(outputs(parent, images(spec)), outputs(child, images(spec)), 1e-6)
+
+
+@pytest.mark.parametrize("name", ["googlenet_mini", "googlenet_bn", "googlenet"])
+def test_narrowing_removes_exactly_the_dead_channels_through_the_concatenations(name):
+    spec = specs()[name]
+    first, second = spec.module_names()[:2]
+    last = spec.module_names()[-1]
+    parent = trained_like(spec)
+    module = spec.stages[0].modules[0]
+    dead = {  # layer prefix -> channels zeroed, a bottleneck and every branch end (concatenation offsets)
+        f"inception_{first}_3x3_reduce": [0, 3], f"inception_{first}_1x1": [1, module.ch1x1 - 1],
+        f"inception_{first}_3x3": [2], f"inception_{first}_5x5": [0], f"inception_{first}_pool_proj": [1, 2],
+        f"inception_{last}_1x1": [0, 5],  # feeds the classifier through the global pooling
+    }
+    aux_module = spec.aux_heads[0].after if spec.aux_heads else None
+    if aux_module:
+        dead[f"inception_{aux_module}_3x3"] = [4]  # feeds an aux head's 1x1 projection
+    for prefix, channels in dead.items():
+        zero_channels(parent, prefix, channels)
+    modules = dict(zip(spec.module_names(), [module for stage in spec.stages for module in stage.modules]))
+    changes = {}
+    for prefix, channels in dead.items():
+        module_name, branch = prefix.removeprefix("inception_").split("_", 1)
+        width = BRANCH_WIDTHS[branch]
+        changes.setdefault(module_name, {})[width] = getattr(modules[module_name], width) - len(channels)
+    child_spec = with_widths(spec, changes)
+    child = narrow(parent, spec, child_spec)
+    assert child.count_params() == network_cost(child_spec).total_params
+    for branch in ("1x1", "5x5", "pool_proj"):  # their inputs are not narrowed: only the dead outputs go
+        prefix = f"inception_{first}_{branch}"
+        np.testing.assert_array_equal(child.get_layer(f"{prefix}_conv").get_weights()[0],
+                                      np.delete(parent.get_layer(f"{prefix}_conv").get_weights()[0],
+                                                dead[prefix], axis=-1))
+    three = parent.get_layer(f"inception_{first}_3x3_conv").get_weights()[0]
+    expected = np.delete(np.delete(three, dead[f"inception_{first}_3x3"], axis=3),
+                         dead[f"inception_{first}_3x3_reduce"], axis=2)
+    np.testing.assert_array_equal(child.get_layer(f"inception_{first}_3x3_conv").get_weights()[0], expected)
+    consumer = child.get_layer(f"inception_{second}_1x1_conv").get_weights()[0]
+    assert consumer.shape[2] == sum(getattr(child_spec.stages[0].modules[0], w)
+                                    for w in ("ch1x1", "ch3x3", "ch5x5", "pool_proj"))
+    assert_close(outputs(parent, images(spec)), outputs(child, images(spec)), 1e-5)
+
+
+@pytest.mark.parametrize("name", ["googlenet_mini", "googlenet"])
+def test_widening_preserves_the_function(name):
+    spec = specs()[name]
+    parent = trained_like(spec)
+    wider = {module: {width: getattr(m, width) + 3 for width in ("ch1x1", "ch3x3_reduce", "ch3x3", "ch5x5", "pool_proj")}
+             for module, m in zip(spec.module_names(), [m for s in spec.stages for m in s.modules])}
+    child_spec = with_widths(spec, wider)
+    child = narrow(parent, spec, child_spec)
+    assert child.count_params() == network_cost(child_spec).total_params > parent.count_params()
+    assert_close(outputs(parent, images(spec)), outputs(child, images(spec)), 1e-5)
+    first = spec.module_names()[0]
+    new = child.get_layer(f"inception_{first}_1x1_conv").get_weights()[0][..., -3:]
+    assert np.abs(new).sum() > 0  # the new channels start from fresh filters, not zeros
+
+
+def test_specs_that_cannot_inherit_are_refused_naming_the_field():
+    spec = get_spec("googlenet_mini")
+    parent = build_model(spec)
+    with pytest.raises(NarrowError, match=r"child spec input_shape\[0\]: 48, the parent's is 32"):
+        narrow(parent, spec, spec.with_input_size(48))
+    with pytest.raises(NarrowError, match=r"child spec stages\[0\]\.modules\[1\]\.ch5x5_kernel: 3, the parent's is 5"):
+        narrow(parent, spec, with_widths(spec, {"3b": {"ch5x5_kernel": 3}}))
+    with pytest.raises(NarrowError, match=r"child spec head\.classes: 4"):
+        narrow(parent, spec, spec.with_classes(4))
+    with pytest.raises(NarrowError, match=r"^inception_3b: ch3x3_reduce is 0 in the child spec and 24 in the "
+                                          r"parent's: a branch without a bottleneck cannot inherit"):
+        narrow(parent, spec, with_widths(spec, {"3b": {"ch3x3_reduce": 0}}))
+
+
+def test_the_command_narrows_a_keras_file_and_an_imported_one_by_its_registered_name(tmp_path, capsys):
+    from inception_keras.cli import main
+    from inception_keras.pretrained.convert import load_keras_model
+    from inception_keras.serialize import save_spec
+
+    spec = get_spec("googlenet_mini")
+    parent = trained_like(spec)
+    parent.save(tmp_path / "imported.keras")  # no spec.yaml beside it: the registered spec of its name
+    child_spec = with_widths(spec, {"3a": {"ch1x1": 9, "ch3x3": 12}, "5a": {"pool_proj": 20}})
+    save_spec(child_spec, tmp_path / "child.yaml")
+    out = tmp_path / "child.keras"
+    assert main(["narrow", str(tmp_path / "imported.keras"), str(tmp_path / "child.yaml"), "--out", str(out)]) == 0
+    assert f"-> {out} (googlenet_mini, {network_cost(child_spec).total_params:,} params)" in capsys.readouterr().out
+    expected = narrow(parent, spec, child_spec)
+    assert all(np.array_equal(a, b) for a, b in zip(expected.get_weights(), load_keras_model(out).get_weights()))
+    assert main(["narrow", str(tmp_path / "imported.keras"), str(tmp_path / "child.yaml"), "--out", str(out)]) == 2
+    assert "child.keras exists; give another --out, or --overwrite" in capsys.readouterr().err
+    save_spec(child_spec.with_input_size(40), tmp_path / "other.yaml")
+    assert main(["narrow", str(tmp_path / "imported.keras"), str(tmp_path / "other.yaml"), "--out",
+                 str(tmp_path / "x.keras")]) == 2
+    assert "error: child spec input_shape[0]: 40, the parent's is 32" in capsys.readouterr().err
+    assert not (tmp_path / "x.keras").exists()
