@@ -31,7 +31,8 @@ class NarrowError(UserError, ValueError):
     """The child spec cannot inherit the parent's weights (it differs in more than module widths, or a bottleneck)."""
 
 
-def narrow(model: keras.Model, spec: NetworkSpec, child_spec: NetworkSpec, importance: str = "l1") -> keras.Model:
+def narrow(model: keras.Model, spec: NetworkSpec, child_spec: NetworkSpec, importance: str = "l1",
+           fresh_heads: bool = False, precision: str | None = None) -> keras.Model:
     """A model built from `child_spec` whose weights come from `model`, built from `spec`.
 
     A layer narrowed to k channels keeps the k with the largest importance, in their order: `l1`, the L1 norm
@@ -41,16 +42,20 @@ def narrow(model: keras.Model, spec: NetworkSpec, child_spec: NetworkSpec, impor
     initialised filters (batch norm: gamma 1, beta 0, mean 0, variance 1) for its new channels and zero weights
     for them in every consumer, so the wider network computes what the parent computes.
 
+    With `fresh_heads` the child may also have another class count and input size (a pretrained parent
+    searched on other data): a classifier whose shape then differs from the parent's, and an aux head's dense
+    layer after a flatten of another size, keep their fresh weights. `precision` is `build_model`'s.
+
     Raises:
         NarrowError: the specs differ in anything but the six widths of each module (named by path), a reduce
             width is 0 in one and not in the other (named by module), or the model is not one of `spec`.
     """
     if importance not in IMPORTANCES:
         raise ValueError(f"importance must be one of {', '.join(IMPORTANCES)}; got {importance!r}")
-    check_inheritable(spec, child_spec)
+    check_inheritable(spec, child_spec, fresh_heads)
     from inception_keras.builder import build_model
 
-    child = build_model(child_spec)
+    child = build_model(child_spec, precision=precision)
     kept = {}  # layer name -> parent channel index of each of its output channels
     for layer in child.layers:
         try:
@@ -63,13 +68,15 @@ def narrow(model: keras.Model, spec: NetworkSpec, child_spec: NetworkSpec, impor
     return child
 
 
-def check_inheritable(spec: NetworkSpec, child_spec: NetworkSpec) -> None:
-    """Raise NarrowError unless the two specs differ only in module widths, with bottlenecks in the same places."""
-    difference = _first_difference(_without_widths(spec.to_dict()), _without_widths(child_spec.to_dict()))
+def check_inheritable(spec: NetworkSpec, child_spec: NetworkSpec, fresh_heads: bool = False) -> None:
+    """Raise NarrowError unless the two specs differ only in module widths (and with `fresh_heads`, class count and
+    input size), with bottlenecks in the same places."""
+    difference = _first_difference(_comparable(spec, fresh_heads), _comparable(child_spec, fresh_heads))
     if difference is not None:
         path, ours, theirs = difference
+        allowed = " (and the class count and input size)" if fresh_heads else ""
         raise NarrowError(f"child spec {path}: {theirs!r}, the parent's is {ours!r}; only the six widths of each "
-                          f"Inception module may differ")
+                          f"Inception module{allowed} may differ")
     for name, parent, child in zip(spec.module_names(), _modules(spec), _modules(child_spec)):
         for width in ("ch3x3_reduce", "ch5x5_reduce"):
             before, after = getattr(parent, width), getattr(child, width)
@@ -106,10 +113,15 @@ def _modules(spec: NetworkSpec):
     return [module for stage in spec.stages for module in stage.modules]
 
 
-def _without_widths(data: dict) -> dict:
+def _comparable(spec: NetworkSpec, fresh_heads: bool) -> dict:
+    """`spec.to_dict()` without what may differ: the name, the module widths (and the classes and input size)."""
+    data = spec.to_dict()
     stages = [{**stage, "modules": [{key: value for key, value in module.items() if key not in WIDTHS}
                                     for module in stage["modules"]]} for stage in data["stages"]]
-    return {**data, "stages": stages, "name": None}
+    data = {**data, "stages": stages, "name": None}
+    if fresh_heads:
+        data = {**data, "input_shape": data["input_shape"][2:], "head": {**data["head"], "classes": None}}
+    return data
 
 
 def _first_difference(ours, theirs, path: str = ""):
@@ -138,6 +150,8 @@ def _inherit(layer, source, parent: keras.Model, inputs: list[np.ndarray]) -> np
         offsets = np.cumsum([0] + [tensor.shape[-1] for tensor in source.input[:-1]])
         return np.concatenate([np.where(m == NEW, NEW, m + offset) for m, offset in zip(inputs, offsets)])
     if kind == "Flatten":
+        if layer.input.shape[1:-1] != source.input.shape[1:-1]:
+            return None  # another input size: what follows starts fresh
         return _flattened(inputs[0], layer.input.shape[1:-1], source.input.shape[-1])
     if isinstance(layer, keras.layers.Conv2D):
         return _conv(layer, source, parent, inputs[0])
@@ -146,6 +160,8 @@ def _inherit(layer, source, parent: keras.Model, inputs: list[np.ndarray]) -> np
         layer.set_weights(weights)
         return inputs[0]
     if isinstance(layer, keras.layers.Dense):
+        if inputs[0] is None or source.units != layer.units:
+            return np.arange(layer.units)  # fresh: a classifier for other classes, or after another flatten
         kernel, *bias = source.get_weights()
         layer.set_weights([_rows(layer.get_weights()[0], kernel, inputs[0]), *bias])
         return np.arange(layer.units)
@@ -212,3 +228,46 @@ def _flattened(channels: np.ndarray, spatial, parent_channels: int) -> np.ndarra
     """A flatten's output positions (H, W, C order) as the parent's flat positions."""
     cells = np.arange(int(np.prod(spatial)))[:, None] * parent_channels
     return np.where(channels[None, :] == NEW, NEW, cells + channels[None, :]).reshape(-1)
+
+
+class _BatchStatistics(keras.layers.Layer):
+    """Per batch, of each tensor `features` computes in training mode: the mean and the mean square of every channel
+    over (batch, height, width), each as one row."""
+
+    def __init__(self, features: keras.Model, **kwargs):
+        super().__init__(**kwargs)
+        self.features = features
+
+    def call(self, images):
+        rows = []
+        for tensor in self.features(images, training=True):
+            tensor = keras.ops.cast(tensor, "float32")
+            rows += [keras.ops.mean(tensor, axis=(0, 1, 2))[None], keras.ops.mean(tensor * tensor, axis=(0, 1, 2))[None]]
+        return rows
+
+
+def recalibrate_batch_norm(model: keras.Model, dataset, batches: int) -> int:
+    """Re-estimate every batch norm's moving mean and variance on `batches` batches of `dataset` (EagleEye's adaptive
+    batch norm: forward passes in training mode, no gradient), in one compiled `predict`; returns the batch norms set.
+
+    Each batch norm's statistics are those of its input over all the batches' images (the pooled mean and
+    variance), with the batch norms before it normalising by their batch statistics, as in training.
+
+    Args:
+        model: the model whose batch norms to set (narrowed or widened ones carry their parent's statistics).
+        dataset: a `tf.data.Dataset` (or what `model.predict` takes) of images, or (images, targets) pairs.
+        batches: how many of its batches to use; 0 changes nothing.
+    """
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not norms or batches <= 0:
+        return 0
+    features = keras.Model(model.inputs[0], [norm.input for norm in norms])
+    images = keras.Input(model.inputs[0].shape[1:], dtype=model.inputs[0].dtype)
+    probe = keras.Model(images, _BatchStatistics(features)(images))
+    rows = probe.predict(dataset.take(batches) if hasattr(dataset, "take") else dataset, verbose=0)
+    for norm, mean, square in zip(norms, rows[0::2], rows[1::2]):
+        mean, square = mean.mean(axis=0), square.mean(axis=0)
+        weights = dict(zip([weight.path.rsplit("/", 1)[-1] for weight in norm.weights], norm.get_weights()))
+        weights["moving_mean"], weights["moving_variance"] = mean, np.maximum(square - mean * mean, 0.0)
+        norm.set_weights([weights[weight.path.rsplit("/", 1)[-1]] for weight in norm.weights])
+    return len(norms)

@@ -176,3 +176,41 @@ def test_the_command_narrows_a_keras_file_and_an_imported_one_by_its_registered_
                  str(tmp_path / "x.keras")]) == 2
     assert "error: child spec input_shape[0]: 40, the parent's is 32" in capsys.readouterr().err
     assert not (tmp_path / "x.keras").exists()
+
+
+def test_fresh_heads_take_another_class_count_and_input_size():
+    spec = get_spec("googlenet_mini")
+    parent = trained_like(spec)
+    child_spec = with_widths(spec, {"4a": {"ch1x1": 20}}).with_classes(3).with_input_size(40)
+    with pytest.raises(NarrowError, match=r"child spec input_shape\[0\]: 40"):
+        narrow(parent, spec, child_spec)
+    child = narrow(parent, spec, child_spec, fresh_heads=True)
+    assert child.count_params() == network_cost(child_spec).total_params
+    for name in ("conv1_conv", "inception_3a_3x3_conv", "aux_2_proj_conv"):
+        assert all(np.array_equal(a, b) for a, b in zip(parent.get_layer(name).get_weights(),
+                                                         child.get_layer(name).get_weights()))
+    last = spec.stages[-1].modules[-1]
+    assert child.get_layer("predictions").get_weights()[0].shape == (last.ch1x1 + last.ch3x3 + last.ch5x5
+                                                                     + last.pool_proj, 3)
+
+
+def test_recalibration_sets_each_batch_norm_to_its_input_statistics_in_training_mode():
+    import tensorflow as tf
+
+    from inception_keras.inherit import recalibrate_batch_norm
+
+    spec = get_spec("googlenet_mini")
+    model = trained_like(spec)
+    features = keras_model(model, "inception_5a_relu")
+    batch = images(spec, 16)
+    before = np.abs(np.asarray(features(batch, training=False)) - np.asarray(features(batch, training=True))).max()
+    assert recalibrate_batch_norm(model, tf.data.Dataset.from_tensors((batch, batch[:, 0, 0, 0])), 1) == \
+        sum(layer.name.endswith("_bn") for layer in model.layers)
+    after = np.abs(np.asarray(features(batch, training=False)) - np.asarray(features(batch, training=True))).max()
+    assert after <= 1e-3 * before
+
+
+def keras_model(model, layer):
+    import keras
+
+    return keras.Model(model.inputs[0], model.get_layer(layer).output)
