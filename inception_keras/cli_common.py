@@ -54,6 +54,29 @@ def positive_float(text: str) -> float:
     return value
 
 
+def positive_float_at_most(maximum: float):
+    """An argument type: a finite number in (0, `maximum`]."""
+
+    def parse(text: str) -> float:
+        value = positive_float(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:g}, got {text!r}")
+        return value
+
+    return parse
+
+
+def host_port(text: str) -> str:
+    """An argument type: HOST:PORT (an IPv6 host in brackets), the port 1 to 65535; the text as given."""
+    from inception_keras.distribute import parse_host_port
+
+    try:
+        parse_host_port(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{error}, got {text!r}") from None
+    return text
+
+
 def fraction(text: str) -> float:
     """A number in [0, 1)."""
     try:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from inception_keras.cli_common import (CommandError, add_spec_arguments, fraction, non_negative_int, positive_float,
-                                        positive_int, spec_from_args)
-from inception_keras.distribute import BACKENDS, DEFAULT_COORDINATOR, DEFAULT_PORT
+from inception_keras.cli_common import (CommandError, add_spec_arguments, fraction, host_port, non_negative_int,
+                                        positive_float, positive_float_at_most, positive_int, spec_from_args)
+from inception_keras.distribute import (BACKENDS, DEFAULT_COORDINATOR, DEFAULT_PORT, MAX_COORDINATOR_TIMEOUT,
+                                        cluster_in_environment)
 from inception_keras.image_header import MAX_IMAGE_PIXELS
 
 DEMO_EPOCHS = 20
@@ -110,6 +111,9 @@ def export_run(run: Path, base_dir: str, name: str | None = None, images=None) -
 
 
 def cmd_train(args) -> int:
+    from inception_keras.distribute import exit_on_sigterm
+
+    exit_on_sigterm()
     spec = spec_from_args(args)
     if args.no_aux:
         spec = spec.without_aux()
@@ -118,8 +122,9 @@ def cmd_train(args) -> int:
     if args.fine_tune_epochs and not args.freeze:
         raise CommandError("--fine-tune-epochs is the second phase after --freeze; without --freeze everything "
                            "trains from the start")
-    if args.freeze and (args.distribute != "none" or args.num_processes or args.coordinator):
-        raise CommandError("--freeze runs on one device; leave out --distribute / --coordinator")
+    if args.freeze and distribution_requested(args):
+        raise CommandError("--freeze runs on one device; leave out --distribute / --coordinator / --num-processes "
+                           "and unset the KERAS_DISTRIBUTION_* variables")
     if args.weights:
         from inception_keras.pretrained import WeightsError
         from inception_keras.pretrained.convert import detect_source
@@ -147,19 +152,31 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _cluster_flags_given(args) -> bool:
+    return bool(args.coordinator or args.num_processes) or args.process_id is not None
+
+
+def distribution_requested(args) -> bool:
+    """Whether `train` is asked to go beyond one device: --distribute, a cluster flag, or any of Keras'
+    KERAS_DISTRIBUTION_* variables (which describe a cluster as the flags do)."""
+    return args.distribute != "none" or _cluster_flags_given(args) or cluster_in_environment()
+
+
 def distribution_from_args(args):
     """--distribute, and for several processes --coordinator / --num-processes / --process-id (or Keras'
     KERAS_DISTRIBUTION_* variables): a Distribution (one device by default)."""
     from inception_keras.distribute import Cluster, Distribution
 
-    if args.coordinator or args.num_processes or args.process_id is not None:
+    if not distribution_requested(args):
+        return Distribution()
+    if _cluster_flags_given(args):
         if not args.num_processes or args.process_id is None:
             raise CommandError("several processes need --num-processes N and --process-id I (0 to N-1), and "
                                f"--coordinator HOST:PORT of process 0 (default {DEFAULT_COORDINATOR})")
         cluster = Cluster(args.coordinator or DEFAULT_COORDINATOR, args.num_processes, args.process_id,
                           args.coordinator_bind, args.coordinator_timeout)
     else:
-        cluster = Cluster.from_environment()
+        cluster = Cluster.from_environment(args.coordinator_bind, args.coordinator_timeout)
     if cluster is not None:
         if args.distribute == "mirrored":
             raise CommandError("--distribute mirrored is one process (TensorFlow); several processes use the JAX "
@@ -167,9 +184,7 @@ def distribution_from_args(args):
         return Distribution.data_parallel(cluster)
     if args.distribute == "mirrored":
         return Distribution.mirrored()
-    if args.distribute == "data_parallel":
-        return Distribution.data_parallel()
-    return Distribution()
+    return Distribution.data_parallel()
 
 
 def cmd_export(args) -> int:
@@ -223,14 +238,17 @@ def add_distribution_arguments(parser: argparse.ArgumentParser) -> None:
                        help="mirrored: tf.distribute.MirroredStrategy over all local devices (TensorFlow); "
                             "data_parallel: keras.distribution.DataParallel (JAX). --batch-size is the global batch; "
                             "the learning rate is not rescaled")
-    group.add_argument("--coordinator", metavar="HOST:PORT", help="several processes (JAX): process 0's address, "
+    group.add_argument("--coordinator", type=host_port, metavar="HOST:PORT",
+                       help="several processes (JAX): process 0's address, "
                        f"which it serves (default {DEFAULT_COORDINATOR}; the same in every process)")
     group.add_argument("--num-processes", type=positive_int, metavar="N")
     group.add_argument("--process-id", type=non_negative_int, metavar="I", help="0 to N-1; 0 writes the run directory")
-    group.add_argument("--coordinator-bind", metavar="HOST:PORT", help="where process 0 listens (default: "
+    group.add_argument("--coordinator-bind", type=host_port, metavar="HOST:PORT",
+                       help="where process 0 listens (default: "
                        f"--coordinator itself, so 127.0.0.1 stays local); e.g. 0.0.0.0:{DEFAULT_PORT} for other hosts")
-    group.add_argument("--coordinator-timeout", type=positive_float, default=60.0, metavar="SECONDS",
-                       help="how long to wait for the coordinator and the other processes (default 60)")
+    group.add_argument("--coordinator-timeout", type=positive_float_at_most(MAX_COORDINATOR_TIMEOUT), default=60.0,
+                       metavar="SECONDS", help="how long to wait for the coordinator and the other processes "
+                       f"(default 60, at most {MAX_COORDINATOR_TIMEOUT:g})")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import sys
 import threading
@@ -25,10 +26,30 @@ from inception_keras.errors import UserError
 BACKENDS = ("tensorflow", "jax")
 DEFAULT_PORT = 29500
 DEFAULT_COORDINATOR = f"127.0.0.1:{DEFAULT_PORT}"  # process 0, on this host only
+MAX_COORDINATOR_TIMEOUT = 86400.0  # seconds (one day): JAX takes whole seconds as a 32-bit integer
+CLUSTER_VARIABLES = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
+                     "KERAS_DISTRIBUTION_PROCESS_ID")
+TERMINATED_EXIT_CODE = 128 + signal.SIGTERM
+TERMINATED_MESSAGE = "terminated by SIGTERM: run the same command again to resume\n"
+_TERMINATING = threading.Lock()
 
 
 class DistributionError(UserError):
     """The distribution cannot be set up (backend, coordinator, batch size)."""
+
+
+def parse_host_port(address: str) -> tuple[str, int]:
+    """(host, port) of HOST:PORT (an IPv6 host in brackets: [::1]:29500); a ValueError naming it otherwise."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT with a port from 1 to 65535, e.g. {DEFAULT_COORDINATOR}")
+    return host, int(port)
+
+
+def cluster_in_environment() -> bool:
+    """Whether any of Keras' KERAS_DISTRIBUTION_* variables is set: they ask for a cluster as the flags do."""
+    return any(os.environ.get(name) for name in CLUSTER_VARIABLES)
 
 
 def select_backend(backend: str | None) -> str:
@@ -61,33 +82,34 @@ class Cluster:
     timeout: float = 60.0
 
     def __post_init__(self):
-        host, _, port = self.coordinator.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise DistributionError(f"--coordinator {self.coordinator!r}: expected HOST:PORT, e.g. "
-                                    f"{DEFAULT_COORDINATOR}")
+        for option, address in (("--coordinator", self.coordinator), ("--coordinator-bind", self.bind)):
+            try:
+                if address is not None:
+                    parse_host_port(address)
+            except ValueError as error:
+                raise DistributionError(f"{option} {address!r}: {error}") from None
         if self.num_processes < 1 or not 0 <= self.process_id < self.num_processes:
             raise DistributionError(f"--process-id {self.process_id} with --num-processes {self.num_processes}: the id "
                                     f"must be 0 to {self.num_processes - 1}")
-        if not self.timeout > 0:
-            raise DistributionError(f"--coordinator-timeout must be positive, got {self.timeout}")
+        if not 0 < self.timeout <= MAX_COORDINATOR_TIMEOUT:
+            raise DistributionError(f"--coordinator-timeout must be in (0, {MAX_COORDINATOR_TIMEOUT:g}] seconds, got "
+                                    f"{self.timeout}")
 
     @classmethod
-    def from_environment(cls) -> "Cluster | None":
+    def from_environment(cls, bind: str | None = None, timeout: float = 60.0) -> "Cluster | None":
         """The cluster Keras' documented variables describe (KERAS_DISTRIBUTION_JOB_ADDRESSES, ..._NUM_PROCESSES,
-        ..._PROCESS_ID; the first address is the coordinator), or None."""
+        ..._PROCESS_ID; the first address is the coordinator), or None when none of them is set."""
+        if not cluster_in_environment():
+            return None
         addresses = os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES")
         if not addresses:
-            return None
+            raise DistributionError("KERAS_DISTRIBUTION_* variables: KERAS_DISTRIBUTION_JOB_ADDRESSES is not set (the "
+                                    "processes' HOST:PORT addresses, the coordinator first)")
         try:
             return cls(addresses.split(",")[0].strip(), int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1")),
-                       int(os.environ.get("KERAS_DISTRIBUTION_PROCESS_ID", "0")))
+                       int(os.environ.get("KERAS_DISTRIBUTION_PROCESS_ID", "0")), bind, timeout)
         except ValueError as error:
             raise DistributionError(f"KERAS_DISTRIBUTION_* variables: {error}") from None
-
-    @property
-    def host_port(self) -> tuple[str, int]:
-        host, _, port = self.coordinator.rpartition(":")
-        return host.strip("[]"), int(port)
 
 
 class Distribution:
@@ -162,7 +184,7 @@ class Distribution:
 
 def _wait_for_coordinator(cluster: Cluster) -> None:
     """Until the coordinator accepts connections; a DistributionError after `cluster.timeout` seconds."""
-    host, port = cluster.host_port
+    host, port = parse_host_port(cluster.coordinator)
     deadline = time.monotonic() + cluster.timeout
     while True:
         try:
@@ -176,14 +198,36 @@ def _wait_for_coordinator(cluster: Cluster) -> None:
             time.sleep(0.5)
 
 
+def require_listenable(address: str) -> None:
+    """A DistributionError naming `address` unless this host can listen on it now (not a port in use, a host
+    of this machine): JAX's own failure is an internal error and a gRPC log line."""
+    host, port = parse_host_port(address)
+    try:
+        family, kind, protocol, _, where = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                              flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does: TIME_WAIT is no obstacle
+            probe.bind(where)
+    except OSError as error:
+        raise DistributionError(f"process 0 cannot listen on {address} ({error.strerror or error}) for the "
+                                f"coordinator: free that port, or choose another with --coordinator / "
+                                f"--coordinator-bind") from None
+
+
 def _initialize_jax(cluster: Cluster) -> None:
     """jax.distributed.initialize with a clear, bounded failure: JAX itself aborts the process with a C++
-    stack trace when peers do not join, so a watchdog exits first with one line (exit 2)."""
+    stack trace when peers do not join, so a watchdog exits first with one line (exit 2).
+
+    JAX's preemption service stays off: it installs a SIGTERM handler that only records the signal, so
+    SIGTERM would no longer stop the process (see `exit_on_sigterm`)."""
     import jax
 
-    if cluster.process_id != 0:
+    if cluster.process_id == 0:
+        require_listenable(cluster.bind or cluster.coordinator)
+    else:
         _wait_for_coordinator(cluster)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives; GPUs keep NCCL
+    jax.config.update("jax_enable_preemption_service", False)
     message = (f"error: the {cluster.num_processes} processes did not all join the coordinator at "
                f"{cluster.coordinator} within {cluster.timeout:.0f} s (is every --process-id started, with the same "
                f"--coordinator and --num-processes?)\n")
@@ -199,10 +243,41 @@ def _initialize_jax(cluster: Cluster) -> None:
         watchdog.cancel()
 
 
-def _exit_with(message: str) -> None:
+def _exit_with(message: str, code: int = 2) -> None:
     sys.stderr.write(message)
     sys.stderr.flush()
-    os._exit(2)
+    os._exit(code)
+
+
+def exit_on_sigterm() -> None:
+    """From now on SIGTERM ends the process at once: TERMINATED_MESSAGE, exit code 143, nothing more written.
+
+    Python runs signal handlers in the main thread only, between bytecodes, which never happens while it
+    waits in native code (a JAX collective or barrier, XLA compiling); so the signal also wakes a thread
+    (through `signal.set_wakeup_fd`) that exits for it. Ending mid-epoch is resumable as a kill is: every
+    file is written to a temporary path and renamed into place. Idempotent; call it from the main thread.
+    """
+    if signal.getsignal(signal.SIGTERM) is _terminate:
+        return
+    wakeup, woken = socket.socketpair()
+    wakeup.setblocking(False)
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.set_wakeup_fd(wakeup.fileno())
+    threading.Thread(target=_terminate_when_woken, args=(woken, wakeup), name="sigterm", daemon=True).start()
+
+
+def _terminate(signum=None, frame=None) -> None:
+    """Exit with TERMINATED_MESSAGE once, whichever of the handler and the woken thread comes first."""
+    if _TERMINATING.acquire(blocking=False):
+        _exit_with(TERMINATED_MESSAGE, TERMINATED_EXIT_CODE)
+
+
+def _terminate_when_woken(woken: socket.socket, wakeup: socket.socket) -> None:
+    """Exit on a SIGTERM byte among the signal numbers written to the wakeup socket (`wakeup` is held here so
+    that it stays open)."""
+    for numbers in iter(lambda: woken.recv(64), b""):
+        if signal.SIGTERM in numbers:
+            _terminate()
 
 
 @contextlib.contextmanager

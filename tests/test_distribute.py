@@ -17,7 +17,8 @@ import pytest
 from inception_keras import get_spec
 from inception_keras.cli import main
 from inception_keras.data import load_data, shard
-from inception_keras.distribute import Cluster, Distribution, DistributionError
+from inception_keras.distribute import (MAX_COORDINATOR_TIMEOUT, Cluster, Distribution, DistributionError,
+                                         require_listenable)
 from inception_keras.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,6 +144,59 @@ def test_keras_environment_variables_describe_the_cluster(monkeypatch):
     monkeypatch.setenv("KERAS_DISTRIBUTION_PROCESS_ID", "x")
     with pytest.raises(DistributionError, match="KERAS_DISTRIBUTION_"):
         Cluster.from_environment()
+    monkeypatch.delenv("KERAS_DISTRIBUTION_JOB_ADDRESSES")
+    with pytest.raises(DistributionError, match="KERAS_DISTRIBUTION_JOB_ADDRESSES is not set"):
+        Cluster.from_environment()
+
+
+def test_freeze_is_refused_with_the_cluster_in_keras_environment_variables(monkeypatch, capsys):
+    monkeypatch.setenv("KERAS_DISTRIBUTION_JOB_ADDRESSES", "127.0.0.1:1234")
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "2")
+    monkeypatch.setenv("KERAS_DISTRIBUTION_PROCESS_ID", "1")
+    assert main(["train", "googlenet_mini", "--freeze", "--weights", "x.keras"]) == 2
+    assert "--freeze runs on one device" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--coordinator-timeout", "1e308", f"must be at most {MAX_COORDINATOR_TIMEOUT:g}"),
+    ("--coordinator-timeout", "3e9", f"must be at most {MAX_COORDINATOR_TIMEOUT:g}"),
+    ("--coordinator-bind", "notaport", "expected HOST:PORT"),
+    ("--coordinator", "127.0.0.1:70000", "expected HOST:PORT"),
+])
+def test_coordinator_arguments_are_checked_by_the_parser(option, value, expected, capsys):
+    assert main(["train", "googlenet_mini", "--num-processes", "2", "--process-id", "0", option, value]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: inception-keras train: argument {option}: {expected}"), line
+
+
+def test_an_address_in_use_is_refused_naming_it():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        address = f"127.0.0.1:{holder.getsockname()[1]}"
+        with pytest.raises(DistributionError, match=f"cannot listen on {address} "):
+            require_listenable(address)
+    require_listenable(address)  # free again
+    with pytest.raises(DistributionError, match="cannot listen on no-such-host.invalid:1234 "):
+        require_listenable("no-such-host.invalid:1234")
+
+
+def test_sigterm_ends_the_process_while_the_main_thread_is_stuck_in_native_code():
+    """Like a main thread waiting in a JAX collective (which runs no Python signal handler): SIGTERM still
+    ends the process at once, with one line and exit code 143."""
+    stuck = ("import signal, time; from inception_keras.distribute import exit_on_sigterm; exit_on_sigterm(); "
+             "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}); print('ready', flush=True); time.sleep(60)")
+    process = subprocess.Popen([sys.executable, "-c", stuck], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, cwd=ROOT, env=environment())
+    try:
+        assert process.stdout.readline() == "ready\n"
+        process.send_signal(signal.SIGTERM)
+        _, error = process.communicate(timeout=5)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 143
+    assert error.splitlines() == ["terminated by SIGTERM: run the same command again to resume"]
 
 
 def test_cli_distribution_refusals(capsys):
@@ -189,33 +243,63 @@ def test_a_cluster_that_cannot_form_fails_in_one_line(process_id, expected):
 
 
 @pytest.mark.slow
-def test_two_cli_processes_resume_after_one_is_killed(image_folder, tmp_path):
-    """Kill process 1 once an epoch is backed up, stop the stranded process 0, start both again: the run
-    resumes from process 0's backup and finishes its epochs, written by process 0 alone."""
-    port, out = free_port(), tmp_path / "run"
+def test_a_coordinator_port_in_use_fails_in_one_line():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        address = f"127.0.0.1:{holder.getsockname()[1]}"
+        [(code, output)] = run_all([cli("train", "googlenet_mini", "--backend", "jax", "--num-processes", "2",
+                                        "--process-id", "0", "--coordinator", address)], 120, env=environment())
+    assert code == 2, output
+    assert output.strip().splitlines() == [f"error: process 0 cannot listen on {address} (Address already in use) "
+                                           f"for the coordinator: free that port, or choose another with "
+                                           f"--coordinator / --coordinator-bind"]
 
-    def command(process_id):
-        return cli("train", "googlenet_mini", "--dataset", f"folder:{image_folder}", "--input-size", "24", "--epochs",
-                   "3", "--batch-size", "8", "--optimizer", "adam", "--backend", "jax", "--coordinator",
-                   f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(process_id), "--out", str(out))
 
-    processes = [subprocess.Popen(command(i), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
-                                  env=environment()) for i in range(2)]
+@pytest.mark.slow
+def test_two_cli_processes_stop_at_once_on_sigterm_and_resume(image_folder, tmp_path):
+    """SIGTERM both processes (cluster from KERAS_DISTRIBUTION_* variables) once an epoch is backed up: both
+    end within seconds with one line (JAX's preemption service would swallow the signal), then the same
+    command resumes from process 0's backup and finishes its epochs, written by process 0 alone."""
+    out = tmp_path / "run"
+    command = cli("train", "googlenet_mini", "--dataset", f"folder:{image_folder}", "--input-size", "24", "--epochs",
+                  "3", "--batch-size", "8", "--optimizer", "adam", "--backend", "jax", "--out", str(out))
+
+    def cluster(process_id, port):
+        return environment(KERAS_DISTRIBUTION_JOB_ADDRESSES=f"127.0.0.1:{port}", KERAS_DISTRIBUTION_NUM_PROCESSES="2",
+                           KERAS_DISTRIBUTION_PROCESS_ID=str(process_id))
+
+    port = free_port()
+    processes = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                  env=cluster(i, port)) for i in range(2)]
     try:
         deadline = time.monotonic() + 400
         while not (out / "backup" / "training_metadata.json").exists():
             assert time.monotonic() < deadline and processes[0].poll() is None, "no backup was written"
             time.sleep(0.5)
-        processes[1].send_signal(signal.SIGKILL)
-        processes[1].wait()
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        errors = [process.communicate(timeout=10)[1] for process in processes]
+        assert time.monotonic() - stopped < 5
     finally:
         for process in processes:
             process.kill()
             process.wait()
+    assert [process.returncode for process in processes] == [143, 143]
+    assert all(error.strip().splitlines()[-1] == "terminated by SIGTERM: run the same command again to resume"
+               for error in errors), errors
     port = free_port()
-    results = run_all([command(0), command(1)], 500, env=environment())
-    assert [code for code, _ in results] == [0, 0], results[0][1][-2000:] + results[1][1][-2000:]
-    assert re.search(f"Resuming {re.escape(str(out))} after epoch [12] of 3", results[0][1]), results[0][1][-2000:]
-    assert "process 1:" in results[1][1] and "best model:" not in results[1][1]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                                  env=cluster(i, port)) for i in range(2)]
+    try:
+        results = [(process.communicate(timeout=500)[0], process.returncode) for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+    assert [code for _, code in results] == [0, 0], results[0][0][-2000:] + results[1][0][-2000:]
+    assert re.search(f"Resuming {re.escape(str(out))} after epoch [12] of 3", results[0][0]), results[0][0][-2000:]
+    assert "process 1:" in results[1][0] and "best model:" not in results[1][0]
     history = (out / "history.csv").read_text().splitlines()
     assert len(history) == 4 and [row.split(",")[0] for row in history[1:]] == ["0", "1", "2"]
