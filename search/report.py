@@ -1,8 +1,11 @@
 """Search results without TensorFlow: the trials table, Pareto fronts, a PNG plot, the best spec.
 
-Reads `DIR/records/trial_*.json` (one per finished trial, through the spec files' bounded reader; a damaged
-one, or one that is not a regular file, is skipped with a one-line warning) and writes `DIR/results.json`, `DIR/results.csv`, `DIR/pareto.png` and
-`DIR/best_spec.yaml`.
+Reads `DIR/records/trial_*.json` (one per finished trial; with KerasTuner's executions per trial, `val_accuracy`
+is their mean, `val_accuracy_std` their standard deviation and `executions` their number), `DIR/space.json` (the
+budget and base spec) and `DIR/parent.json` (the point of the model a search inherits from), all through the spec
+files' bounded reader; a damaged one, or one that is not a regular file, is skipped with a one-line warning.
+Writes `DIR/results.json`, `DIR/results.csv`, `DIR/pareto.png` (with the budget lines, the parent's point or the
+base spec's cost, and error bars) and `DIR/best_spec.yaml`.
 """
 
 from __future__ import annotations
@@ -11,19 +14,27 @@ import csv
 import io
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
 from inception_keras import NetworkSpec
 from inception_keras.atomic import atomic_write_bytes, atomic_write_text
+from inception_keras.cost import network_cost
 from inception_keras.errors import UserError
 from inception_keras.report import format_table
 from inception_keras.serialize import file_label, parse_document, read_text_file, spec_to_yaml
 from inception_keras.spec import SpecError
 
-COLUMNS = ("trial_id", "worker", "val_accuracy", "params", "macs", "train_seconds")
+from search.space import Budget, parse_count
+
+COLUMNS = ("trial_id", "worker", "val_accuracy", "val_accuracy_std", "executions", "params", "macs", "train_seconds")
 NUMBER_FIELDS = ("val_accuracy", "params", "macs", "train_seconds")
 RECORD_TYPES = {"trial_id": str, "values": dict, "spec": dict}
+PARENT_FIELDS = ("params", "macs", "val_accuracy")
+# What Budget.describe() writes, e.g. "params <= 120,000 and multiply-adds <= 600,000,000 (inference model)".
+_BUDGET_TEXT = re.compile(r"(?:params <= ([0-9,]{1,25}))?(?: and )?(?:multiply-adds <= ([0-9,]{1,25}))?"
+                          r"(?:no budget)? \((\w{1,20}) model\)")
 
 
 class SearchError(UserError):
@@ -48,6 +59,10 @@ def record_problem(record) -> str | None:
         return f"no {', '.join(missing)}"
     wrong = [key for key, kind in RECORD_TYPES.items() if not isinstance(record[key], kind)]
     wrong += [key for key in NUMBER_FIELDS if not _is_number(record[key])]
+    wrong += [key for key in ("val_accuracy_std",) if key in record and not _is_number(record[key])]
+    if "executions" in record and (isinstance(record["executions"], bool) or not isinstance(record["executions"], int)
+                                   or record["executions"] < 1):
+        wrong.append("executions")
     if wrong:
         return f"{', '.join(wrong)} of the wrong type"
     odd = [value for value in record["values"].values() if not isinstance(value, (int, float, str))]
@@ -87,19 +102,99 @@ def read_records(directory: str | Path, warn_damaged: bool = True) -> list[dict]
     return sorted(records, key=lambda record: record["trial_id"])
 
 
-def read_budget(directory: str | Path) -> str:
-    """The budget that `DIR/space.json` describes; "" (with a warning if damaged) when it cannot be read."""
+def executions(record: dict) -> int:
+    """How many executions a trial's score averages (1 in records written before executions per trial)."""
+    return record.get("executions", 1)
+
+
+def accuracy_std(record: dict) -> float:
+    """The standard deviation of a trial's validation accuracy over its executions (0 for one execution)."""
+    return record.get("val_accuracy_std", 0.0)
+
+
+def accuracy_text(record: dict) -> str:
+    """`0.9123`, or `0.9123 ± 0.0040 (3)` (mean ± std, executions) for a trial of more than one execution."""
+    mean = f"{record['val_accuracy']:.4f}"
+    return f"{mean} ± {accuracy_std(record):.4f} ({executions(record)})" if executions(record) > 1 else mean
+
+
+def _read_space(directory: str | Path) -> tuple[dict | None, str | None]:
+    """`DIR/space.json` and None, (None, None) when there is none, or (None, what is wrong with it)."""
     path = Path(directory, "space.json")
     if not path.exists():
-        return ""
+        return None, None
     try:
         space = _read_json(path, "search space record")
         if not isinstance(space, dict) or "budget" not in space:
             raise SpecError(file_label(path), "no budget")
     except SpecError as error:
-        warn(f"{path} is damaged ({error.message}); the report leaves the budget out")
-        return ""
-    return space["budget"] if isinstance(space["budget"], str) else ""
+        return None, error.message
+    return space, None
+
+
+def read_budget(directory: str | Path) -> str:
+    """The budget that `DIR/space.json` describes; "" (with a warning if damaged) when it cannot be read."""
+    space, problem = _read_space(directory)
+    if problem:
+        warn(f"{Path(directory, 'space.json')} is damaged ({problem}); the report leaves the budget out")
+    return space["budget"] if space and isinstance(space["budget"], str) else ""
+
+
+def budget_from_text(text) -> Budget | None:
+    """The Budget whose `describe()` is `text` (space.json's "budget"), or None when `text` is no such description."""
+    match = _BUDGET_TEXT.fullmatch(text) if isinstance(text, str) else None
+    if not match:
+        return None
+    params, macs, model = match.groups()
+    try:
+        budget = Budget(*(parse_count(limit.replace(",", "")) if limit else None for limit in (params, macs)), model)
+    except SpecError:
+        return None
+    return budget if budget.describe() == text else None
+
+
+def base_point(space: dict, budget: Budget, records: list[dict]) -> dict | None:
+    """The base spec's point (space.json's "base") under `budget`'s cost model: {"params", "macs", "val_accuracy"},
+    the accuracy being that of a trial of exactly the base's widths, else None; None when there is no valid base."""
+    try:
+        base = NetworkSpec.from_dict(space.get("base"))
+    except SpecError:
+        return None
+    cost = network_cost(base)
+    inference = budget.model == "inference"
+    same = [r["val_accuracy"] for r in records if NetworkSpec.from_dict(r["spec"]).replace(name=base.name) == base]
+    return {"params": cost.inference_params if inference else cost.total_params,
+            "macs": cost.inference_macs if inference else cost.total_macs,
+            "val_accuracy": same[0] if same else None}
+
+
+def parent_problem(parent) -> str | None:
+    """What makes `parent` (parent.json's data) not a parent model's point, or None."""
+    if not isinstance(parent, dict):
+        return f"a JSON {type(parent).__name__}, not an object"
+    missing = [key for key in ("source", *PARENT_FIELDS) if key not in parent]
+    if missing:
+        return f"no {', '.join(missing)}"
+    wrong = ["source"] if not isinstance(parent["source"], str) else []
+    wrong += [key for key in PARENT_FIELDS if not _is_number(parent[key])]
+    return f"{', '.join(wrong)} of the wrong type" if wrong else None
+
+
+def read_parent(directory: str | Path, warn_damaged: bool = True) -> dict | None:
+    """The parent model's point (`DIR/parent.json`), None when the search inherits from none or the file is
+    damaged (skipped with a warning on stderr)."""
+    path = Path(directory, "parent.json")
+    if not path.exists():
+        return None
+    try:
+        parent = _read_json(path, "parent record")
+    except SpecError as error:
+        problem = error.message
+    else:
+        problem = parent_problem(parent)
+    if problem and warn_damaged:
+        warn(f"skipping {path}: {problem}")
+    return None if problem else parent
 
 
 def pareto_front(records: list[dict], cost: str) -> list[dict]:
@@ -121,12 +216,13 @@ def best_record(records: list[dict]) -> dict | None:
 
 def table(records: list[dict], title: str = "") -> str:
     rows = [("trial", "worker", "val acc", "params", "multiply-adds", "seconds")]
-    rows += [(str(r["trial_id"]), str(r["worker"])[:12], f"{r['val_accuracy']:.4f}", f"{r['params']:,}",
+    rows += [(str(r["trial_id"]), str(r["worker"])[:12], accuracy_text(r), f"{r['params']:,}",
               f"{r['macs']:,}", f"{r['train_seconds']:.1f}") for r in records]
     return "\n".join(([title] if title else []) + format_table(rows, {2, 3, 4, 5}))
 
 
-def report_text(records: list[dict], budget: str = "") -> str:
+def report_text(records: list[dict], budget: str = "", parent: dict | None = None) -> str:
+    """The trials table, both Pareto fronts, the best trial and the parent model's point (`read_parent`)."""
     if not records:
         return "no finished trials yet"
     best = best_record(records)
@@ -134,31 +230,84 @@ def report_text(records: list[dict], budget: str = "") -> str:
              table(pareto_front(records, "params"), "\nPareto front, params vs accuracy"),
              table(pareto_front(records, "macs"), "\nPareto front, multiply-adds vs accuracy")]
     if best:
-        parts.append(f"\nbest: trial {best['trial_id']}, val accuracy {best['val_accuracy']:.4f}, "
+        parts.append(f"\nbest: trial {best['trial_id']}, val accuracy {accuracy_text(best)}, "
                      f"{best['params']:,} params, {best['macs']:,} multiply-adds")
+    if parent:
+        parts.append(f"parent: {file_label(parent['source'])}, val accuracy {parent['val_accuracy']:.4f}, "
+                     f"{parent['params']:,} params, {parent['macs']:,} multiply-adds")
     return "\n".join(parts)
 
 
-def plot(records: list[dict], path: Path) -> Path:
-    import matplotlib
+def human_count(count: float) -> str:
+    """A count as axis labels show it: `950`, `95k`, `97.5k`, `1.2M`, `10.2M`, `120M`, `1.5G` (one decimal below
+    100 of a unit, none above, no trailing `.0`)."""
+    value, suffix = float(count), ""
+    for larger in ("k", "M", "G", "T"):
+        if abs(round(value, 1 if abs(value) < 100 else 0)) < 1000:
+            break
+        value, suffix = value / 1000, larger
+    text = (f"{value:.1f}" if abs(value) < 100 else f"{value:.0f}").removesuffix(".0")
+    return ("0" if float(text) == 0 else text) + suffix
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
 
-    figure, axes = pyplot.subplots(1, 2, figsize=(11, 4.2))
-    for axis, cost, label in ((axes[0], "params", "parameters"), (axes[1], "macs", "multiply-adds")):
+def _draw_point(axis, x: float, accuracy: float | None, label: str, style: dict) -> None:
+    """A reference model on one panel: a marker at its accuracy, or a vertical line at its cost when unknown."""
+    if accuracy is None:
+        axis.axvline(x, color=style["color"], linestyle=":", linewidth=1.5, label=label)
+    else:
+        axis.plot([x], [accuracy], linestyle="none", markersize=11, label=label, **style)
+
+
+def pareto_figure(records: list[dict], budget: Budget | None = None, parent: dict | None = None,
+                  base: dict | None = None):
+    """The Pareto plot as a matplotlib Figure: accuracy against parameters and against multiply-adds.
+
+    Args:
+        records: the trial records; error bars (± std) on those of more than one execution.
+        budget: its limits are drawn as vertical lines labelled "budget".
+        parent: the parent model's point (`read_parent`), a star labelled "parent".
+        base: the base spec's point (`base_point`), drawn only without a parent: a diamond, or a dotted vertical
+            line at its cost when its accuracy is None.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    figure = Figure(figsize=(11, 4.2))
+    FigureCanvasAgg(figure)
+    limits = {"params": budget.max_params, "macs": budget.max_macs} if budget else {}
+    repeated = [r for r in records if executions(r) > 1]
+    for index, (cost, label) in enumerate((("params", "parameters"), ("macs", "multiply-adds"))):
+        axis = figure.add_subplot(1, 2, index + 1)
+        if repeated:
+            axis.errorbar([r[cost] for r in repeated], [r["val_accuracy"] for r in repeated],
+                          yerr=[accuracy_std(r) for r in repeated], fmt="none", ecolor="0.45", elinewidth=1,
+                          capsize=3, label="± std over executions")
         axis.scatter([r[cost] for r in records], [r["val_accuracy"] for r in records], color="0.6", label="trials")
         front = pareto_front(records, cost)
         axis.step([r[cost] for r in front], [r["val_accuracy"] for r in front], where="post", color="C3",
                   marker="o", label="Pareto front")
+        if limits.get(cost):
+            axis.axvline(limits[cost], color="C0", linestyle="--", linewidth=1.5, label="budget")
+        if parent:
+            _draw_point(axis, parent[cost], parent["val_accuracy"], "parent", {"color": "C2", "marker": "*"})
+        elif base:
+            _draw_point(axis, base[cost], base["val_accuracy"], "base spec", {"color": "C1", "marker": "D"})
+        axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: human_count(value)))
+        axis.ticklabel_format(axis="y", style="plain", useOffset=False)
         axis.set_xlabel(label)
         axis.set_ylabel("validation accuracy")
         axis.grid(alpha=0.3)
         axis.legend(loc="best")
     figure.tight_layout()
+    return figure
+
+
+def plot(records: list[dict], path: Path, budget: Budget | None = None, parent: dict | None = None,
+         base: dict | None = None) -> Path:
+    """Write `pareto_figure(records, budget, parent, base)` to `path` as a PNG."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    pyplot.close(figure)
+    pareto_figure(records, budget, parent, base).savefig(buffer, format="png", dpi=110)
     return atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -168,7 +317,8 @@ def _csv_text(records: list[dict]) -> str:
     writer = csv.writer(rows)
     writer.writerow([*COLUMNS, *names])
     for r in records:
-        writer.writerow([*(r[c] for c in COLUMNS), *(r["values"].get(name, "") for name in names)])
+        row = {**r, "val_accuracy_std": accuracy_std(r), "executions": executions(r)}
+        writer.writerow([*(row[c] for c in COLUMNS), *(r["values"].get(name, "") for name in names)])
     return rows.getvalue()
 
 
@@ -180,7 +330,9 @@ def _write(path: Path, write) -> Path:
 
 
 def write_results(directory: str | Path, records: list[dict] | None = None) -> list[Path]:
-    """Write results.json, results.csv, pareto.png and best_spec.yaml from the trial records; return what was written.
+    """Write results.json, results.csv, pareto.png and best_spec.yaml from the trial records, `DIR/space.json`
+    (budget and base spec; a damaged one is left out silently, `read_budget` warns) and `DIR/parent.json`
+    (`read_parent`); return what was written.
 
     Args:
         directory: the search directory.
@@ -195,12 +347,17 @@ def write_results(directory: str | Path, records: list[dict] | None = None) -> l
         raise SearchError(f"{directory}: no finished trials yet ({directory / 'records'} holds no complete trial "
                           f"record); nothing written")
     best = best_record(records)
+    space, _ = _read_space(directory)
+    parent = read_parent(directory)
+    budget = budget_from_text(space["budget"]) if space else None
+    base = base_point(space, budget, records) if budget and not parent else None
     summary = json.dumps({"trials": records,
                           "pareto_params": [r["trial_id"] for r in pareto_front(records, "params")],
-                          "pareto_macs": [r["trial_id"] for r in pareto_front(records, "macs")]}, indent=1)
+                          "pareto_macs": [r["trial_id"] for r in pareto_front(records, "macs")],
+                          "parent": parent}, indent=1)
     written = [_write(directory / "results.json", lambda path: atomic_write_text(path, summary)),
                _write(directory / "results.csv", lambda path: atomic_write_text(path, _csv_text(records))),
-               _write(directory / "pareto.png", lambda path: plot(records, path))]
+               _write(directory / "pareto.png", lambda path: plot(records, path, budget, parent, base))]
     if best:
         best_yaml = spec_to_yaml(NetworkSpec.from_dict(best["spec"]))
         written.append(_write(directory / "best_spec.yaml", lambda path: atomic_write_text(path, best_yaml)))
