@@ -23,12 +23,14 @@ from pathlib import Path
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from inception_keras.cluttered import ClutteredDigits
 from inception_keras.digits import SklearnDigits
 from inception_keras.errors import UserError, error_text
 from inception_keras.image_header import MAX_IMAGE_PIXELS, image_problem
 
 DEFAULT_DATASET = "sklearn_digits"
-LOCAL_BUILDERS = {"sklearn_digits": SklearnDigits}  # prepared from installed packages, no network
+# prepared from installed packages, no network
+LOCAL_BUILDERS = {"sklearn_digits": SklearnDigits, "cluttered_digits": ClutteredDigits}
 VALIDATION_SPLITS = ("validation", "val", "test")
 CACHE_LIMIT_BYTES = 1 << 30
 NETWORK_PROBE = ("storage.googleapis.com", 443)

@@ -281,6 +281,11 @@ _NAMED = {
                  {"widths": ["pool_proj"], "choices": [4, 8, 16, 24, 32]}],
         "budget": {"max_params": 120_000},
     },
+    "cluttered_bottlenecks": {  # for --dataset cluttered_digits; the narrowest candidate has 1/4 of the base's params
+        "base": "googlenet_mini",
+        "vary": [{"widths": list(BOTTLENECK_FIELDS), "choices": [2, 4, 8, 16, 24, 32]}],
+        "budget": {"max_params": 110_000},
+    },
     "googlenet_bottlenecks": {
         "base": "googlenet",
         "vary": [{"widths": ["ch3x3_reduce", "ch5x5_reduce"], "range": {"min": 16, "max": 256, "step": 16}},
