@@ -71,12 +71,7 @@ def narrow(model: keras.Model, spec: NetworkSpec, child_spec: NetworkSpec, impor
 def check_inheritable(spec: NetworkSpec, child_spec: NetworkSpec, fresh_heads: bool = False) -> None:
     """Raise NarrowError unless the two specs differ only in module widths (and with `fresh_heads`, class count and
     input size), with bottlenecks in the same places."""
-    difference = _first_difference(_comparable(spec, fresh_heads), _comparable(child_spec, fresh_heads))
-    if difference is not None:
-        path, ours, theirs = difference
-        allowed = " (and the class count and input size)" if fresh_heads else ""
-        raise NarrowError(f"child spec {path}: {theirs!r}, the parent's is {ours!r}; only the six widths of each "
-                          f"Inception module{allowed} may differ")
+    check_same_network(spec, child_spec, fresh_heads)
     for name, parent, child in zip(spec.module_names(), _modules(spec), _modules(child_spec)):
         for width in ("ch3x3_reduce", "ch5x5_reduce"):
             before, after = getattr(parent, width), getattr(child, width)
@@ -84,6 +79,26 @@ def check_inheritable(spec: NetworkSpec, child_spec: NetworkSpec, fresh_heads: b
                 raise NarrowError(f"inception_{name}: {width} is {after} in the child spec and {before} in the "
                                   f"parent's: a branch {'without' if after == 0 else 'with'} a bottleneck cannot "
                                   f"inherit the weights of one {'with' if after == 0 else 'without'}")
+
+
+def check_same_network(spec: NetworkSpec, other: NetworkSpec, fresh_heads: bool = False) -> None:
+    """Raise NarrowError, naming the first field, unless the specs differ only in module widths (and with
+    `fresh_heads`, class count and input size)."""
+    difference = _first_difference(_comparable(spec, fresh_heads), _comparable(other, fresh_heads))
+    if difference is not None:
+        path, ours, theirs = difference
+        allowed = " (and the class count and input size)" if fresh_heads else ""
+        raise NarrowError(f"child spec {path}: {theirs!r}, the parent's is {ours!r}; only the six widths of each "
+                          f"Inception module{allowed} may differ")
+
+
+def inheritable(spec: NetworkSpec, child_spec: NetworkSpec, fresh_heads: bool = False) -> bool:
+    """Whether `narrow` can give `child_spec` the weights of a model of `spec`."""
+    try:
+        check_inheritable(spec, child_spec, fresh_heads)
+    except NarrowError:
+        return False
+    return True
 
 
 def model_spec(model: keras.Model) -> NetworkSpec:

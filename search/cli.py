@@ -48,7 +48,7 @@ def cmd_search(args) -> int:
             raise CommandError("usage: inception-keras search [options] | inception-keras search report DIR [--export]")
         return cmd_report(Path(args.action[1]), args)
     from search.budget import BudgetError
-    from search.driver import configure_distributed, run_search
+    from search.driver import DEFAULT_RECALIBRATE_BATCHES, configure_distributed, run_search
     from search.space import get_space
 
     if not args.space:
@@ -62,11 +62,16 @@ def cmd_search(args) -> int:
     data = load_data_or_exit(args.dataset, args.data_dir, download=not args.no_download,
                              max_image_pixels=args.max_image_pixels)
     space = space.with_base(fit_classes(base, data))
+    if not args.parent and (args.steps or args.recalibrate_batches is not None):
+        raise CommandError("--steps and --recalibrate-batches go with --parent (a model every trial inherits from)")
+    inherit = {} if not args.parent else {"parent": args.parent, "steps": args.steps, "recalibrate_batches":
+                                          DEFAULT_RECALIBRATE_BATCHES if args.recalibrate_batches is None
+                                          else args.recalibrate_batches}
     try:
         run_search(space, data, args.dir, tuner=args.tuner, max_trials=args.max_trials, epochs=args.epochs,
                    config=train_config_from_args(args), overwrite=args.overwrite, seed=args.seed,
                    initial_points=args.initial_points, mirrored=args.distribute == "mirrored", timeout=args.timeout,
-                   verbose=2 if args.verbose else 0)
+                   verbose=2 if args.verbose else 0, executions_per_trial=args.executions_per_trial, **inherit)
     except BudgetError as error:
         raise CommandError(str(error)) from None
     if args.export and "KERASTUNER_ORACLE_IP" not in os.environ:
@@ -80,14 +85,14 @@ def cmd_report(directory: Path, args, print_table: bool = True) -> int:
     A damaged trial record is skipped with a warning; a directory with no finished trial yet is
     an error (exit 2) and nothing is written.
     """
-    from search.report import read_budget, read_records, report_text, write_results
+    from search.report import read_budget, read_parent, read_records, report_text, write_results
 
     if not (directory / "records").is_dir():
         raise CommandError(f"{directory} holds no search (no records/ directory)")
     records = read_records(directory)
     written = write_results(directory, records)
     if print_table:
-        print(report_text(records, read_budget(directory)))
+        print(report_text(records, read_budget(directory), read_parent(directory, warn_damaged=False)))
         print(f"written: {', '.join(str(path) for path in written)}")
     if args.export:
         from search.budget import BudgetError
@@ -139,6 +144,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--timeout", type=positive_float, metavar="SECONDS",
                         help="give up (exit 124) if not done by then; a worker waits that long (at most "
                              "5 minutes) for its chief")
+    parser.add_argument("--parent", metavar="RUN_DIR|MODEL.keras",
+                        help="every trial inherits the weights of this trained model of the space's base spec "
+                             "(narrowed by channel importance), recalibrates batch norm, then trains")
+    parser.add_argument("--recalibrate-batches", type=non_negative_int, default=None, metavar="N",
+                        help="with --parent: training batches to re-estimate batch-norm statistics on "
+                             "(default 20; none for specs without batch norm)")
+    parser.add_argument("--steps", type=positive_int, metavar="N",
+                        help="with --parent: train each trial N steps instead of --epochs epochs")
+    parser.add_argument("--executions-per-trial", type=positive_int, default=1, metavar="N",
+                        help="train each trial N times; its score is the mean (records keep the std)")
     parser.add_argument("--export", action="store_true", help="export the best model when done (or with report)")
     parser.add_argument("--export-dir", type=_non_empty, default="saved_models")
     parser.add_argument("--verbose", action="store_true", help="Keras progress lines inside each trial")

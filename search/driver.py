@@ -22,19 +22,24 @@ from inception_keras.atomic import atomic_write_text
 from inception_keras.errors import error_text
 from inception_keras.locking import DirectoryLock
 from inception_keras.owned import clear_owned, temporaries
-from inception_keras.serialize import CLASS_NAMES_FILE, read_class_names, write_class_names
+from inception_keras.cost import network_cost
+from inception_keras.serialize import CLASS_NAMES_FILE, load_document, read_class_names, write_class_names
 from inception_keras.train import TrainConfig, output_names, precision_note
 
 from search.budget import BudgetError, check_feasible, cheapest
-from search.report import SearchError, read_records, report_text, write_results
+from search.report import SearchError, read_parent, read_records, report_text, write_results
 from search.space import SearchSpace
 
 CHIEF_ID = "chief"
 RESULT_FILES = ("results.json", "results.csv", "pareto.png", "best_spec.yaml", "space.json", "class_names.txt")
+PARENT_FILE = "parent.json"
+DEFAULT_RECALIBRATE_BATCHES = 20
+_EVENTS = {"events.out.tfevents.*": None}
 SEARCH_TREE = {  # what a search writes (inception_keras.owned): --overwrite removes these and nothing else
-    **{name: None for name in RESULT_FILES}, **temporaries(*RESULT_FILES),
+    **{name: None for name in RESULT_FILES + (PARENT_FILE,)}, **temporaries(*RESULT_FILES, PARENT_FILE),
     "records": {"trial_*.json": None, ".trial_*.json.*": None},
     "kt": {"*.json": None, "trial_*": {"*.json": None, "checkpoint*": None}},  # KerasTuner's project
+    "logs": {"*": {"execution*": {**_EVENTS, "train": _EVENTS, "validation": _EVENTS}}},  # TensorBoard, per trial
 }
 CHIEF_WAIT_SECONDS = 300.0
 TUNER_ID = re.compile(r"[A-Za-z0-9_.-]+")
@@ -131,12 +136,75 @@ def watchdog(seconds: float | None, directory: Path):
     return timer
 
 
-def _space_record(space: SearchSpace) -> dict:
+def _space_record(space: SearchSpace, parent=None, executions_per_trial: int = 1) -> dict:
     """What `space.json` holds: the space as plain JSON values."""
+    inherits = None if parent is None else {
+        "source": str(Path(parent.source).resolve()), "sha256": _parent_digest(parent.source),
+        "recalibrate_batches": parent.recalibrate_batches, "steps": parent.steps}
     return json.loads(json.dumps({
         "name": space.name, "budget": space.budget.describe(),
         "dimensions": {dim.name: list(dim.values) for dim in space.dimensions},
-        "base": space.base.to_dict()}))
+        "base": space.base.to_dict(), "parent": inherits,
+        "executions_per_trial": executions_per_trial if executions_per_trial > 1 else None}))
+
+
+def _parent_digest(source: str) -> str | None:
+    """SHA-256 of the parent's model file (a run directory's best.keras)."""
+    from inception_keras.run_dir import BEST_FILE, weights_digest
+
+    path = Path(source)
+    return weights_digest(path / BEST_FILE if path.is_dir() else path)
+
+
+def load_parent(source: str | Path, space: SearchSpace, recalibrate_batches: int = DEFAULT_RECALIBRATE_BATCHES,
+                steps: int | None = None):
+    """The parent every trial of a search of `space` inherits from: a training run directory or a `.keras` file
+    (an imported pretrained one too) whose modules include those the space varies.
+
+    Raises:
+        SearchError: it cannot be loaded, or it lacks a module the space varies.
+    """
+    from inception_keras.export import ExportError, load_run
+    from inception_keras.inherit import NarrowError, model_spec
+
+    from search.tuner import Parent
+
+    try:
+        model, spec, _ = load_run(source)
+        spec = spec or model_spec(model)
+    except (ExportError, NarrowError) as error:
+        raise SearchError(f"--parent {source}: {error}") from None
+    missing = sorted({dim.module for dim in space.dimensions} - set(spec.module_names()))
+    if missing:
+        raise SearchError(f"--parent {source}: its spec {spec.name!r} has no module {missing[0]}, which search space "
+                          f"{space.name!r} varies; its modules are {', '.join(spec.module_names())}")
+    batches = recalibrate_batches if spec.normalization == "batch_norm" else 0
+    return Parent(model, spec, str(source), batches, steps)
+
+
+def parent_space(space: SearchSpace, parent) -> SearchSpace:
+    """`space` over the parent's network: its base becomes the parent's spec at the base's class count and input size
+    (the widths the space varies, and its budget, apply to the parent's architecture)."""
+    base = parent.spec.with_classes(space.base.head.classes).replace(input_shape=space.base.input_shape)
+    return space.with_base(base)
+
+
+def _parent_point(parent, space: SearchSpace, config: TrainConfig, val_ds) -> dict:
+    """The parent's params, multiply-adds and, where it classifies this data at this size, validation accuracy."""
+    from inception_keras.train import compile_model, monitor_name
+
+    cost = network_cost(parent.spec)
+    inference = space.budget.model == "inference"
+    accuracy = None
+    if parent.spec.input_shape == space.base.input_shape and parent.spec.head == space.base.head and \
+            parent.spec.aux_heads == space.base.aux_heads:
+        compile_model(parent.model, parent.spec, config, 1)
+        scores = parent.model.evaluate(val_ds, verbose=0, return_dict=True)
+        accuracy = float(scores[monitor_name(parent.spec).removeprefix("val_")])
+    return {"source": parent.source, "params": cost.inference_params if inference else cost.total_params,
+            "macs": cost.inference_macs if inference else cost.total_macs,
+            "inference_params": cost.inference_params, "inference_macs": cost.inference_macs,
+            "total_params": cost.total_params, "total_macs": cost.total_macs, "val_accuracy": accuracy}
 
 
 def _prepare_directory(directory: Path) -> None:
@@ -165,11 +233,13 @@ def _read_saved(path: Path, read) -> object:
                           f"settings, or start afresh with --overwrite") from None
 
 
-def check_resume(space: SearchSpace, directory: Path, class_names: list[str]) -> None:
-    """A SearchError if `directory` holds a search of another space or dataset, or its records of them are damaged."""
+def check_resume(space: SearchSpace, directory: Path, class_names: list[str], parent=None,
+                 executions_per_trial: int = 1) -> None:
+    """A SearchError if `directory` holds a search of another space, parent or dataset, or its records of them are
+    damaged."""
     if (directory / "space.json").exists():
-        saved = _read_saved(directory / "space.json", lambda path: json.loads(path.read_text(encoding="utf-8")))
-        current = _space_record(space)
+        saved = _read_saved(directory / "space.json", lambda path: load_document(path, "search record"))
+        current = _space_record(space, parent, executions_per_trial)
         if not isinstance(saved, dict):
             saved = {}
         differ = [key for key in current if saved.get(key) != current[key]]
@@ -185,9 +255,11 @@ def check_resume(space: SearchSpace, directory: Path, class_names: list[str]) ->
                               f"dataset's ({len(class_names)}); use another --dir, or --overwrite to start afresh")
 
 
-def _save_space(space: SearchSpace, directory: Path, class_names: list[str]) -> None:
+def _save_space(space: SearchSpace, directory: Path, class_names: list[str], parent=None,
+                executions_per_trial: int = 1) -> None:
     try:
-        atomic_write_text(directory / "space.json", json.dumps(_space_record(space), indent=1))
+        atomic_write_text(directory / "space.json", json.dumps(_space_record(space, parent, executions_per_trial),
+                                                               indent=1))
         write_class_names(directory / CLASS_NAMES_FILE, class_names)
     except OSError as error:
         raise SearchError(f"cannot write in the search directory {directory}: {error.strerror or error}") from None
@@ -196,8 +268,18 @@ def _save_space(space: SearchSpace, directory: Path, class_names: list[str]) -> 
 def run_search(space: SearchSpace, data: DataSplits, directory: str | Path, tuner: str = "random",
                max_trials: int = 10, epochs: int = 3, config: TrainConfig | None = None, overwrite: bool = False,
                seed: int = 0, initial_points: int | None = None, max_attempts: int = 10_000, mirrored: bool = False,
-               timeout: float | None = None, verbose: int = 0) -> SearchOutcome:
+               timeout: float | None = None, verbose: int = 0, parent: str | Path | None = None,
+               recalibrate_batches: int = DEFAULT_RECALIBRATE_BATCHES, steps: int | None = None,
+               executions_per_trial: int = 1) -> SearchOutcome:
     """Search `space` on `data`; raise BudgetError before any training if the budget cannot be met.
+
+    With `parent` (a training run directory or `.keras` file, an imported pretrained one too, whose modules include
+    those the space varies; the space's base becomes its spec at the base's class count and input size) every
+    trial starts from `inception_keras.inherit.narrow` of it, re-estimates batch-norm
+    statistics on `recalibrate_batches` training batches (none without batch norm), then trains `steps` steps
+    (None: `epochs` epochs); reduce widths that cannot inherit (0 where the parent has a bottleneck, or the
+    reverse) leave the space before any trial. The parent's own point goes to `parent.json`. Each trial trains
+    `executions_per_trial` times; its record holds the mean score, its standard deviation and the count.
 
     Raises:
         BudgetError: the budget cannot be met, or sampling found no point within it.
@@ -209,6 +291,13 @@ def run_search(space: SearchSpace, data: DataSplits, directory: str | Path, tune
     directory = Path(directory)
     config = config or TrainConfig(epochs=epochs)
     require_classes(space.base.head.classes, data, f"space {space.name!r}")
+    inherit = None
+    if parent is not None:
+        inherit = load_parent(parent, space, recalibrate_batches, steps)
+        space, left_out = inherit.restrict(parent_space(space, inherit))
+        print(f"[search] every trial inherits from {parent} ({inherit.spec.name}): batch norm recalibrated on "
+              f"{inherit.recalibrate_batches} batches, then {f'{steps} steps' if steps else f'{epochs} epochs'}; "
+              f"{_count(left_out)} points of the space cannot inherit and are left out", flush=True)
     point_cost = check_feasible(space)
     start = time.perf_counter()
     _prepare_directory(directory)
@@ -218,20 +307,22 @@ def run_search(space: SearchSpace, data: DataSplits, directory: str | Path, tune
         return _run(space=space, data=data, directory=directory, tuner=tuner, max_trials=max_trials, epochs=epochs,
                     config=config, overwrite=overwrite, seed=seed, initial_points=initial_points,
                     max_attempts=max_attempts, mirrored=mirrored, timeout=timeout, verbose=verbose,
-                    point_cost=point_cost, start=start)
+                    point_cost=point_cost, start=start, parent=inherit, executions_per_trial=executions_per_trial)
 
 
 def _run(*, space, data, directory, tuner, max_trials, epochs, config, overwrite, seed, initial_points, max_attempts,
-         mirrored, timeout, verbose, point_cost, start) -> SearchOutcome:
+         mirrored, timeout, verbose, point_cost, start, parent, executions_per_trial) -> SearchOutcome:
     """`run_search` in its prepared (and, unless distributed, locked) directory."""
+    import keras
+
     from search.tuner import make_tuner
 
     if not is_worker():
         if overwrite:
             _clear(directory)
         else:
-            check_resume(space, directory, data.class_names)
-        _save_space(space, directory, data.class_names)
+            check_resume(space, directory, data.class_names, parent, executions_per_trial)
+        _save_space(space, directory, data.class_names, parent, executions_per_trial)
     if is_chief():
         check_chief_address()
     low_params, low_macs = point_cost(cheapest(point_cost))
@@ -249,15 +340,22 @@ def _run(*, space, data, directory, tuner, max_trials, epochs, config, overwrite
     with _reloading(directory, overwrite and not is_worker()):
         kt_tuner = make_tuner(tuner, space, config, -(-data.train_size // config.batch_size), directory, max_trials,
                               epochs, seed, overwrite and not is_worker(), initial_points, max_attempts, strategy,
-                              dataset=data.name)
+                              dataset=data.name, parent=parent, executions_per_trial=executions_per_trial)
     train_ds, val_ds, _ = training_pipelines(data, space.base.input_shape, space.base.head.classes,
                                              config.batch_size, output_names(space.base), config.augment, seed)
+    if parent is not None and not is_worker() and not (directory / PARENT_FILE).exists():
+        point = _parent_point(parent, space, config, val_ds)
+        atomic_write_text(directory / PARENT_FILE, json.dumps(point, indent=1))
+        if point["val_accuracy"] is not None:
+            print(f"[search] the parent: {point['params']:,} params, validation accuracy {point['val_accuracy']:.4f}",
+                  flush=True)
     if is_worker():
         waited = wait_for_chief(min(timeout, CHIEF_WAIT_SECONDS) if timeout else CHIEF_WAIT_SECONDS)
         timeout = max(timeout - waited, 1.0) if timeout else None
     timer = watchdog(timeout, directory)
     try:
-        _search(kt_tuner, train_ds, val_ds, epochs, verbose)
+        _search(kt_tuner, train_ds, val_ds, epochs, verbose,
+                [keras.callbacks.TensorBoard(str(directory / "logs"), write_graph=False)])
     finally:
         if timer:
             timer.cancel()
@@ -272,7 +370,7 @@ def _run(*, space, data, directory, tuner, max_trials, epochs, config, overwrite
                           f"widths.")
     if not is_worker():
         write_results(directory, records)
-        print(report_text(outcome.records, space.budget.describe()))
+        print(report_text(outcome.records, space.budget.describe(), read_parent(directory, warn_damaged=False)))
         print(f"[search] {len(outcome.records)} trials in {outcome.seconds:.1f} s; candidates screened "
               f"{outcome.screened:,}, rejected by the budget before any trial {outcome.rejected:,}, repaired "
               f"{outcome.repaired:,}; results in {directory}/results.csv, plot {directory}/pareto.png, best spec "
@@ -297,14 +395,16 @@ def _reloading(directory: Path, overwrite: bool):
                           f"--overwrite") from None
 
 
-def _search(kt_tuner, train_ds, val_ds, epochs: int, verbose: int) -> None:
-    """`kt_tuner.search`, with KerasTuner's and gRPC's failures said in one line."""
+def _search(kt_tuner, train_ds, val_ds, epochs: int, verbose: int, callbacks: list) -> None:
+    """`kt_tuner.search`, with KerasTuner's and gRPC's failures said in one line. A TensorBoard callback among
+    `callbacks` gets a folder per trial and execution, with the trial's hyperparameters (the HParams dashboard)."""
     import grpc
 
     from search.tuner import FatalTrialError
 
     try:
-        kt_tuner.search(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose, shuffle=False)
+        kt_tuner.search(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose, shuffle=False,
+                        callbacks=callbacks)
     except FatalTrialError as fatal:
         raise fatal.error from None
     except grpc.RpcError as error:

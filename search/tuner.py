@@ -13,22 +13,26 @@ trial (an unreadable image, a record that cannot be written) ends the search, as
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras_tuner as kt
 import tensorflow as tf
 
-from inception_keras import build_model, network_cost
+from inception_keras import NetworkSpec, build_model, network_cost
 from inception_keras.atomic import atomic_write_text
 from inception_keras.data import data_error
 from inception_keras.errors import UserError
+from inception_keras.inherit import narrow, recalibrate_batch_norm
 from inception_keras.train import TrainConfig, compile_model, monitor_name
 
 from search.budget import PointCost, cheapest, repair
 from search.report import SearchError
-from search.space import SearchSpace
+from search.space import REDUCE_FIELDS, SearchSpace
 
 TUNERS = ("random", "bayesian", "hyperband")
 
@@ -41,12 +45,45 @@ class FatalTrialError(kt.errors.FatalError):
         self.error = error
 
 
-class InceptionHyperModel(kt.HyperModel):
-    """hp -> `space.spec_for` -> `build_model` -> `compile_model` (aux losses weighted as the spec says)."""
+@dataclass
+class Parent:
+    """A trained model every trial inherits its weights from (`inception_keras.inherit.narrow`), then re-estimates
+    batch-norm statistics on `recalibrate_batches` training batches and trains `steps` steps (None: the epochs)."""
 
-    def __init__(self, space: SearchSpace, config: TrainConfig, steps_per_epoch: int, defaults: dict):
+    model: object  # keras.Model
+    spec: NetworkSpec
+    source: str
+    recalibrate_batches: int = 0
+    steps: int | None = None
+
+    def restrict(self, space: SearchSpace) -> tuple[SearchSpace, int]:
+        """`space` without the reduce widths that cannot inherit (0 where the parent has a bottleneck, any other
+        where it has none), and how many of its points that leaves out."""
+        modules = dict(zip(self.spec.module_names(), [m for stage in self.spec.stages for m in stage.modules]))
+        dimensions = []
+        for dim in space.dimensions:
+            values = dim.values
+            if dim.width in REDUCE_FIELDS:
+                bottleneck = getattr(modules[dim.module], dim.width) > 0
+                values = tuple(value for value in values if (value > 0) == bottleneck)
+                if not values:
+                    raise SearchError(f"no {dim.name} of the space can inherit from {self.source}: its choices "
+                                      f"{list(dim.values)} are all {'0' if bottleneck else 'above 0'}, and the parent "
+                                      f"has {'a' if bottleneck else 'no'} bottleneck there")
+            dimensions.append(dataclasses.replace(dim, values=values))
+        restricted = dataclasses.replace(space, dimensions=tuple(dimensions))
+        return restricted, space.size() - restricted.size()
+
+
+class InceptionHyperModel(kt.HyperModel):
+    """hp -> `space.spec_for` -> `build_model` (or `narrow` of the parent) -> `compile_model` (aux losses weighted as
+    the spec says); with a parent, `fit` recalibrates batch norm first."""
+
+    def __init__(self, space: SearchSpace, config: TrainConfig, steps_per_epoch: int, defaults: dict,
+                 parent: Parent | None = None):
         super().__init__(name=space.name)
         self.space, self.config, self.steps_per_epoch, self.defaults = space, config, steps_per_epoch, defaults
+        self.parent = parent
 
     def declare(self, hp: kt.HyperParameters) -> dict:
         return {dim.name: hp.Choice(dim.name, list(dim.values), ordered=True, default=self.defaults[dim.name])
@@ -54,9 +91,21 @@ class InceptionHyperModel(kt.HyperModel):
 
     def build(self, hp):
         spec = self.space.spec_for(self.declare(hp))
-        model = build_model(spec, precision=self.config.precision)
-        compile_model(model, spec, self.config, self.steps_per_epoch)
+        if self.parent is None:
+            model = build_model(spec, precision=self.config.precision)
+        else:
+            model = narrow(self.parent.model, self.parent.spec, spec, fresh_heads=True,
+                           precision=self.config.precision)
+        compile_model(model, spec, self.config, self.parent.steps if self.parent and self.parent.steps else
+                      self.steps_per_epoch)
         return model
+
+    def fit(self, hp, model, x, *args, **kwargs):
+        if self.parent is not None:
+            recalibrate_batch_norm(model, x, self.parent.recalibrate_batches)
+            if self.parent.steps:
+                kwargs = {**kwargs, "epochs": 1, "steps_per_epoch": self.parent.steps}
+        return model.fit(x, *args, **kwargs)
 
 
 class BudgetMixin:
@@ -141,8 +190,10 @@ class RecordingMixin:
         histories = self._train(trial, *args, **kwargs)
         seconds = time.perf_counter() - start
         monitor = monitor_name(spec)
-        accuracy = max((max(h.history.get(monitor, [float("nan")])) for h in histories if hasattr(h, "history")),
-                       default=float("nan"))
+        scores = [max(h.history.get(monitor, [float("nan")])) for h in histories if hasattr(h, "history")]
+        accuracy = statistics.fmean(scores) if scores else float("nan")
+        spread = statistics.stdev(scores) if len(scores) > 1 else 0.0
+        parent = getattr(self.hypermodel, "parent", None)
         inference = self.space.budget.model == "inference"
         record = {
             "trial_id": trial.trial_id, "worker": self.tuner_id, "values": values,
@@ -150,11 +201,14 @@ class RecordingMixin:
             "macs": cost.inference_macs if inference else cost.total_macs,
             "inference_params": cost.inference_params, "inference_macs": cost.inference_macs,
             "total_params": cost.total_params, "total_macs": cost.total_macs,
-            "val_accuracy": accuracy, "train_seconds": round(seconds, 2),
-            "epochs": kwargs.get("epochs"), "spec": spec.to_dict(),
+            "val_accuracy": accuracy, "val_accuracy_std": spread, "executions": len(scores),
+            "train_seconds": round(seconds, 2), "epochs": kwargs.get("epochs"),
+            "steps": parent.steps if parent else None, "parent": parent.source if parent else None,
+            "spec": spec.to_dict(),
         }
         self._write_record(record)
-        print(f"[search] trial {trial.trial_id} ({self.tuner_id}): {monitor} {accuracy:.4f}, "
+        shown = f"{accuracy:.4f} ± {spread:.4f} ({len(scores)})" if len(scores) > 1 else f"{accuracy:.4f}"
+        print(f"[search] trial {trial.trial_id} ({self.tuner_id}): {monitor} {shown}, "
               f"{record['params']:,} params, {record['macs']:,} multiply-adds, {seconds:.1f} s", flush=True)
         return histories
 
@@ -173,16 +227,19 @@ class BudgetHyperband(RecordingMixin, kt.tuners.Hyperband):
 
 def make_tuner(kind: str, space: SearchSpace, config: TrainConfig, steps_per_epoch: int, directory: Path,
                max_trials: int, epochs: int, seed: int = 0, overwrite: bool = False, initial_points: int | None = None,
-               max_attempts: int = 10_000, distribution_strategy=None, dataset: str = ""):
+               max_attempts: int = 10_000, distribution_strategy=None, dataset: str = "", parent: Parent | None = None,
+               executions_per_trial: int = 1):
     """A tuner whose oracle screens candidates by the space's budget; `directory/kt` holds its project.
 
-    `dataset` (the `load_data` name) lets a trial that fails reading it name the unreadable image.
+    `dataset` (the `load_data` name) lets a trial that fails reading it name the unreadable image. With a
+    `parent` every trial inherits its weights (the space must hold only points that can: `Parent.restrict`).
+    A trial trains `executions_per_trial` times; its score is the mean.
     """
     if kind not in TUNERS:
         raise ValueError(f"tuner must be one of {', '.join(TUNERS)}; got {kind!r}")
     point_cost = PointCost(space)
     defaults = cheapest(point_cost)
-    hypermodel = InceptionHyperModel(space, config, steps_per_epoch, defaults)
+    hypermodel = InceptionHyperModel(space, config, steps_per_epoch, defaults, parent)
     hp = kt.HyperParameters()
     hypermodel.declare(hp)
     objective = kt.Objective(monitor_name(space.base), "max")
@@ -199,4 +256,5 @@ def make_tuner(kind: str, space: SearchSpace, config: TrainConfig, steps_per_epo
     tuner_class = BudgetHyperband if kind == "hyperband" else BudgetTuner
     return tuner_class(oracle=oracle, hypermodel=hypermodel, directory=str(directory), project_name="kt",
                        overwrite=overwrite, space=space, records_dir=Path(directory) / "records",
-                       distribution_strategy=distribution_strategy, dataset=dataset)
+                       distribution_strategy=distribution_strategy, dataset=dataset,
+                       executions_per_trial=executions_per_trial)

@@ -225,7 +225,7 @@ class _Unavailable(grpc.RpcError):
 
 def test_kerastuner_failures_become_one_line_errors(monkeypatch):
     def search(error):
-        driver._search(_Tuner(error), None, None, 1, 0)
+        driver._search(_Tuner(error), None, None, 1, 0, [])
 
     with pytest.raises(SearchError, match=r"^3 trials in a row failed, the last with ValueError: boom; fix"):
         search(RuntimeError("Number of consecutive failures exceeded the limit of 3.\nTraceback (most recent call "

@@ -8,15 +8,20 @@ import subprocess
 import sys
 import time
 
+from dataclasses import replace
+
 import pytest
 import yaml
 
-from inception_keras import load_spec, network_cost
+from inception_keras import build_model, load_spec, network_cost
 from inception_keras.cli import main
 from inception_keras.data import load_data
 from inception_keras.train import TrainConfig
 from search.budget import BudgetError, PointCost, cheapest
-from search.driver import run_search
+from search.driver import _clear as clear_search
+from search.driver import parent_space, run_search
+from search.report import SearchError
+from search.tuner import Parent
 from search.space import space_from_dict
 
 TINY_SPEC = {
@@ -177,3 +182,79 @@ def test_search_cli_errors(space_file, capsys):
     assert "holds no search" in capsys.readouterr().err
     assert main(["search", "--role", "worker", "--space", str(space_file)]) == 2
     assert "a worker needs --tuner-id" in capsys.readouterr().err
+
+
+def parent_run(folder, spec, classes):
+    """A run directory of `spec` with random weights and batch-norm statistics, as a finished training leaves it."""
+    import numpy as np
+
+    from inception_keras import build_model, save_spec
+    from inception_keras.serialize import write_class_names
+
+    model = build_model(spec)
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.uniform(0.5, 2.0, w.shape).astype("float32") if v.path.endswith("variance")
+                       else rng.normal(0, 0.2, w.shape).astype("float32") for v, w in zip(model.weights,
+                                                                                       model.get_weights())])
+    folder.mkdir(parents=True)
+    model.save(folder / "best.keras")
+    save_spec(spec, folder / "spec.yaml")
+    write_class_names(folder / "class_names.txt", classes)
+    return model
+
+
+def test_an_inherited_search_starts_each_trial_from_the_parent(space_file, folder_data, tmp_path, capsys):
+    import numpy as np
+    import tensorflow as tf
+
+    space = tiny_space(space_file, max_params=10**6)
+    parent = parent_run(tmp_path / "parent", space.base, folder_data.class_names)
+    tiny = replace(CONFIG, learning_rate=1e-7)
+    outcome = run_search(space, folder_data, tmp_path / "s", max_trials=1, epochs=3, config=tiny,
+                         parent=tmp_path / "parent", steps=1, recalibrate_batches=2, executions_per_trial=2)
+    printed = capsys.readouterr().out
+    assert f"every trial inherits from {tmp_path / 'parent'} (tiny): batch norm recalibrated on 2 batches, then " \
+           f"1 steps" in printed
+    [record] = outcome.records
+    assert (record["parent"], record["steps"], record["executions"]) == (str(tmp_path / "parent"), 1, 2)
+    assert record["val_accuracy_std"] >= 0
+    point = json.loads((tmp_path / "s" / "parent.json").read_text())
+    assert point["params"] == network_cost(space.base).inference_params and 0 <= point["val_accuracy"] <= 1
+    checkpoint = tmp_path / "s" / "kt" / f"trial_{record['trial_id']}" / "checkpoint.weights.h5"
+    child = build_model(space.spec_for(record["values"]))
+    child.load_weights(checkpoint)
+    stem = child.get_layer("conv1_conv").get_weights()[0]
+    np.testing.assert_allclose(stem, parent.get_layer("conv1_conv").get_weights()[0], atol=1e-5)  # inherited
+    events = list((tmp_path / "s" / "logs" / record["trial_id"] / "execution0").glob("events.out.tfevents.*"))
+    plugins = {value.metadata.plugin_data.plugin_name for event in tf.compat.v1.train.summary_iterator(str(events[0]))
+               for value in event.summary.value}
+    assert "hparams" in plugins  # TensorBoard's HParams dashboard reads the trial's hyperparameters
+    assert parent_space(space, Parent(parent, space.base, "p")).base == space.base
+    other = tmp_path / "other"
+    parent_run(other, space.base, folder_data.class_names)
+    with pytest.raises(SearchError, match=r"holds a search of another space \(parent, executions_per_trial differ"):
+        run_search(space, folder_data, tmp_path / "s", max_trials=1, epochs=1, config=tiny, parent=other, steps=1)
+    clear_search(tmp_path / "s")  # --overwrite: the parent's point and the TensorBoard logs are the search's own
+    assert not any((tmp_path / "s").iterdir())
+
+
+def test_reduce_widths_that_cannot_inherit_leave_the_space_before_any_trial(space_file):
+    space = tiny_space(space_file)
+    with_zero = space_from_dict({**yaml.safe_load(space_file.read_text()),
+                                 "vary": [{"widths": ["ch3x3_reduce"], "choices": [0, 2, 4]}]})
+    restricted, left_out = Parent(None, space.base, "p").restrict(with_zero)
+    assert [dim.values for dim in restricted.dimensions] == [(2, 4), (2, 4)] and left_out == 9 - 4
+    no_bottleneck = space.base.replace(stages=tuple(
+        replace(stage, modules=tuple(replace(m, ch3x3_reduce=0) for m in stage.modules)) for stage in space.base.stages))
+    with pytest.raises(SearchError, match=r"no 3a_ch3x3_reduce of the space can inherit from p: its choices \[2, 4, "
+                                          r"8, 16\] are all above 0, and the parent has no bottleneck there"):
+        Parent(None, no_bottleneck, "p").restrict(space)
+
+
+def test_inheriting_flags_need_a_parent(space_file, image_folder, tmp_path, capsys):
+    args = ["search", "--space", str(space_file), "--dataset", f"folder:{image_folder}", "--dir", str(tmp_path / "s"),
+            "--steps", "3"]
+    assert main(args) == 2
+    assert "--steps and --recalibrate-batches go with --parent" in capsys.readouterr().err
+    assert main(args[:-2] + ["--parent", str(tmp_path / "none")]) == 2
+    assert f"--parent {tmp_path / 'none'}: " in capsys.readouterr().err
