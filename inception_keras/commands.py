@@ -271,7 +271,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_distribution_arguments(train)
     train.add_argument("--out", help="run directory (default runs/SPEC_NAME); run again to resume")
     train.add_argument("--overwrite", action="store_true", help="start afresh: remove the run in --out, finished or "
-                       "interrupted")
+                       "interrupted (only a run's own files; anything else there is refused)")
     train.add_argument("--export", action="store_true", help="export the best model when training ends")
     train.add_argument("--export-dir", default="saved_models")
     train.set_defaults(func=cmd_train)
