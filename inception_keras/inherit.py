@@ -103,7 +103,8 @@ def inheritable(spec: NetworkSpec, child_spec: NetworkSpec, fresh_heads: bool = 
 
 def model_spec(model: keras.Model) -> NetworkSpec:
     """The spec of a model our builder made from a registered spec (a `weights import`ed file): the registered spec
-    of the model's name at the model's input size and class count, without aux heads where it has none.
+    of the model's name at the model's input size and class count, without aux heads where it has none, with
+    the input conversion it has.
 
     Raises:
         NarrowError: no registered spec has the model's name, or its parameter count is not the model's.
@@ -118,6 +119,9 @@ def model_spec(model: keras.Model) -> NetworkSpec:
     spec = spec.with_classes(int(model.get_layer("predictions").output.shape[-1]))
     if not any(layer.name.startswith("aux_") for layer in model.layers):
         spec = spec.without_aux()
+    layers = {layer.name: layer for layer in model.layers}
+    if "input_conversion" in layers:  # an imported Caffe model
+        spec = spec.replace(input_conversion=layers["input_conversion"].mode)
     if network_cost(spec).total_params != model.count_params():
         raise NarrowError(f"model {model.name!r} has {model.count_params():,} parameters, the registered spec of its "
                           f"name {network_cost(spec).total_params:,}; give its spec (--parent-spec)")

@@ -176,7 +176,8 @@ def parent_problem(parent) -> str | None:
     if missing:
         return f"no {', '.join(missing)}"
     wrong = ["source"] if not isinstance(parent["source"], str) else []
-    wrong += [key for key in PARENT_FIELDS if not _is_number(parent[key])]
+    wrong += [key for key in PARENT_FIELDS if not _is_number(parent[key])
+              and not (key == "val_accuracy" and parent[key] is None)]  # null: not measured on this data
     return f"{', '.join(wrong)} of the wrong type" if wrong else None
 
 
@@ -233,7 +234,9 @@ def report_text(records: list[dict], budget: str = "", parent: dict | None = Non
         parts.append(f"\nbest: trial {best['trial_id']}, val accuracy {accuracy_text(best)}, "
                      f"{best['params']:,} params, {best['macs']:,} multiply-adds")
     if parent:
-        parts.append(f"parent: {file_label(parent['source'])}, val accuracy {parent['val_accuracy']:.4f}, "
+        accuracy = "not measured (other classes or input size)" if parent["val_accuracy"] is None else \
+            f"{parent['val_accuracy']:.4f}"
+        parts.append(f"parent: {file_label(parent['source'])}, val accuracy {accuracy}, "
                      f"{parent['params']:,} params, {parent['macs']:,} multiply-adds")
     return "\n".join(parts)
 
@@ -265,7 +268,8 @@ def pareto_figure(records: list[dict], budget: Budget | None = None, parent: dic
     Args:
         records: the trial records; error bars (± std) on those of more than one execution.
         budget: its limits are drawn as vertical lines labelled "budget".
-        parent: the parent model's point (`read_parent`), a star labelled "parent".
+        parent: the parent model's point (`read_parent`), a star labelled "parent" (a dotted vertical line at
+            its cost where its accuracy was not measured).
         base: the base spec's point (`base_point`), drawn only without a parent: a diamond, or a dotted vertical
             line at its cost when its accuracy is None.
     """

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from dataclasses import replace
 
@@ -258,3 +259,33 @@ def test_inheriting_flags_need_a_parent(space_file, image_folder, tmp_path, caps
     assert "--steps and --recalibrate-batches go with --parent" in capsys.readouterr().err
     assert main(args[:-2] + ["--parent", str(tmp_path / "none")]) == 2
     assert f"--parent {tmp_path / 'none'}: " in capsys.readouterr().err
+
+
+def test_a_pretrained_googlenet_is_compressed_by_an_inherited_search_and_exported(folder_data, tmp_path, capsys):
+    """The faithful GoogLeNet imported from the recorded Caffe fixture (LRN, no batch norm, Caffe input conversion,
+    1000 classes at 224 px) as the parent of a googlenet_bottlenecks search on 3 classes at 96 px."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_pretrained_equivalence import fixture_weights
+
+    from inception_keras.pretrained.convert import load_weights, source_spec
+    from search.report import read_parent
+    from search.space import get_space
+
+    _, weights = fixture_weights("caffe")
+    spec = source_spec(weights)
+    model = build_model(spec)
+    load_weights(model, weights)
+    model.save(tmp_path / "googlenet.keras")  # as `weights import` writes it: no spec.yaml beside it
+    parent_params = network_cost(spec).inference_params
+    space = get_space("googlenet_bottlenecks").with_budget(max_params=parent_params - 10**6)
+    space = space.with_base(space.base.with_input_size(96).with_classes(3))
+    outcome = run_search(space, folder_data, tmp_path / "s", max_trials=1, epochs=1, config=CONFIG,
+                         parent=tmp_path / "googlenet.keras", steps=1)
+    printed = capsys.readouterr().out
+    assert "batch norm recalibrated on 0 batches" in printed  # the faithful GoogLeNet has none
+    [record] = outcome.records
+    assert record["params"] <= parent_params - 10**6 and record["spec"]["input_conversion"] == "caffe"
+    assert read_parent(tmp_path / "s")["params"] == parent_params  # its accuracy: not on these classes
+    assert main(["search", "report", str(tmp_path / "s"), "--export", "--export-dir", str(tmp_path / "exp")]) == 0
+    assert "parent: " in capsys.readouterr().out
+    assert (tmp_path / "exp" / "googlenet_searched" / "1" / "saved_model.pb").exists()
