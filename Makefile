@@ -27,7 +27,7 @@ demo: setup
 	$(BIN)/inception-keras search $(DEMO_SEARCH)
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
