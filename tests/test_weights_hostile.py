@@ -2,7 +2,10 @@
 hypothesis fuzz of the `.pth`, `.caffemodel` and TF checkpoint readers (mutated fixtures and crafted files): every
 outcome is the file's tensors or a WeightsError. `make test-slow` runs each fuzz with 2,000 examples."""
 
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from inception_keras.pretrained import WeightsError
 from inception_keras.pretrained.caffe_file import read_caffemodel
 from inception_keras.pretrained.slim_file import read_slim_checkpoint
 from inception_keras.pretrained.torch_file import read_torch_state_dict
+from test_pretrained_caffe import _blob, _bytes, _int, _key, _layer
 from test_pretrained_torch import op_state_dict, op_tensor, write_zip
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -69,6 +73,76 @@ def test_damaged_checkpoints_are_one_line(tmp_path, capsys):
         f"error: {directory}/checkpoint: not a UTF-8 text file: invalid start byte at byte 0"
     (directory / "checkpoint").write_text("model_checkpoint_path: {{{\n")
     assert _import(directory, tmp_path, capsys).endswith("its 'checkpoint' file names no checkpoint that exists")
+
+
+# --- .caffemodel counts -----------------------------------------------------------------------------------------
+
+WEIGHTED_LAYER = _layer("conv", "Convolution", _blob([1.0], shape=(1,)))
+EMPTY_LAYER = _key(100, 2) + b"\0"
+HOSTILE_CAFFEMODELS = {  # each a few hundred KB
+    "layers.caffemodel": (WEIGHTED_LAYER + EMPTY_LAYER * 100_000, "more than 10,000 layers (at byte 30,035)"),
+    "blobs.caffemodel": (_layer("fc", "InnerProduct", *[_blob([1.0])] * 60_000), "more than 10,000 blobs"),
+    "axes.caffemodel": (_layer("fc", "InnerProduct", _blob([], shape=[1] * 100_000)),
+                        "layer #0 blob 0: a shape of more than 32 axes (Caffe's limit)"),
+    "fields.caffemodel": (WEIGHTED_LAYER + _int(5, 1) * 100_000, "more than 100,000 protobuf fields"),
+}
+
+
+def _hostile_caffemodels(tmp_path: Path) -> list[Path]:
+    for name, (data, _) in HOSTILE_CAFFEMODELS.items():
+        (tmp_path / name).write_bytes(data)
+    return [tmp_path / name for name in HOSTILE_CAFFEMODELS]
+
+
+def test_caffemodel_counts_are_bounded_before_protobuf_parses_them(tmp_path):
+    for path in _hostile_caffemodels(tmp_path):
+        with pytest.raises(WeightsError) as error:
+            read_caffemodel(path)
+        message = str(error.value)
+        assert message.startswith(f"{path}: ") and len(message) < 300, message[:300]
+        assert HOSTILE_CAFFEMODELS[path.name][1] in message
+    at_the_bounds = tmp_path / "bounds.caffemodel"
+    at_the_bounds.write_bytes(_layer("fc", "InnerProduct", _blob([1.0], shape=[1] * 32)) + EMPTY_LAYER * 9_999)
+    assert read_caffemodel(at_the_bounds)["fc"][0].shape == (1,) * 32
+
+
+RSS_CHILD = """
+import importlib, json, os, sys
+from inception_keras.pretrained import WeightsError
+module, name = sys.argv[1].split(":")
+read = getattr(importlib.import_module(module), name)
+for path in sys.argv[2:]:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            read(path)
+            os._exit(0)
+        except WeightsError:
+            os._exit(2)
+        except BaseException:
+            os._exit(3)
+    _, status, usage = os.wait4(pid, 0)
+    print(json.dumps([path, os.waitstatus_to_exitcode(status), usage.ru_maxrss]))
+"""
+
+
+def peak_rss(reader: str, paths: list[Path]) -> list[tuple[str, int, int]]:
+    """(path, exit code, peak RSS in KiB) of `reader` ("module:function") reading each path in a forked child of one
+    fresh interpreter: 0 read, 2 a WeightsError, 3 anything else."""
+    done = subprocess.run([sys.executable, "-c", RSS_CHILD, reader, *map(str, paths)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    results = [tuple(json.loads(line)) for line in done.stdout.splitlines()]
+    assert len(results) == len(paths), done.stderr
+    return results
+
+
+def test_hostile_caffemodels_are_refused_within_twice_a_normal_reads_peak_memory(tmp_path):
+    paths = [FIXTURES / "caffe" / "tiny_layer.caffemodel", *_hostile_caffemodels(tmp_path)]
+    assert max(path.stat().st_size for path in paths) < 600_000
+    (_, normal_code, normal_rss), *refusals = peak_rss("inception_keras.pretrained.caffe_file:read_caffemodel", paths)
+    assert normal_code == 0
+    for path, code, rss in refusals:
+        assert code == 2 and rss < 2 * normal_rss, (path, code, rss, normal_rss)
 
 
 # --- fuzz -------------------------------------------------------------------------------------------------------

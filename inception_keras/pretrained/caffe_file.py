@@ -24,22 +24,39 @@ Blob shapes:
 Values come from ``double_data`` when it is non-empty (as Caffe's ``Blob::FromProto`` does), else from
 ``data``; either way they are returned as float32 (a double beyond the float32 range is refused). Layer names
 and types must be UTF-8; a network name that is not is decoded with backslash escapes.
+
+Bounds, checked before protobuf builds a message: a file of at most `MAX_BYTES`, whose wire format, walked
+without building messages, holds at most `MAX_LAYERS` layer entries, `MAX_BLOBS` blobs, `MAX_BLOB_AXES` axes
+in a blob's shape and `MAX_FIELDS` fields walked (a packed array or a skipped submessage counts once). Parsed,
+an empty layer entry, 3 bytes of the file, costs several hundred bytes of memory.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from inception_keras.pretrained import WeightsError
 
-MAX_BYTES = 2**31 - 1
-"""Protobuf cannot parse a message this large or larger (Caffe's own reader stops at INT_MAX too)."""
+MAX_BYTES = 1 << 28
+"""256 MiB, as the torch reader's storages: 5x the largest GoogLeNet (13,378,280 values) in float32, 2.5x in
+``double_data``, and below the 2 GiB protobuf (and Caffe's own reader) can parse."""
+MAX_LAYERS = 10_000
+"""Layer entries (``layer`` and V1 ``layers``) in a file; a GoogLeNet has a few hundred."""
+MAX_BLOBS = 10_000
+"""Blobs in all layers; a GoogLeNet has a few hundred."""
+MAX_BLOB_AXES = 32
+"""Axes of a blob's ``shape`` (Caffe's ``kMaxBlobAxes``)."""
+MAX_FIELDS = 100_000
+"""Fields walked in the net, its layers, blobs and shapes (a packed array or a skipped field counts once); a
+GoogLeNet has a few thousand."""
 
 V1_LAYER_TYPES = {
     0: "", 1: "Accuracy", 2: "BNLL", 3: "Concat", 4: "Convolution", 5: "Data", 6: "Dropout", 7: "EuclideanLoss",
@@ -55,6 +72,10 @@ V1_LAYER_TYPES = {
 _LEGACY_RANKS = {"Convolution": (4, 1), "Deconvolution": (4, 1), "InnerProduct": (2, 1)}
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _REPEATED = frozenset({"dim", "data", "double_data", "blobs", "layers", "layer"})
+_BLOBS_FIELD = {2: 6, 100: 7}
+"""NetParameter's ``layers`` (V1) and ``layer`` field numbers -> the ``blobs`` field number of their message."""
+_BLOB_SHAPE, _SHAPE_DIM = 7, 1
+_LENGTH_DELIMITED = 2
 
 
 @dataclass(frozen=True)
@@ -128,7 +149,8 @@ def load_caffemodel(path: str | os.PathLike) -> CaffeModel:
 
 
 def _read_bytes(path: str) -> bytes:
-    """Returns the bytes of a regular file no larger than protobuf can parse."""
+    """Returns the bytes of a regular file of at most `MAX_BYTES`."""
+    too_large = f"more than the {MAX_BYTES:,} a GoogLeNet .caffemodel may hold"
     try:
         info = os.stat(path)
         if not stat.S_ISREG(info.st_mode):
@@ -136,7 +158,7 @@ def _read_bytes(path: str) -> bytes:
         if info.st_size == 0:
             raise WeightsError(f"{path}: empty file, not a Caffe model")
         if info.st_size > MAX_BYTES:
-            raise WeightsError(f"{path}: {info.st_size} bytes, more than protobuf can parse ({MAX_BYTES})")
+            raise WeightsError(f"{path}: {info.st_size:,} bytes, {too_large}")
         with open(path, "rb") as f:
             data = f.read(MAX_BYTES + 1)
     except OSError as err:
@@ -144,24 +166,139 @@ def _read_bytes(path: str) -> bytes:
     if not data:
         raise WeightsError(f"{path}: empty file, not a Caffe model")
     if len(data) > MAX_BYTES:
-        raise WeightsError(f"{path}: more than {MAX_BYTES} bytes, more than protobuf can parse")
+        raise WeightsError(f"{path}: over {MAX_BYTES:,} bytes, {too_large}")
     return data
 
 
 def _parse(path: str, data: bytes):
-    """Parses ``NetParameter`` from bytes, turning every decode failure into a `WeightsError`."""
+    """Parses ``NetParameter`` from bytes once its counts are within bounds, turning every decode failure into a
+    `WeightsError`."""
     from google.protobuf.message import DecodeError
 
     if data.startswith(_HDF5_MAGIC):
         raise WeightsError(f"{path}: an HDF5 file (.caffemodel.h5); only binary protobuf .caffemodel files are read")
+    _check_counts(path, data)
     net = _messages()["NetParameter"]()
     try:
         net.ParseFromString(data)
     except (DecodeError, RecursionError, ValueError, RuntimeError) as err:
-        hint = "; it looks like a text file (a .prototxt?), not a binary .caffemodel" if _looks_like_text(data) else ""
-        detail = " ".join(str(err).split()) or type(err).__name__
-        raise WeightsError(f"{path}: truncated or not a Caffe model (protobuf: {detail}){hint}") from err
+        raise _not_a_model(path, data, " ".join(str(err).split()) or type(err).__name__) from err
     return net
+
+
+def _not_a_model(path: str, data: bytes, detail: str) -> WeightsError:
+    """The error for bytes that are not protobuf wire format, with a hint when they look like text."""
+    hint = "; it looks like a text file (a .prototxt?), not a binary .caffemodel" if _looks_like_text(data) else ""
+    return WeightsError(f"{path}: truncated or not a Caffe model (protobuf: {detail}){hint}")
+
+
+def _check_counts(path: str, data: bytes) -> None:
+    """Refuses more layer entries, blobs, shape axes or fields than the bounds allow, walking the wire format."""
+    wire = _Wire(path, data)
+    layers = blobs = 0
+    for number, kind, start, end in wire.fields(0, len(data)):
+        if kind != _LENGTH_DELIMITED or number not in _BLOBS_FIELD:
+            continue
+        layers += 1
+        if layers > MAX_LAYERS:
+            raise WeightsError(f"{path}: more than {MAX_LAYERS:,} layers (at byte {start:,}); a GoogLeNet has a few "
+                               "hundred")
+        in_layer = 0
+        for field, field_kind, blob_start, blob_end in wire.fields(start, end):
+            if field_kind != _LENGTH_DELIMITED or field != _BLOBS_FIELD[number]:
+                continue
+            blobs, in_layer = blobs + 1, in_layer + 1
+            if blobs > MAX_BLOBS:
+                raise WeightsError(f"{path}: more than {MAX_BLOBS:,} blobs (at byte {blob_start:,}); a GoogLeNet has "
+                                   "a few hundred")
+            if wire.shape_axes(blob_start, blob_end) > MAX_BLOB_AXES:
+                raise WeightsError(f"{path}: layer #{layers - 1} blob {in_layer - 1}: a shape of more than "
+                                   f"{MAX_BLOB_AXES} axes (Caffe's limit)")
+
+
+class _Wire:
+    """Protobuf wire bytes walked field by field without building messages, at most `MAX_FIELDS` fields.
+
+    Malformed bytes are refused as protobuf refuses them: a varint longer than 10 bytes or past the end of its
+    message, a length past the end, field number 0, wire type 6 or 7, an end-group tag that closes no group.
+    """
+
+    def __init__(self, path: str, data: bytes):
+        self.path, self.data, self.fields_left = path, data, MAX_FIELDS
+
+    def fields(self, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+        """Yields (field number, wire type, value start, value end) for the fields of ``data[start:end]``;
+        groups are skipped whole."""
+        pos = start
+        while pos < end:
+            number, kind, value, pos = self._field(pos, end)
+            if kind == 3:
+                pos = self._skip_group(number, pos, end)
+            elif kind == 4:
+                raise _not_a_model(self.path, self.data, f"an end-group tag that closes no group at byte {value:,}")
+            else:
+                yield number, kind, value, pos
+
+    def shape_axes(self, start: int, end: int) -> int:
+        """The axes of a ``BlobProto``'s shape, counted up to `MAX_BLOB_AXES` + 1."""
+        axes = 0
+        for field, kind, shape_start, shape_end in self.fields(start, end):
+            if field != _BLOB_SHAPE or kind != _LENGTH_DELIMITED:
+                continue
+            for dim, dim_kind, dim_start, dim_end in self.fields(shape_start, shape_end):
+                if dim == _SHAPE_DIM and dim_kind == _LENGTH_DELIMITED:  # packed: a varint ends at each byte < 128
+                    packed = itertools.islice(memoryview(self.data)[dim_start:dim_end], 10 * (MAX_BLOB_AXES + 1))
+                    axes += sum(byte < 0x80 for byte in packed)
+                elif dim == _SHAPE_DIM and dim_kind == 0:
+                    axes += 1
+        return axes
+
+    def _field(self, pos: int, end: int) -> tuple[int, int, int, int]:
+        """(number, wire type, value start, value end) of the field at ``pos``; a group's value is empty."""
+        self.fields_left -= 1
+        if self.fields_left < 0:
+            raise WeightsError(f"{self.path}: more than {MAX_FIELDS:,} protobuf fields in its net, layers and "
+                               "blobs; a GoogLeNet has a few thousand")
+        tag, value = self._varint(pos, end)
+        number, kind = tag >> 3, tag & 7
+        if number == 0 or kind in (6, 7):
+            raise _not_a_model(self.path, self.data, f"field number {number} of wire type {kind} at byte {pos:,}")
+        if kind == 0:
+            _, stop = self._varint(value, end)
+        elif kind == _LENGTH_DELIMITED:
+            length, value = self._varint(value, end)
+            stop = value + length
+        else:
+            stop = value + {1: 8, 5: 4}.get(kind, 0)  # 64-bit, 32-bit; group tags hold no value
+        if stop > end:
+            raise _not_a_model(self.path, self.data, f"field {number} at byte {pos:,} runs past the end of its "
+                                                     "message")
+        return number, kind, value, stop
+
+    def _skip_group(self, number: int, pos: int, end: int) -> int:
+        """The position after the end-group tag that closes group ``number`` (and every group nested in it)."""
+        groups = [number]
+        while groups:
+            if pos >= end:
+                raise _not_a_model(self.path, self.data, f"group {groups[-1]} has no end-group tag")
+            inner, kind, value, pos = self._field(pos, end)
+            if kind == 3:
+                groups.append(inner)
+            elif kind == 4 and inner != groups.pop():
+                raise _not_a_model(self.path, self.data, f"an end-group tag that closes no group at byte {value:,}")
+        return pos
+
+    def _varint(self, pos: int, end: int) -> tuple[int, int]:
+        """(value, position after it) of the varint at ``pos``."""
+        value, start = 0, pos
+        for shift in range(0, 70, 7):
+            if pos >= end:
+                break
+            byte = self.data[pos]
+            value, pos = value | (byte & 0x7F) << shift, pos + 1
+            if byte < 0x80:
+                return value, pos
+        raise _not_a_model(self.path, self.data, f"the varint at byte {start:,} is cut short or over 10 bytes")
 
 
 def _looks_like_text(data: bytes) -> bool:
