@@ -6,6 +6,7 @@ Keras and TensorFlow are imported inside each command, so `--help` stays fast.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from inception_keras.atomic import atomic_path, blocking_file
@@ -79,9 +80,12 @@ def _save_checked(model, spec, out: Path) -> float:
 
 def load_image(path: str, crop: float, max_pixels: int):
     """An image file as uint8 RGB [1, H, W, 3], centrally cropped to `crop` of each side; refused before it is
-    decoded when its header is not read or claims more than `max_pixels` pixels."""
+    read when it is not a regular file (a FIFO would block, /dev/zero never end), and before it is decoded when
+    its header is not read or claims more than `max_pixels` pixels."""
     import tensorflow as tf
 
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise CommandError(f"{path}: cannot read this image: not a regular file")
     try:
         data = tf.io.read_file(path)
         problem = image_problem(data.numpy(), max_pixels)

@@ -2,7 +2,10 @@
 naming what was wrong; images refused by their header's size before they are decoded."""
 
 import io
+import os
 import struct
+import threading
+import time
 import zlib
 
 import keras
@@ -82,6 +85,29 @@ def test_predict_refuses_a_decompression_bomb_before_decoding(models, tmp_path, 
     assert "a 6x5 image (30 pixels) is over the limit of 29 pixels" in one_line_error(capsys)
     assert main(["predict", str(models / "image" / "m.keras"), str(models / "small.png"),
                  "--max-image-pixels", "30"]) == 0
+
+
+def _open_for_writing(fifo) -> None:
+    """Lets a reader blocked on `fifo` go on (it reads nothing), so a regression fails instead of hanging."""
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:  # no reader: nothing to release
+        pass
+
+
+def test_predict_refuses_a_fifo_or_directory_before_reading(models, tmp_path, capsys):
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    release = threading.Timer(20, _open_for_writing, [fifo])
+    release.start()
+    start = time.perf_counter()
+    try:
+        for path in (fifo, tmp_path):
+            assert main(["predict", str(models / "image" / "m.keras"), str(path)]) == 2
+            assert one_line_error(capsys) == f"error: {path}: cannot read this image: not a regular file"
+    finally:
+        release.cancel()
+    assert time.perf_counter() - start < 20
 
 
 def test_an_image_folder_refuses_a_decompression_bomb_naming_it(image_folder, tmp_path):
