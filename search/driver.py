@@ -340,7 +340,8 @@ def _run(*, space, data, directory, tuner, max_trials, epochs, config, overwrite
     with _reloading(directory, overwrite and not is_worker()):
         kt_tuner = make_tuner(tuner, space, config, -(-data.train_size // config.batch_size), directory, max_trials,
                               epochs, seed, overwrite and not is_worker(), initial_points, max_attempts, strategy,
-                              dataset=data.name, parent=parent, executions_per_trial=executions_per_trial)
+                              dataset=data.name, parent=parent, executions_per_trial=executions_per_trial,
+                              max_image_pixels=data.max_image_pixels)
     train_ds, val_ds, _ = training_pipelines(data, space.base.input_shape, space.base.head.classes,
                                              config.batch_size, output_names(space.base), config.augment, seed)
     if parent is not None and not is_worker() and not (directory / PARENT_FILE).exists():

@@ -27,6 +27,7 @@ from inception_keras import NetworkSpec, build_model, network_cost
 from inception_keras.atomic import atomic_write_text
 from inception_keras.data import data_error
 from inception_keras.errors import UserError
+from inception_keras.image_header import MAX_IMAGE_PIXELS
 from inception_keras.inherit import narrow, recalibrate_batch_norm
 from inception_keras.train import TrainConfig, compile_model, monitor_name
 
@@ -161,15 +162,17 @@ class BudgetBayesianOracle(BudgetMixin, kt.oracles.BayesianOptimizationOracle):
 class RecordingMixin:
     """Writes a JSON record per finished trial and prints a one-line progress report."""
 
-    def __init__(self, *args, space: SearchSpace, records_dir: Path, dataset: str = "", **kwargs):
+    def __init__(self, *args, space: SearchSpace, records_dir: Path, dataset: str = "",
+                 max_image_pixels: int = MAX_IMAGE_PIXELS, **kwargs):
         self.space, self.records_dir, self.dataset = space, Path(records_dir), dataset
+        self.max_image_pixels = max_image_pixels
         super().__init__(*args, **kwargs)
 
     def _train(self, trial, *args, **kwargs):
         try:
             return super().run_trial(trial, *args, **kwargs)
         except tf.errors.OpError as error:
-            problem = data_error(self.dataset, error)
+            problem = data_error(self.dataset, error, self.max_image_pixels)
             if problem is None:
                 raise
             raise FatalTrialError(problem) from None
@@ -219,20 +222,22 @@ class BudgetTuner(RecordingMixin, kt.Tuner):
 
 class BudgetHyperband(RecordingMixin, kt.tuners.Hyperband):
     def __init__(self, *args, space: SearchSpace, records_dir: Path, oracle, hypermodel, dataset: str = "",
-                 **kwargs):
+                 max_image_pixels: int = MAX_IMAGE_PIXELS, **kwargs):
         # Hyperband's own __init__ only makes a HyperbandOracle; keep its run_trial and weight loading.
         self.space, self.records_dir, self.dataset = space, Path(records_dir), dataset
+        self.max_image_pixels = max_image_pixels
         kt.Tuner.__init__(self, *args, oracle=oracle, hypermodel=hypermodel, **kwargs)
 
 
 def make_tuner(kind: str, space: SearchSpace, config: TrainConfig, steps_per_epoch: int, directory: Path,
                max_trials: int, epochs: int, seed: int = 0, overwrite: bool = False, initial_points: int | None = None,
                max_attempts: int = 10_000, distribution_strategy=None, dataset: str = "", parent: Parent | None = None,
-               executions_per_trial: int = 1):
+               executions_per_trial: int = 1, max_image_pixels: int = MAX_IMAGE_PIXELS):
     """A tuner whose oracle screens candidates by the space's budget; `directory/kt` holds its project.
 
-    `dataset` (the `load_data` name) lets a trial that fails reading it name the unreadable image. With a
-    `parent` every trial inherits its weights (the space must hold only points that can: `Parent.restrict`).
+    `dataset` (the `load_data` name) and its `max_image_pixels` let a trial that fails reading it name the
+    unreadable image. With a `parent` every trial inherits its weights (the space must hold only points that
+    can: `Parent.restrict`).
     A trial trains `executions_per_trial` times; its score is the mean.
     """
     if kind not in TUNERS:
@@ -257,4 +262,4 @@ def make_tuner(kind: str, space: SearchSpace, config: TrainConfig, steps_per_epo
     return tuner_class(oracle=oracle, hypermodel=hypermodel, directory=str(directory), project_name="kt",
                        overwrite=overwrite, space=space, records_dir=Path(directory) / "records",
                        distribution_strategy=distribution_strategy, dataset=dataset,
-                       executions_per_trial=executions_per_trial)
+                       max_image_pixels=max_image_pixels, executions_per_trial=executions_per_trial)

@@ -110,6 +110,27 @@ def test_predict_refuses_a_fifo_or_directory_before_reading(models, tmp_path, ca
     assert time.perf_counter() - start < 20
 
 
+def test_a_search_trial_names_an_image_over_the_datasets_pixel_limit(tmp_path):
+    import tensorflow as tf
+
+    from search.tuner import FatalTrialError, RecordingMixin
+
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    (tmp_path / "train" / "a" / "small.png").write_bytes(encoded("PNG", 6, 5))
+
+    class FailingTrial:
+        def run_trial(self, trial):
+            raise tf.errors.InvalidArgumentError(None, None, "an image over the limit")
+
+    class Recorder(RecordingMixin, FailingTrial):
+        pass
+
+    recorder = Recorder(space=None, records_dir=tmp_path, dataset=f"folder:{tmp_path}", max_image_pixels=29)
+    with pytest.raises(FatalTrialError) as info:
+        recorder._train(None)
+    assert "small.png (a 6x5 image (30 pixels) is over the limit of 29 pixels" in str(info.value.error)
+
+
 def test_an_image_folder_refuses_a_decompression_bomb_naming_it(image_folder, tmp_path):
     root = tmp_path / "folder"
     for split in ("train", "validation"):
