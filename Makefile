@@ -9,7 +9,7 @@ REF_VENV := .venv-ref
 REF_STAMP := $(REF_VENV)/.installed
 REFERENCE_DIR := runs/verify-weights
 
-.PHONY: setup demo test test-slow bench bench-peer bench-gpu verify-weights clean
+.PHONY: setup demo test test-slow bench bench-peer bench-gpu bench-ranking verify-weights clean
 
 setup: $(STAMP)
 
@@ -18,12 +18,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[cpu,test]"
 	touch $(STAMP)
 
-DEMO_SEARCH := --space mini_bottlenecks --budget-params 100k --max-trials 4 --epochs 3 \
-	--optimizer adam --learning-rate 0.003 --no-ema --dir runs/demo_search --overwrite
+DEMO_SEARCH := --space cluttered_bottlenecks --dataset cluttered_digits --budget-params 60k --max-trials 4 \
+	--parent runs/demo --steps 60 --optimizer adam --learning-rate 0.001 --no-ema --dir runs/demo_search --overwrite
 
 demo: setup
 	$(BIN)/inception-keras demo
-	@echo "== 5. budgeted architecture search: googlenet_mini bottlenecks under 100k params (4 trials)"
+	@echo "== 5. budgeted architecture search: googlenet_mini's bottlenecks under 60k params (4 trials), each inheriting the weights of the model trained above"
 	$(BIN)/inception-keras search $(DEMO_SEARCH)
 
 test: setup
@@ -42,6 +42,11 @@ bench: bench-peer
 bench-peer: setup $(REF_STAMP)
 	$(BIN)/python benchmarks/bench_peer.py --memory --jit
 	$(BIN)/python benchmarks/bench_lrn.py
+
+# Ranking fidelity of the search's proxies (from scratch, inherited from a parent) against long training, on
+# cluttered_digits: about an hour on 2 cores; writes benchmarks/results/bench_ranking.json.
+bench-ranking: setup
+	$(BIN)/python benchmarks/bench_ranking.py
 
 # The same comparison on a GPU machine (torch + torchvision with CUDA, JAX, Keras and PyYAML importable by
 # $(PYTHON); no TensorFlow, no venv): torch autocast bf16 + channels_last against Keras on JAX, mixed_bfloat16.
