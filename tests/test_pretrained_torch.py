@@ -7,12 +7,10 @@ without torch, the pickles opcode by opcode where they must name torch's globals
 from __future__ import annotations
 
 import io
-import json
 import os
 import pickle
 import struct
 import subprocess
-import sys
 import tarfile
 import zipfile
 import zlib
@@ -24,6 +22,7 @@ import pytest
 
 from inception_keras.pretrained import WeightsError
 from inception_keras.pretrained.torch_file import read_torch_state_dict
+from memory_probe import assert_refused_within_twice
 
 FIXTURES = Path(__file__).parent / "fixtures" / "torch"
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -455,35 +454,9 @@ def test_pickles_are_walked_and_bounded_before_they_are_loaded(pkl, message, tmp
     assert message.split(" (at")[0] in refusal(legacy)
 
 
-RSS_CHILD = """
-import json, os, sys
-from inception_keras.pretrained.torch_file import read_torch_state_dict
-from inception_keras.pretrained import WeightsError
-for path in sys.argv[1:]:
-    pid = os.fork()
-    if pid == 0:
-        try:
-            read_torch_state_dict(path)
-            os._exit(0)
-        except WeightsError:
-            os._exit(2)
-        except BaseException:
-            os._exit(3)
-    _, status, usage = os.wait4(pid, 0)
-    print(json.dumps([path, os.waitstatus_to_exitcode(status), usage.ru_maxrss]))
-"""
-
-
 def test_hostile_files_are_refused_within_twice_a_normal_reads_peak_memory(tmp_path):
     paths = [FIXTURES / "small_zip.pth", expanded_file(tmp_path / "expanded.pth"),
              inflating_storage_file(tmp_path / "storage.pth"), inflating_pickle_file(tmp_path / "pkl.pth"),
              deep_key_file(tmp_path / "deep.pth", 200_000), memo_file(tmp_path / "memo.pth")]
     assert max(path.stat().st_size for path in paths) < 600_000
-    done = subprocess.run([sys.executable, "-c", RSS_CHILD, *map(str, paths)], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    results = [json.loads(line) for line in done.stdout.splitlines()]
-    assert len(results) == len(paths), done.stderr
-    (_, normal_code, normal_rss), *refusals = results
-    assert normal_code == 0
-    for path, code, rss in refusals:
-        assert code == 2 and rss < 2 * normal_rss, (path, code, rss, normal_rss)
+    assert_refused_within_twice("inception_keras.pretrained.torch_file:read_torch_state_dict", paths[0], paths[1:])

@@ -2,10 +2,7 @@
 hypothesis fuzz of the `.pth`, `.caffemodel` and TF checkpoint readers (mutated fixtures and crafted files): every
 outcome is the file's tensors or a WeightsError. `make test-slow` runs each fuzz with 2,000 examples."""
 
-import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +15,8 @@ from inception_keras.pretrained import WeightsError
 from inception_keras.pretrained.caffe_file import read_caffemodel
 from inception_keras.pretrained.slim_file import read_slim_checkpoint
 from inception_keras.pretrained.torch_file import read_torch_state_dict
-from test_pretrained_caffe import _blob, _bytes, _int, _key, _layer
+from memory_probe import assert_refused_within_twice
+from test_pretrained_caffe import _blob, _int, _key, _layer, _varint
 from test_pretrained_torch import op_state_dict, op_tensor, write_zip
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -27,15 +25,6 @@ CAFFE = [path.read_bytes() for path in sorted((FIXTURES / "caffe").glob("*.caffe
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
 SLOW = settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
 TABLE_MAGIC = bytes.fromhex("57fb808b247547db")
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, value = value & 0x7F, value >> 7
-        out.append(low | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def _index_with_footer(path: Path, block_size: int) -> Path:
@@ -106,43 +95,10 @@ def test_caffemodel_counts_are_bounded_before_protobuf_parses_them(tmp_path):
     assert read_caffemodel(at_the_bounds)["fc"][0].shape == (1,) * 32
 
 
-RSS_CHILD = """
-import importlib, json, os, sys
-from inception_keras.pretrained import WeightsError
-module, name = sys.argv[1].split(":")
-read = getattr(importlib.import_module(module), name)
-for path in sys.argv[2:]:
-    pid = os.fork()
-    if pid == 0:
-        try:
-            read(path)
-            os._exit(0)
-        except WeightsError:
-            os._exit(2)
-        except BaseException:
-            os._exit(3)
-    _, status, usage = os.wait4(pid, 0)
-    print(json.dumps([path, os.waitstatus_to_exitcode(status), usage.ru_maxrss]))
-"""
-
-
-def peak_rss(reader: str, paths: list[Path]) -> list[tuple[str, int, int]]:
-    """(path, exit code, peak RSS in KiB) of `reader` ("module:function") reading each path in a forked child of one
-    fresh interpreter: 0 read, 2 a WeightsError, 3 anything else."""
-    done = subprocess.run([sys.executable, "-c", RSS_CHILD, reader, *map(str, paths)], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    results = [tuple(json.loads(line)) for line in done.stdout.splitlines()]
-    assert len(results) == len(paths), done.stderr
-    return results
-
-
 def test_hostile_caffemodels_are_refused_within_twice_a_normal_reads_peak_memory(tmp_path):
     paths = [FIXTURES / "caffe" / "tiny_layer.caffemodel", *_hostile_caffemodels(tmp_path)]
     assert max(path.stat().st_size for path in paths) < 600_000
-    (_, normal_code, normal_rss), *refusals = peak_rss("inception_keras.pretrained.caffe_file:read_caffemodel", paths)
-    assert normal_code == 0
-    for path, code, rss in refusals:
-        assert code == 2 and rss < 2 * normal_rss, (path, code, rss, normal_rss)
+    assert_refused_within_twice("inception_keras.pretrained.caffe_file:read_caffemodel", paths[0], paths[1:])
 
 
 # --- fuzz -------------------------------------------------------------------------------------------------------
