@@ -17,7 +17,6 @@ import dataclasses
 import json
 import statistics
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras_tuner as kt
@@ -46,7 +45,7 @@ class FatalTrialError(kt.errors.FatalError):
         self.error = error
 
 
-@dataclass
+@dataclasses.dataclass
 class Parent:
     """A trained model every trial inherits its weights from (`inception_keras.inherit.narrow`), then re-estimates
     batch-norm statistics on `recalibrate_batches` training batches and trains `steps` steps (None: the epochs)."""
@@ -104,7 +103,8 @@ class InceptionHyperModel(kt.HyperModel):
     def fit(self, hp, model, x, *args, **kwargs):
         if self.parent is not None:
             recalibrate_batch_norm(model, x, self.parent.recalibrate_batches)
-            if self.parent.steps:
+            if self.parent.steps:  # the same steps however many batches an epoch has
+                x = x.repeat() if hasattr(x, "repeat") else x
                 kwargs = {**kwargs, "epochs": 1, "steps_per_epoch": self.parent.steps}
         return model.fit(x, *args, **kwargs)
 
