@@ -176,6 +176,11 @@ def test_the_command_narrows_a_keras_file_and_an_imported_one_by_its_registered_
                  str(tmp_path / "x.keras")]) == 2
     assert "error: child spec input_shape[0]: 40, the parent's is 32" in capsys.readouterr().err
     assert not (tmp_path / "x.keras").exists()
+    save_spec(child_spec.with_input_size(40).with_classes(4), tmp_path / "other.yaml")
+    assert main(["narrow", str(tmp_path / "imported.keras"), str(tmp_path / "other.yaml"), "--out",
+                 str(tmp_path / "x.keras"), "--fit"]) == 0  # the parent's input size and classes
+    fitted = load_keras_model(tmp_path / "x.keras")
+    assert fitted.input_shape == (None, 32, 32, 3) and fitted.get_layer("predictions").units == 10
 
 
 def test_fresh_heads_take_another_class_count_and_input_size():
