@@ -15,6 +15,7 @@ from inception_keras.distribute import (BACKENDS, DEFAULT_COORDINATOR, DEFAULT_P
                                         cluster_in_environment)
 from inception_keras.image_header import MAX_IMAGE_PIXELS
 
+EXPORT_FORMATS = ("saved_model", "onnx", "litert", "openvino")  # export.FORMATS, without importing TensorFlow
 DEMO_DATASET = "cluttered_digits"  # the embedded target where widths matter: the demo's search inherits from this run
 DEMO_EPOCHS = 4
 DEMO_LEARNING_RATE = 0.003
@@ -100,12 +101,12 @@ def run_training(spec, data, out: Path, config, overwrite: bool = False, weights
     return model, result
 
 
-def export_run(run: Path, base_dir: str, name: str | None = None, images=None) -> None:
-    from inception_keras.export import ExportError, export_saved_model, load_run
+def export_run(run: Path, base_dir: str, name: str | None = None, images=None, format: str = "saved_model") -> None:
+    from inception_keras.export import ExportError, export_model, load_run
 
     try:
         model, spec, class_names = load_run(run)
-        result = export_saved_model(model, spec, class_names, base_dir, name, images=images)
+        result = export_model(model, spec, class_names, base_dir, name, format=format, images=images)
     except ExportError as error:
         raise CommandError(str(error)) from None
     print(result.describe())
@@ -189,19 +190,19 @@ def distribution_from_args(args):
 
 
 def cmd_export(args) -> int:
-    from inception_keras.export import check_saved_model
+    from inception_keras.export import check_export
 
     if args.check:
         try:
-            diff = check_saved_model(args.check, args.model)
+            measured = check_export(args.check, args.model)
         except OSError as error:
             raise CommandError(f"{args.check}: {error}") from None
         against = args.model or "the Keras outputs stored at export"
-        print(f"{args.check}: OK, max abs diff {diff:.2e} against {against}")
+        print(f"{args.check}: OK, {measured} against {against}")
         return 0
     if not args.run:
         raise CommandError("inception-keras export: give a training run directory, or --check DIR")
-    export_run(Path(args.run), args.base_dir, args.name)
+    export_run(Path(args.run), args.base_dir, args.name, format=args.format)
     return 0
 
 
@@ -277,8 +278,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--export-dir", default="saved_models")
     train.set_defaults(func=cmd_train)
 
-    export = sub.add_parser("export", help="export a training run as a SavedModel, or --check an export")
+    export = sub.add_parser("export", help="export a training run as a SavedModel, ONNX, LiteRT or OpenVINO model, "
+                                           "verified in its runtime, or --check an export")
     export.add_argument("run", nargs="?", help="training run directory (holds best.keras, spec.yaml), or a .keras file")
+    export.add_argument("--format", choices=EXPORT_FORMATS, default="saved_model",
+                        help="saved_model (TF Serving), onnx (onnxruntime), litert (TFLite interpreter), openvino; "
+                             "all but saved_model need their extra: pip install inception-keras[FORMAT]")
     export.add_argument("--name", help="model name under the base directory (default: the spec's name)")
     export.add_argument("--base-dir", default="saved_models")
     export.add_argument("--check", metavar="DIR", help="reload an existing export and compare with Keras")

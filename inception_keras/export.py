@@ -1,28 +1,34 @@
-"""TensorFlow SavedModel export in the TF Serving layout `BASE/NAME/VERSION`, verified by reloading.
+"""Exports in the TF Serving layout `BASE/NAME/VERSION`, each verified by running it: a TensorFlow SavedModel
+(reloaded), or ONNX, LiteRT or OpenVINO (`export_model`; run in onnxruntime, the LiteRT interpreter, OpenVINO).
 
-Endpoints: `serving_default` takes uint8 images `[batch, H, W, 3]` of any size, resizes and
+SavedModel endpoints: `serving_default` takes uint8 images `[batch, H, W, 3]` of any size, resizes and
 normalizes inside, and returns `probabilities`, `top_k_ids` and `top_k_probabilities`;
 `serve_float` takes the model's own float32 input. Only the inference model (no aux
 heads) is exported, through `keras.export.ExportArchive` without `track()`, which stores
 each variable once (`model.export` stores them twice, keras issue #23553). `assets/` holds
-`spec.yaml`, `class_names.txt` and `check.npz` (a reference batch with the Keras model's
-outputs, and the tolerance; for a mixed-precision model the outputs of its float32 copy).
+`spec.yaml`, `class_names.txt`, `check.npz` (a reference batch with the Keras model's
+outputs, and the tolerance; for a mixed-precision model the outputs of its float32 copy) and `manifest.json`
+(format, input signatures, preprocessing convention, checks passed). An ONNX, LiteRT or OpenVINO export holds the
+same files beside its artifact (`inception_keras.export_formats`) and takes the float32 input.
 Written to a temporary directory and renamed into place.
 
-A model whose weights or outputs are not finite is not exported, and `check_saved_model`
-refuses such an export, a damaged or foreign directory, or a difference over TOLERANCE
+A model whose weights or outputs are not finite is not exported, and `check_export`
+refuses such an export, a damaged or foreign directory, or a difference over the tolerance
 (every comparison is `not diff <= TOLERANCE`, so nan fails), always with an ExportError.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -34,7 +40,8 @@ from inception_keras.builder import float32_model, inference_model  # also regis
 from inception_keras.data import to_model_input
 from inception_keras.errors import UserError, error_text
 from inception_keras.folding import fold_batch_norm
-from inception_keras.serialize import CLASS_NAMES_FILE, load_spec, read_class_names, spec_to_yaml, write_class_names
+from inception_keras.serialize import (CLASS_NAMES_FILE, load_spec, read_class_names, read_text_file, spec_to_yaml,
+                                       write_class_names)
 from inception_keras.spec import NetworkSpec, SpecError
 
 TOLERANCE = 1e-5
@@ -46,6 +53,13 @@ MIXED_FACTOR = 2.0
 MAX_TOLERANCE = 0.5  # probabilities: anything wider would check nothing (a stored wider one is damage)
 TMP_PREFIX = ".tmp-"
 CHECK_FILE = "check.npz"
+MANIFEST_FILE = "manifest.json"
+FORMATS = ("saved_model", "onnx", "litert", "openvino")
+# ONNX, LiteRT and OpenVINO exports compute in float32: the runtime's probabilities within RELATIVE_TOLERANCE of
+# the spread of the Keras model's (max - min over the reference batch, at least MIN_SPREAD), the same top-1 classes
+RELATIVE_TOLERANCE = 1e-4
+MIN_SPREAD = 1e-2
+MAX_INPUT_SIDE = 8192  # a manifest's input height or width (the check builds a batch of that size)
 SIGNATURES = ("serving_default", "serve_float")
 VERSION_NAME = re.compile(r"[0-9]+")
 
@@ -375,6 +389,64 @@ def _publish(tmp: Path, root: Path) -> tuple[Path, int]:
     raise ExportError(f"cannot find a free version number under {root}: other exports keep taking them")
 
 
+def _prepare(model: keras.Model, spec: NetworkSpec | None, class_names: list[str], name: str | None,
+             user: str) -> tuple[keras.Model, tuple, int, str]:
+    """The inference model (aux heads dropped), its input shape, class count and the export's name."""
+    input_shape = image_input_shape(model, user)
+    if "aux_1" in {layer.name for layer in model.layers}:
+        model = inference_model(model)
+    classes = output_classes(model)
+    if len(class_names) != classes:
+        raise ExportError(f"{len(class_names)} class names for a {classes}-class model")
+    name = _check_name(name or (spec.name if spec is not None else model.name.removesuffix("_inference")))
+    return model, input_shape, classes, name
+
+
+def _write_version(base_dir: str | Path, name: str, write: Callable[[Path], Any]) -> tuple[Path, int, Any]:
+    """`write(tmp)` into a temporary directory under `base_dir/name`, renamed to the next version when it returns:
+    the version directory, its number, and what `write` returned. Nothing is left behind when it raises."""
+    root = _export_root(Path(base_dir), name)
+    _remove_stale_temporaries(root)
+    tmp = root / f"{TMP_PREFIX}{next_version(root)}-{os.getpid()}"
+    _writing.add(str(tmp))
+    try:
+        tmp.mkdir()
+        written = write(tmp)
+        final, version = _publish(tmp, root)
+    except (OSError, tf.errors.OpError) as error:
+        raise ExportError(f"cannot write the export under {root}: {error_text(error, 200)}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _writing.discard(str(tmp))
+    return final, version, written
+
+
+def _preprocessing(model: keras.Model, input_shape: tuple) -> str:
+    h, w, c = input_shape
+    text = (f"{'grey' if c == 1 else 'RGB'} images resized to {h}x{w} (bilinear), then x / 127.5 - 1: float32 "
+            f"in [-1, 1], NHWC (inception_keras.data.to_model_input)")
+    if "input_conversion" in {layer.name for layer in model.layers}:
+        text += "; the model converts that to its original convention inside (its input_conversion layer)"
+    return text
+
+
+def _write_manifest(folder: Path, fmt: str, artifact: str, model: keras.Model, input_shape: tuple,
+                    inputs: list[dict], classes: int, checks: list[dict]) -> None:
+    """`folder/manifest.json`: format, artifact, input signature, preprocessing convention and checks passed."""
+    manifest = {"format": fmt, "artifact": artifact, "inputs": inputs,
+                "output": {"name": "probabilities", "dtype": "float32", "shape": [None, classes]},
+                "preprocessing": _preprocessing(model, input_shape), "class_names": CLASS_NAMES_FILE,
+                "checks": checks, "exporter": {"inception_keras": _package_version(), "keras": keras.__version__,
+                                               "tensorflow": tf.__version__}}
+    atomic_write_text(folder / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
+
+
+def _package_version() -> str:
+    from inception_keras import __version__
+
+    return __version__
+
+
 def export_saved_model(model: keras.Model, spec: NetworkSpec | None, class_names: list[str],
                        base_dir: str | Path = "saved_models", name: str | None = None, images=None,
                        top_k: int = 5) -> ExportResult:
@@ -393,36 +465,174 @@ def export_saved_model(model: keras.Model, spec: NetworkSpec | None, class_names
             are not finite, the base directory cannot be written, or the reload check fails.
             Nothing is left under `base_dir/name` but what was there.
     """
-    input_shape = image_input_shape(model, "the serving signature")
-    if "aux_1" in {layer.name for layer in model.layers}:
-        model = inference_model(model)
-    classes = output_classes(model)
-    if len(class_names) != classes:
-        raise ExportError(f"{len(class_names)} class names for a {classes}-class model")
-    name = _check_name(name or (spec.name if spec is not None else model.name.removesuffix("_inference")))
+    model, input_shape, classes, name = _prepare(model, spec, class_names, name, "the serving signature")
     batch = reference_batch(input_shape, images)
     inputs = to_model_input(batch, tuple(input_shape[:2]), input_shape[2])
     served = fold_batch_norm(model)
     outputs, expected, tolerance = _reference_outputs(model, served, inputs)
     _refuse_non_finite(model, outputs, f"cannot export {name}")
-    root = _export_root(Path(base_dir), name)
-    _remove_stale_temporaries(root)
-    tmp = root / f"{TMP_PREFIX}{next_version(root)}-{os.getpid()}"
-    _writing.add(str(tmp))
-    try:
+
+    def write(tmp: Path) -> float:
         with xla.op_by_op():  # no XLA clusters: TF Serving runs them only behind an experimental flag
             _archive(served, input_shape, classes, top_k).write_out(str(tmp), verbose=False)
         _write_assets(tmp / "assets", spec, class_names, batch, expected, tolerance)
         diff = check_saved_model(tmp)
-        final, version = _publish(tmp, root)
-    except (OSError, tf.errors.OpError) as error:
-        raise ExportError(f"cannot write the export under {root}: {error_text(error, 200)}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        _writing.discard(str(tmp))
+        signatures = [{"signature": "serving_default", "name": "images", "dtype": "uint8",
+                       "shape": [None, None, None, 3], "preprocessing": "inside"},
+                      {"signature": "serve_float", "name": "inputs", "dtype": "float32",
+                       "shape": [None, *input_shape]}]
+        check = {"runtime": f"tensorflow {tf.__version__}", "images": len(batch), "max_abs_diff": diff,
+                 "tolerance": tolerance}
+        _write_manifest(tmp / "assets", "saved_model", "saved_model.pb", model, input_shape, signatures, classes,
+                        [check])
+        return diff
+
+    final, version, diff = _write_version(base_dir, name, write)
     weight_bytes = sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in served.weights)
     return ExportResult(str(final), version, diff, weight_bytes, dir_bytes(final / "variables"), dir_bytes(final),
                         tolerance)
+
+
+@dataclass
+class FormatExportResult:
+    path: str
+    version: int
+    format: str
+    check: dict
+    artifact_bytes: int
+    weight_bytes: int
+
+    def describe(self) -> str:
+        return (f"exported {self.path} (version {self.version}, {self.format}): {describe_check(self.check)}; "
+                f"{self.artifact_bytes:,} B on disk for {self.weight_bytes:,} B of float32 weights")
+
+
+def describe_check(check: dict) -> str:
+    """One line for a check record of a format export (see `check_format_export`)."""
+    return (f"{check['runtime']}: max abs diff {check['max_abs_diff']:.2e}, {check['of_spread']:.1e} of the "
+            f"probabilities' spread (tolerance {check['tolerance_of_spread']:.0e}), top-1 identical on "
+            f"{check['images']} images")
+
+
+def export_model(model: keras.Model, spec: NetworkSpec | None, class_names: list[str],
+                 base_dir: str | Path = "saved_models", name: str | None = None, format: str = "saved_model",
+                 images=None) -> ExportResult | FormatExportResult:
+    """Export the inference model of `model` in `format` (FORMATS) to `base_dir/name/VERSION`, verified by running
+    it in its own runtime: `export_saved_model` for "saved_model"; otherwise the model computing in float32
+    (a mixed-precision one through its float32 copy) as `artifact`, `class_names.txt`, `spec.yaml` (when known),
+    `check.npz` (the reference batch: `images` or noise images, and the Keras outputs) and `manifest.json`.
+
+    Raises:
+        ExportError: as `export_saved_model`; the format's packages are not installed (naming the extra), the
+            converter fails, or the runtime's outputs differ from the Keras model's by more than
+            RELATIVE_TOLERANCE of their spread, or in a top-1 class.
+    """
+    if format == "saved_model":
+        return export_saved_model(model, spec, class_names, base_dir, name, images=images)
+    from inception_keras import export_formats
+
+    if format not in export_formats.FORMATS:
+        raise ExportError(f"unknown export format {format!r}: one of {', '.join(FORMATS)}")
+    export_formats.require(format)
+    model, input_shape, classes, name = _prepare(model, spec, class_names, name, f"the {format} export")
+    if _mixed(model):
+        model = float32_model(model)  # what a mixed-precision model's export is checked against, as a SavedModel's
+    batch = reference_batch(input_shape, images)
+    expected = np.asarray(model.predict(to_model_input(batch, tuple(input_shape[:2]), input_shape[2]), verbose=0))
+    _refuse_non_finite(model, expected, f"cannot export {name}")
+
+    def write(tmp: Path) -> dict:
+        artifact = export_formats.write_artifact(model, format, tmp, input_shape)
+        _write_assets(tmp, spec, class_names, batch, expected)
+        check = check_format_export(tmp, manifest={"format": format, "inputs": [{"shape": [None, *input_shape]}]})
+        inputs = [{"name": export_formats.INPUT_NAME, "dtype": "float32", "shape": [None, *input_shape]}]
+        _write_manifest(tmp, format, artifact.name, model, input_shape, inputs, classes, [check])
+        return check
+
+    final, version, check = _write_version(base_dir, name, write)
+    artifact_bytes = sum(f.stat().st_size for f in final.iterdir() if f.name.startswith("model."))
+    weight_bytes = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
+    return FormatExportResult(str(final), version, format, check, artifact_bytes, weight_bytes)
+
+
+def _read_manifest(path: Path) -> dict:
+    """The manifest of a format export: its format and input shape checked; a damaged one is an ExportError."""
+    from inception_keras import export_formats
+
+    try:
+        manifest = json.loads(read_text_file(path / MANIFEST_FILE, "export manifest"))
+        fmt, shape = manifest["format"], manifest["inputs"][0]["shape"]
+    except SpecError as error:
+        raise ExportError(str(error)) from None
+    except (ValueError, KeyError, IndexError, TypeError) as error:
+        raise ExportError(f"{path / MANIFEST_FILE} is damaged ({error_text(error, 100)}): export the model again") \
+            from None
+    if (fmt not in export_formats.FORMATS or not isinstance(shape, list) or len(shape) != 4
+            or not all(type(n) is int and 0 < n <= MAX_INPUT_SIDE for n in shape[1:]) or shape[3] not in (1, 3)):
+        raise ExportError(f"{path / MANIFEST_FILE} is damaged: format {fmt!r}, input shape {shape!r}")
+    return manifest
+
+
+def check_format_export(path: str | Path, keras_model: keras.Model | str | Path | None = None,
+                        manifest: dict | None = None) -> dict:
+    """Run an ONNX, LiteRT or OpenVINO export in its own runtime on its reference batch and compare with the
+    Keras outputs; return the check's record (runtime, images, max_abs_diff, of_spread, ...).
+
+    Args:
+        path: the export's version directory.
+        keras_model: a Keras model or `.keras` file to compare with (a mixed-precision one through its float32
+            copy); None compares with the outputs stored at export (`check.npz`).
+        manifest: the manifest's format and input shape, when it is not written yet (the export's own check).
+
+    Raises:
+        ExportError: the export is damaged or not ours, its runtime is missing or fails, an output is not
+            finite, the outputs differ by more than RELATIVE_TOLERANCE of their spread, or a top-1 class differs.
+    """
+    from inception_keras import export_formats
+
+    path = Path(path)
+    manifest = manifest or _read_manifest(path)
+    fmt, input_shape = manifest["format"], tuple(manifest["inputs"][0]["shape"][1:])
+    images, expected, _ = _read_reference(path / CHECK_FILE)
+    float_inputs = to_model_input(images, tuple(input_shape[:2]), input_shape[2]).numpy()
+    served = export_formats.run_artifact(path, fmt, float_inputs)
+    runtime = export_formats.runtime_name(fmt)
+    if keras_model is not None:
+        expected = _keras_outputs(keras_model, float_inputs, input_shape)
+    elif not np.isfinite(expected).all():
+        raise ExportError(f"{path / CHECK_FILE}: the stored Keras outputs are not finite "
+                          f"({_finite_kind(expected)}): the model was broken when exported; export a finite one")
+    return {"runtime": runtime, "images": len(images), **compare_with_spread(served, expected, f"{path}: {runtime}")}
+
+
+def compare_with_spread(served: np.ndarray, expected: np.ndarray, what: str) -> dict:
+    """max_abs_diff and of_spread (that over the spread of `expected`, at least MIN_SPREAD) of `served`, which
+    must be within RELATIVE_TOLERANCE of the spread and name the same top-1 classes; else an ExportError."""
+    if served.shape != expected.shape:
+        raise ExportError(f"{what} gives outputs of shape {served.shape}, the Keras model {expected.shape}: they "
+                          f"are not the same network")
+    if not np.isfinite(served).all():
+        raise ExportError(f"{what}: the export's outputs are not finite ({_finite_kind(served)})")
+    diff = float(np.abs(served - expected).max())
+    of_spread = diff / max(float(np.ptp(expected)), MIN_SPREAD)
+    if not of_spread <= RELATIVE_TOLERANCE:
+        raise ExportError(f"{what} differs from the Keras model by {diff:.3e}, {of_spread:.1e} of the "
+                          f"probabilities' spread (tolerance {RELATIVE_TOLERANCE:.0e})")
+    flipped = np.flatnonzero(served.argmax(axis=1) != expected.argmax(axis=1))
+    if flipped.size:
+        raise ExportError(f"{what} names another top-1 class than the Keras model on {flipped.size} of "
+                          f"{len(expected)} images (the first: image {flipped[0]})")
+    return {"max_abs_diff": diff, "of_spread": of_spread, "tolerance_of_spread": RELATIVE_TOLERANCE,
+            "top1_identical": True}
+
+
+def check_export(path: str | Path, keras_model: keras.Model | str | Path | None = None) -> str:
+    """`check_format_export` for a directory with a `manifest.json` (ONNX, LiteRT, OpenVINO), else
+    `check_saved_model`; returns what was measured, in words."""
+    path = Path(path)
+    if (path / MANIFEST_FILE).exists() or (path / MANIFEST_FILE).is_symlink():
+        return describe_check(check_format_export(path, keras_model))
+    return f"max abs diff {check_saved_model(path, keras_model):.2e}"
 
 
 def load_run(run: str | Path) -> tuple[keras.Model, NetworkSpec | None, list[str]]:

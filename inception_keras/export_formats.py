@@ -1,0 +1,112 @@
+"""What is particular to each deployment format beside the SavedModel: ONNX, LiteRT (TFLite) and OpenVINO IR.
+
+Each artifact is written by Keras' own exporter (`model.export(path, format=...)`: tf2onnx, the TFLite converter,
+OpenVINO's `convert_model`) from the float32 inference model traced op by op (`xla.op_by_op`: LRN as the banded
+matrix product, no XLA cluster that a converter would keep as an opaque call), and is run in its own runtime:
+onnxruntime, the LiteRT interpreter, OpenVINO's CPU plugin with the f32 precision hint (by default it computes
+in bf16 on CPUs with AVX512-BF16 or AMX). The layout, the reference batch, the manifest and the comparison with
+Keras are shared with the SavedModel (`inception_keras.export`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import io
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from inception_keras import xla
+from inception_keras.errors import error_text
+from inception_keras.export import ExportError
+
+FORMATS = ("onnx", "litert", "openvino")
+ARTIFACTS = {"onnx": "model.onnx", "litert": "model.tflite", "openvino": "model.xml"}
+INPUT_NAME = "images"
+# (module, distribution) each format needs to be written and run; the last is the runtime that checks it
+NEEDS = {"onnx": (("tf2onnx", "tf2onnx"), ("onnx", "onnx"), ("onnxruntime", "onnxruntime")),
+         "litert": (("ai_edge_litert", "ai-edge-litert"),),
+         "openvino": (("openvino", "openvino"),)}
+
+
+def require(fmt: str, runtime_only: bool = False) -> None:
+    """An ExportError naming the extra to install unless the packages `fmt` needs (or only its runtime) import."""
+    needed = NEEDS[fmt][-1:] if runtime_only else NEEDS[fmt]
+    missing = [dist for module, dist in needed if importlib.util.find_spec(module) is None]
+    if missing:
+        raise ExportError(f"--format {fmt} needs {', '.join(missing)} (not installed): "
+                          f"pip install inception-keras[{fmt}]")
+
+
+def runtime_name(fmt: str) -> str:
+    """The runtime that checks `fmt`, with its version: e.g. 'onnxruntime 1.31.1'."""
+    dist = NEEDS[fmt][-1][1]
+    return f"{dist} {importlib.metadata.version(dist)}"
+
+
+def write_artifact(model: keras.Model, fmt: str, folder: Path, input_shape: tuple) -> Path:
+    """`model` written as `folder/ARTIFACTS[fmt]` (OpenVINO: and `model.bin`) by Keras' exporter, traced op by op.
+
+    Raises:
+        ExportError: the converter fails (its message, shortened).
+    """
+    import tensorflow as tf
+
+    require(fmt)
+    path = folder / ARTIFACTS[fmt]
+    signature = [tf.TensorSpec([None, *input_shape], tf.float32, name=INPUT_NAME)]
+    try:
+        with xla.op_by_op(), contextlib.redirect_stdout(io.StringIO()):  # tf2onnx prints its progress
+            model.export(str(path), format=fmt, input_signature=signature, verbose=False)
+    except OSError:
+        raise
+    except Exception as error:  # the converters raise many types (ValueError, ConverterError, RuntimeError)
+        raise ExportError(f"cannot convert {model.name} to {fmt}: {error_text(error, 200)}") from None
+    return path
+
+
+def run_artifact(folder: Path, fmt: str, inputs: np.ndarray) -> np.ndarray:
+    """The probabilities the artifact in `folder` computes on float32 `inputs` in its own runtime.
+
+    Raises:
+        ExportError: the runtime is not installed, or cannot load or run the artifact.
+    """
+    require(fmt, runtime_only=True)
+    path = folder / ARTIFACTS[fmt]
+    try:
+        return np.asarray(_RUNNERS[fmt](path, np.ascontiguousarray(inputs, dtype=np.float32)))
+    except Exception as error:  # runtimes raise their own types (onnxruntime's Fail, RuntimeError, ValueError)
+        raise ExportError(f"{path}: {NEEDS[fmt][-1][1]} cannot run the export ({error_text(error, 200)}): "
+                          f"export the model again") from None
+
+
+def _run_onnx(path: Path, inputs: np.ndarray) -> np.ndarray:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: inputs})[0]
+
+
+def _run_litert(path: Path, inputs: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    (entry,) = interpreter.get_input_details()
+    interpreter.resize_tensor_input(entry["index"], inputs.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(entry["index"], inputs)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def _run_openvino(path: Path, inputs: np.ndarray) -> np.ndarray:
+    import openvino
+
+    compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return compiled(inputs)[compiled.outputs[0]]
+
+
+_RUNNERS = {"onnx": _run_onnx, "litert": _run_litert, "openvino": _run_openvino}
