@@ -108,8 +108,8 @@ def test_a_damaged_manifest_or_artifact_is_one_line(onnx_export, tmp_path, capsy
     (damaged / "model.onnx").write_bytes(b"not onnx")
     assert main(["export", "--check", str(damaged)]) == 2
     assert "onnxruntime cannot run the export" in capsys.readouterr().err
-    for text, expected in (("{", "manifest.json is damaged"), ('{"format": "pdf", "inputs": [{"shape": [null, 32, 32, 3]}]}',
-                                                                "format 'pdf'"),
+    for text, expected in (("{", "manifest.json is damaged"),
+                           ('{"format": "pdf", "inputs": [{"shape": [null, 32, 32, 3]}]}', "format 'pdf'"),
                            ('{"format": "onnx", "inputs": [{"shape": [null, 99999, 32, 3]}]}', "input shape")):
         (damaged / "manifest.json").write_text(text)
         with pytest.raises(ExportError, match=expected):
@@ -143,3 +143,14 @@ def test_imported_googlenets_at_224_export_in_every_format(source, tmp_path):
     for fmt in export_formats.FORMATS:
         result = export_model(model, spec, classes, tmp_path, format=fmt)
         assert result.check["of_spread"] <= RELATIVE_TOLERANCE and result.check["top1_identical"], fmt
+
+
+def test_a_saved_model_export_has_the_same_manifest(mini_keras_file, tmp_path, capsys):
+    spec, model, _ = mini_keras_file
+    result = export_model(model, spec, MINI_CLASSES, tmp_path)  # format="saved_model": export_saved_model
+    manifest = json.loads((Path(result.path) / "assets" / "manifest.json").read_text())
+    assert (manifest["format"], manifest["artifact"]) == ("saved_model", "saved_model.pb")
+    assert [entry["signature"] for entry in manifest["inputs"]] == ["serving_default", "serve_float"]
+    assert manifest["checks"][0]["max_abs_diff"] == result.max_abs_diff <= manifest["checks"][0]["tolerance"]
+    assert main(["export", "--check", result.path]) == 0
+    assert "OK, max abs diff" in capsys.readouterr().out
