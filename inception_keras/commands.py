@@ -233,7 +233,7 @@ def cmd_demo(args) -> int:
 
 
 def add_distribution_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("beyond one device (see the README's scale story)")
+    group = parser.add_argument_group("beyond one device (see docs/scale.md)")
     group.add_argument("--backend", choices=BACKENDS, help="Keras backend (default: $KERAS_BACKEND, "
                        "else tensorflow); set before Keras loads")
     group.add_argument("--distribute", choices=("none", "mirrored", "data_parallel"), default="none",
