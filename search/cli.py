@@ -62,7 +62,7 @@ def cmd_search(args) -> int:
     data = load_data_or_exit(args.dataset, args.data_dir, download=not args.no_download,
                              max_image_pixels=args.max_image_pixels)
     space = space.with_base(fit_classes(base, data))
-    if not args.parent and (args.steps or args.recalibrate_batches is not None):
+    if not args.parent and (args.steps is not None or args.recalibrate_batches is not None):
         raise CommandError("--steps and --recalibrate-batches go with --parent (a model every trial inherits from)")
     inherit = {} if not args.parent else {"parent": args.parent, "steps": args.steps, "recalibrate_batches":
                                           DEFAULT_RECALIBRATE_BATCHES if args.recalibrate_batches is None
@@ -150,8 +150,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--recalibrate-batches", type=non_negative_int, default=None, metavar="N",
                         help="with --parent: training batches to re-estimate batch-norm statistics on "
                              "(default 20; none for specs without batch norm)")
-    parser.add_argument("--steps", type=positive_int, metavar="N",
-                        help="with --parent: train each trial N steps instead of --epochs epochs")
+    parser.add_argument("--steps", type=non_negative_int, metavar="N",
+                        help="with --parent: train each trial N steps instead of --epochs epochs; 0: score it "
+                             "after recalibration alone (ranked best and cheapest in make bench-ranking)")
     parser.add_argument("--executions-per-trial", type=positive_int, default=1, metavar="N",
                         help="train each trial N times; its score is the mean (records keep the std)")
     parser.add_argument("--export", action="store_true", help="export the best model when done (or with report)")

@@ -182,6 +182,10 @@ def load_parent(source: str | Path, space: SearchSpace, recalibrate_batches: int
     return Parent(model, spec, str(source), batches, steps)
 
 
+def _training(steps: int | None, epochs: int) -> str:
+    return "scored without training" if steps == 0 else f"{steps} steps" if steps else f"{epochs} epochs"
+
+
 def parent_space(space: SearchSpace, parent) -> SearchSpace:
     """`space` over the parent's network: its base becomes the parent's spec at the base's class count and input size
     (the widths the space varies, and its budget, apply to the parent's architecture)."""
@@ -277,7 +281,7 @@ def run_search(space: SearchSpace, data: DataSplits, directory: str | Path, tune
     those the space varies; the space's base becomes its spec at the base's class count and input size) every
     trial starts from `inception_keras.inherit.narrow` of it, re-estimates batch-norm
     statistics on `recalibrate_batches` training batches (none without batch norm), then trains `steps` steps
-    (None: `epochs` epochs); reduce widths that cannot inherit (0 where the parent has a bottleneck, or the
+    (None: `epochs` epochs; 0: none, scored as it is); reduce widths that cannot inherit (0 where the parent has a bottleneck, or the
     reverse) leave the space before any trial. The parent's own point goes to `parent.json`. Each trial trains
     `executions_per_trial` times; its record holds the mean score, its standard deviation and the count.
 
@@ -296,7 +300,7 @@ def run_search(space: SearchSpace, data: DataSplits, directory: str | Path, tune
         inherit = load_parent(parent, space, recalibrate_batches, steps)
         space, left_out = inherit.restrict(parent_space(space, inherit))
         print(f"[search] every trial inherits from {parent} ({inherit.spec.name}): batch norm recalibrated on "
-              f"{inherit.recalibrate_batches} batches, then {f'{steps} steps' if steps else f'{epochs} epochs'}; "
+              f"{inherit.recalibrate_batches} batches, then {_training(steps, epochs)}; "
               f"{_count(left_out)} points of the space cannot inherit and are left out", flush=True)
     point_cost = check_feasible(space)
     start = time.perf_counter()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import keras_tuner as kt
 import tensorflow as tf
+from keras_tuner.src.engine.tuner_utils import SaveBestEpoch
 
 from inception_keras import NetworkSpec, build_model, network_cost
 from inception_keras.atomic import atomic_write_text
@@ -48,7 +49,8 @@ class FatalTrialError(kt.errors.FatalError):
 @dataclasses.dataclass
 class Parent:
     """A trained model every trial inherits its weights from (`inception_keras.inherit.narrow`), then re-estimates
-    batch-norm statistics on `recalibrate_batches` training batches and trains `steps` steps (None: the epochs)."""
+    batch-norm statistics on `recalibrate_batches` training batches and trains `steps` steps (None: the epochs; 0:
+    none, the recalibrated model is scored as it is)."""
 
     model: object  # keras.Model
     spec: NetworkSpec
@@ -103,10 +105,24 @@ class InceptionHyperModel(kt.HyperModel):
     def fit(self, hp, model, x, *args, **kwargs):
         if self.parent is not None:
             recalibrate_batch_norm(model, x, self.parent.recalibrate_batches)
+            if self.parent.steps == 0:
+                return self._score_untrained(model, kwargs)
             if self.parent.steps:  # the same steps however many batches an epoch has
                 x = x.repeat() if hasattr(x, "repeat") else x
                 kwargs = {**kwargs, "epochs": 1, "steps_per_epoch": self.parent.steps}
         return model.fit(x, *args, **kwargs)
+
+    @staticmethod
+    def _score_untrained(model, kwargs) -> dict:
+        """Steps 0: the inherited, recalibrated model scored as it is (its validation metrics, `val_` names), and
+        saved as the trial's checkpoint as a trained one would be."""
+        scores = model.evaluate(kwargs["validation_data"], verbose=0, return_dict=True)
+        logs = {f"val_{name}": float(value) for name, value in scores.items()}
+        for callback in kwargs.get("callbacks", []):
+            if isinstance(callback, SaveBestEpoch):
+                callback.set_model(model)
+                callback.on_epoch_end(0, logs)
+        return logs
 
 
 class BudgetMixin:
@@ -193,7 +209,8 @@ class RecordingMixin:
         histories = self._train(trial, *args, **kwargs)
         seconds = time.perf_counter() - start
         monitor = monitor_name(spec)
-        scores = [max(h.history.get(monitor, [float("nan")])) for h in histories if hasattr(h, "history")]
+        scores = [max(h.history.get(monitor, [float("nan")])) if hasattr(h, "history") else h[monitor]
+                  for h in histories]
         accuracy = statistics.fmean(scores) if scores else float("nan")
         spread = statistics.stdev(scores) if len(scores) > 1 else 0.0
         parent = getattr(self.hypermodel, "parent", None)

@@ -235,6 +235,14 @@ def test_an_inherited_search_starts_each_trial_from_the_parent(space_file, folde
     parent_run(other, space.base, folder_data.class_names)
     with pytest.raises(SearchError, match=r"holds a search of another space \(parent, executions_per_trial differ"):
         run_search(space, folder_data, tmp_path / "s", max_trials=1, epochs=1, config=tiny, parent=other, steps=1)
+    untrained = run_search(space, folder_data, tmp_path / "s", max_trials=1, epochs=1, config=tiny, steps=0,
+                           parent=tmp_path / "parent", recalibrate_batches=2, executions_per_trial=2, overwrite=True)
+    [record] = untrained.records  # scored after recalibration alone, and saved as the trial's checkpoint
+    assert record["steps"] == 0 and 0 <= record["val_accuracy"] <= 1 and record["val_accuracy_std"] == 0
+    child = build_model(space.spec_for(record["values"]))
+    child.load_weights(tmp_path / "s" / "kt" / f"trial_{record['trial_id']}" / "checkpoint.weights.h5")
+    np.testing.assert_array_equal(child.get_layer("conv1_conv").get_weights()[0],
+                                  parent.get_layer("conv1_conv").get_weights()[0])
     clear_search(tmp_path / "s")  # --overwrite: the parent's point and the TensorBoard logs are the search's own
     assert not any((tmp_path / "s").iterdir())
 
@@ -280,9 +288,9 @@ def test_a_pretrained_googlenet_is_compressed_by_an_inherited_search_and_exporte
     space = get_space("googlenet_bottlenecks").with_budget(max_params=parent_params - 10**6)
     space = space.with_base(space.base.with_input_size(96).with_classes(3))
     outcome = run_search(space, folder_data, tmp_path / "s", max_trials=1, epochs=1, config=CONFIG,
-                         parent=tmp_path / "googlenet.keras", steps=1)
+                         parent=tmp_path / "googlenet.keras", steps=0)
     printed = capsys.readouterr().out
-    assert "batch norm recalibrated on 0 batches" in printed  # the faithful GoogLeNet has none
+    assert "batch norm recalibrated on 0 batches, then scored without training" in printed  # it has no batch norm
     [record] = outcome.records
     assert record["params"] <= parent_params - 10**6 and record["spec"]["input_conversion"] == "caffe"
     assert read_parent(tmp_path / "s")["params"] == parent_params  # its accuracy: not on these classes
