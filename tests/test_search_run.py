@@ -212,13 +212,12 @@ def test_an_inherited_search_starts_each_trial_from_the_parent(space_file, folde
     parent = parent_run(tmp_path / "parent", space.base, folder_data.class_names)
     tiny = replace(CONFIG, learning_rate=1e-7)
     outcome = run_search(space, folder_data, tmp_path / "s", max_trials=1, epochs=3, config=tiny,
-                         parent=tmp_path / "parent", steps=1, recalibrate_batches=2, executions_per_trial=2)
+                         parent=tmp_path / "parent", steps=1, recalibrate_batches=2)
     printed = capsys.readouterr().out
     assert f"every trial inherits from {tmp_path / 'parent'} (tiny): batch norm recalibrated on 2 batches, then " \
            f"1 steps" in printed
     [record] = outcome.records
-    assert (record["parent"], record["steps"], record["executions"]) == (str(tmp_path / "parent"), 1, 2)
-    assert record["val_accuracy_std"] >= 0
+    assert (record["parent"], record["steps"], record["executions"]) == (str(tmp_path / "parent"), 1, 1)
     point = json.loads((tmp_path / "s" / "parent.json").read_text())
     assert point["params"] == network_cost(space.base).inference_params and 0 <= point["val_accuracy"] <= 1
     checkpoint = tmp_path / "s" / "kt" / f"trial_{record['trial_id']}" / "checkpoint.weights.h5"
@@ -233,12 +232,13 @@ def test_an_inherited_search_starts_each_trial_from_the_parent(space_file, folde
     assert parent_space(space, Parent(parent, space.base, "p")).base == space.base
     other = tmp_path / "other"
     parent_run(other, space.base, folder_data.class_names)
-    with pytest.raises(SearchError, match=r"holds a search of another space \(parent, executions_per_trial differ"):
+    with pytest.raises(SearchError, match=r"holds a search of another space \(parent differ"):
         run_search(space, folder_data, tmp_path / "s", max_trials=1, epochs=1, config=tiny, parent=other, steps=1)
     untrained = run_search(space, folder_data, tmp_path / "s", max_trials=1, epochs=1, config=tiny, steps=0,
                            parent=tmp_path / "parent", recalibrate_batches=2, executions_per_trial=2, overwrite=True)
     [record] = untrained.records  # scored after recalibration alone, and saved as the trial's checkpoint
-    assert record["steps"] == 0 and 0 <= record["val_accuracy"] <= 1 and record["val_accuracy_std"] == 0
+    assert (record["steps"], record["executions"], record["val_accuracy_std"]) == (0, 2, 0)  # deterministic
+    assert 0 <= record["val_accuracy"] <= 1
     child = build_model(space.spec_for(record["values"]))
     child.load_weights(tmp_path / "s" / "kt" / f"trial_{record['trial_id']}" / "checkpoint.weights.h5")
     np.testing.assert_array_equal(child.get_layer("conv1_conv").get_weights()[0],
