@@ -23,7 +23,7 @@ from inception_keras.atomic import atomic_write_bytes, atomic_write_text
 from inception_keras.cost import network_cost
 from inception_keras.errors import UserError
 from inception_keras.report import format_table
-from inception_keras.serialize import file_label, parse_document, read_text_file, spec_to_yaml
+from inception_keras.serialize import file_label, load_document, spec_to_yaml
 from inception_keras.spec import SpecError
 
 from search.space import Budget, parse_count
@@ -75,15 +75,9 @@ def record_problem(record) -> str | None:
     return None
 
 
-def _read_json(path: Path, what: str):
-    """A JSON file's data through the spec files' bounded reader (a regular file of at most 4 MiB, bounded
-    nesting and size); raises SpecError naming `path`."""
-    return parse_document(read_text_file(path, what), file_label(path), fmt="json")
-
-
 def _read_record(path: Path) -> tuple[dict | None, str | None]:
     try:
-        record = _read_json(path, "trial record")
+        record = load_document(path, "trial record")
     except SpecError as error:
         return None, error.message
     problem = record_problem(record)
@@ -124,7 +118,7 @@ def _read_space(directory: str | Path) -> tuple[dict | None, str | None]:
     if not path.exists():
         return None, None
     try:
-        space = _read_json(path, "search space record")
+        space = load_document(path, "search space record")
         if not isinstance(space, dict) or "budget" not in space:
             raise SpecError(file_label(path), "no budget")
     except SpecError as error:
@@ -188,7 +182,7 @@ def read_parent(directory: str | Path, warn_damaged: bool = True) -> dict | None
     if not path.exists():
         return None
     try:
-        parent = _read_json(path, "parent record")
+        parent = load_document(path, "parent record")
     except SpecError as error:
         problem = error.message
     else:
