@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from inception_keras.cli_common import (CommandError, add_spec_arguments, fraction, host_port, non_negative_int,
-                                        positive_float, positive_float_at_most, positive_int, spec_from_args)
+from inception_keras.cli_common import (CommandError, add_spec_arguments, fraction, host_port, non_negative_float,
+                                        non_negative_int, positive_float, positive_float_at_most, positive_int,
+                                        spec_from_args)
 from inception_keras.distribute import (BACKENDS, DEFAULT_COORDINATOR, DEFAULT_PORT, MAX_COORDINATOR_TIMEOUT,
                                         cluster_in_environment)
 from inception_keras.image_header import MAX_IMAGE_PIXELS
@@ -21,10 +22,10 @@ DEMO_EPOCHS = 4
 DEMO_LEARNING_RATE = 0.003
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="sklearn_digits",
-                        help="tfds name, or folder:PATH (PATH/split/label/*.png|jpg); default: the embedded, "
-                             "offline sklearn_digits")
+def add_data_arguments(parser, default: str | None = "sklearn_digits",
+                       default_help: str = "the embedded, offline sklearn_digits") -> None:
+    parser.add_argument("--dataset", default=default,
+                        help=f"tfds name, or folder:PATH (PATH/split/label/*.png|jpg); default: {default_help}")
     parser.add_argument("--data-dir", help="tfds data directory (default: tfds' own, ~/tensorflow_datasets)")
     parser.add_argument("--no-download", action="store_true", help="never download; fail at once if not prepared")
     parser.add_argument("--max-image-pixels", type=positive_int, default=MAX_IMAGE_PIXELS, metavar="N",
@@ -101,15 +102,49 @@ def run_training(spec, data, out: Path, config, overwrite: bool = False, weights
     return model, result
 
 
-def export_run(run: Path, base_dir: str, name: str | None = None, images=None, format: str = "saved_model") -> None:
+def export_run(run: Path, base_dir: str, name: str | None = None, images=None, format: str = "saved_model",
+               int8_args: argparse.Namespace | None = None) -> None:
+    """Export the best model of a run directory (or a `.keras` file); `int8_args` (the `export` command's): int8."""
     from inception_keras.export import ExportError, export_model, load_run
 
     try:
         model, spec, class_names = load_run(run)
-        result = export_model(model, spec, class_names, base_dir, name, format=format, images=images)
+        int8 = _int8_options(int8_args, run, format) if int8_args is not None else None
+        result = export_model(model, spec, class_names, base_dir, name, format=format, images=images, int8=int8)
     except ExportError as error:
         raise CommandError(str(error)) from None
     print(result.describe())
+
+
+def _int8_options(args: argparse.Namespace, run: Path, format: str):
+    """The calibration and validation data of `export --int8`: --dataset, else the dataset the run trained on."""
+    from inception_keras.quantize import Int8Options, require
+
+    require(format)  # before the data is loaded
+    dataset = args.dataset or _run_dataset(run)
+    if dataset is None:
+        raise CommandError(f"--int8 calibrates on training images and checks on validation ones: give --dataset "
+                           f"(a .keras file does not record what it was trained on: {run})")
+    print(f"int8: calibrating on {args.calibration_steps} batches of {dataset}'s training images")
+    data = load_data_or_exit(dataset, args.data_dir, download=not args.no_download,
+                             max_image_pixels=args.max_image_pixels)
+    return Int8Options(data, args.calibration_steps, args.max_accuracy_drop)
+
+
+def _run_dataset(run: Path) -> str | None:
+    """The dataset recorded in a run directory's run.json; None for a `.keras` file or an older run."""
+    from inception_keras.run_dir import RUN_RECORD
+    from inception_keras.serialize import load_document
+    from inception_keras.spec import SpecError
+
+    if not (run / RUN_RECORD).is_file():
+        return None
+    try:
+        record = load_document(run / RUN_RECORD, "run record")
+    except SpecError as error:
+        raise CommandError(str(error)) from None
+    dataset = record.get("dataset") if isinstance(record, dict) else None
+    return dataset if isinstance(dataset, str) and dataset else None
 
 
 def cmd_train(args) -> int:
@@ -202,7 +237,15 @@ def cmd_export(args) -> int:
         return 0
     if not args.run:
         raise CommandError("inception-keras export: give a training run directory, or --check DIR")
-    export_run(Path(args.run), args.base_dir, args.name, format=args.format)
+    if not args.int8 and (args.calibration_steps is not None or args.max_accuracy_drop is not None):
+        raise CommandError("--calibration-steps and --max-accuracy-drop go with --int8")
+    if args.int8:
+        from inception_keras.quantize import DEFAULT_CALIBRATION_STEPS, DEFAULT_MAX_ACCURACY_DROP
+
+        args.calibration_steps = args.calibration_steps or DEFAULT_CALIBRATION_STEPS
+        if args.max_accuracy_drop is None:
+            args.max_accuracy_drop = DEFAULT_MAX_ACCURACY_DROP
+    export_run(Path(args.run), args.base_dir, args.name, format=args.format, int8_args=args if args.int8 else None)
     return 0
 
 
@@ -288,6 +331,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--base-dir", default="saved_models")
     export.add_argument("--check", metavar="DIR", help="reload an existing export and compare with Keras")
     export.add_argument("--model", help="with --check: a .keras model to compare with (default: stored outputs)")
+    int8 = export.add_argument_group("int8 (onnx, litert, openvino; see docs/export.md)")
+    int8.add_argument("--int8", action="store_true",
+                      help="post-training quantization: int8 weights per channel, activations calibrated on "
+                           "training images; refused if validation accuracy drops more than --max-accuracy-drop")
+    int8.add_argument("--calibration-steps", type=positive_int, metavar="N",
+                      help="batches of 32 training images to calibrate activation ranges on (default 20)")
+    int8.add_argument("--max-accuracy-drop", type=non_negative_float, metavar="POINTS",
+                      help="refuse the export if its top-1 accuracy is more than POINTS below float32's (default 1)")
+    add_data_arguments(int8, None, "the dataset the run trained on (its run.json)")
     export.set_defaults(func=cmd_export)
 
     demo = sub.add_parser("demo", help="the README's main job: train googlenet_mini on the embedded "

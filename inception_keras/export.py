@@ -19,6 +19,7 @@ refuses such an export, a damaged or foreign directory, or a difference over the
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -28,7 +29,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -43,6 +44,9 @@ from inception_keras.folding import fold_batch_norm
 from inception_keras.serialize import (CLASS_NAMES_FILE, load_spec, read_class_names, read_text_file, spec_to_yaml,
                                        write_class_names)
 from inception_keras.spec import NetworkSpec, SpecError
+
+if TYPE_CHECKING:
+    from inception_keras.quantize import Int8Options
 
 TOLERANCE = 1e-5
 # A mixed-precision model computes in 16 bits, and its SavedModel (batch norm folded, `folding`) rounds otherwise
@@ -431,9 +435,11 @@ def _preprocessing(model: keras.Model, input_shape: tuple) -> str:
 
 
 def _write_manifest(folder: Path, fmt: str, artifact: str, model: keras.Model, input_shape: tuple,
-                    inputs: list[dict], classes: int, checks: list[dict]) -> None:
-    """`folder/manifest.json`: format, artifact, input signature, preprocessing convention and checks passed."""
+                    inputs: list[dict], classes: int, checks: list[dict], quantization: dict | None = None) -> None:
+    """`folder/manifest.json`: format, artifact, input signature, preprocessing convention, quantization (int8
+    exports) and checks passed."""
     manifest = {"format": fmt, "artifact": artifact, "inputs": inputs,
+                **({"quantization": quantization} if quantization else {}),
                 "output": {"name": "probabilities", "dtype": "float32", "shape": [None, classes]},
                 "preprocessing": _preprocessing(model, input_shape), "class_names": CLASS_NAMES_FILE,
                 "checks": checks, "exporter": {"inception_keras": _package_version(), "keras": keras.__version__,
@@ -501,14 +507,24 @@ class FormatExportResult:
     check: dict
     artifact_bytes: int
     weight_bytes: int
+    precision: str = "float32"
 
     def describe(self) -> str:
-        return (f"exported {self.path} (version {self.version}, {self.format}): {describe_check(self.check)}; "
+        kind = self.format if self.precision == "float32" else f"{self.format} {self.precision}"
+        return (f"exported {self.path} (version {self.version}, {kind}): {describe_check(self.check)}; "
                 f"{self.artifact_bytes:,} B on disk for {self.weight_bytes:,} B of float32 weights")
 
 
 def describe_check(check: dict) -> str:
-    """One line for a check record of a format export (see `check_format_export`)."""
+    """One line for a check record of a format export (see `check_format_export`, `quantize.accuracy_check`)."""
+    if "validation_images" in check:  # an int8 export's accuracy check
+        return (f"{check['runtime']}: int8 top-1 accuracy {check['int8_accuracy']:.2f} % against float32's "
+                f"{check['float_accuracy']:.2f} % ({check['accuracy_change']:+.2f} points, at most "
+                f"-{check['max_accuracy_drop']:g} allowed), top-1 agreement {check['top1_agreement']:.1%} on "
+                f"{check['validation_images']} validation images")
+    if "top1_agreement" in check:  # an int8 export's --check on its stored images
+        return (f"{check['runtime']}: int8 top-1 agreement with float32 {check['top1_agreement']:.1%} on "
+                f"{check['images']} stored validation images (at least {check['min_agreement']:.0%} needed)")
     return (f"{check['runtime']}: max abs diff {check['max_abs_diff']:.2e}, {check['of_spread']:.1e} of the "
             f"probabilities' spread (tolerance {check['tolerance_of_spread']:.0e}), top-1 identical on "
             f"{check['images']} images")
@@ -516,43 +532,74 @@ def describe_check(check: dict) -> str:
 
 def export_model(model: keras.Model, spec: NetworkSpec | None, class_names: list[str],
                  base_dir: str | Path = "saved_models", name: str | None = None, format: str = "saved_model",
-                 images=None) -> ExportResult | FormatExportResult:
+                 images=None, int8: Int8Options | None = None) -> ExportResult | FormatExportResult:
     """Export the inference model of `model` in `format` (FORMATS) to `base_dir/name/VERSION`, verified by running
     it in its own runtime: `export_saved_model` for "saved_model"; otherwise the model computing in float32
     (a mixed-precision one through its float32 copy) as `artifact`, `class_names.txt`, `spec.yaml` (when known),
     `check.npz` (the reference batch: `images` or noise images, and the Keras outputs) and `manifest.json`.
 
+    `int8` (`inception_keras.quantize.Int8Options`: the data, calibration steps, allowed accuracy drop) writes
+    the ONNX, LiteRT or OpenVINO model quantized to int8 instead (see `inception_keras.quantize`), checked on the
+    data's validation images against the float model; `check.npz` then holds CHECK_IMAGES of them.
+
     Raises:
         ExportError: as `export_saved_model`; the format's packages are not installed (naming the extra), the
             converter fails, or the runtime's outputs differ from the Keras model's by more than
-            RELATIVE_TOLERANCE of their spread, or in a top-1 class.
+            RELATIVE_TOLERANCE of their spread, or in a top-1 class; int8: the accuracy drops by more than allowed.
     """
-    if format == "saved_model":
+    if format == "saved_model" and int8 is None:
         return export_saved_model(model, spec, class_names, base_dir, name, images=images)
     from inception_keras import export_formats
 
     if format not in export_formats.FORMATS:
-        raise ExportError(f"unknown export format {format!r}: one of {', '.join(FORMATS)}")
+        raise ExportError(f"unknown export format {format!r}: one of {', '.join(FORMATS)}"
+                          if format not in FORMATS else f"--int8 is for {', '.join(export_formats.FORMATS)}, "
+                                                        f"not {format}")
     export_formats.require(format)
+    if int8 is not None:
+        from inception_keras import quantize
+
+        quantize.require(format)
     model, input_shape, classes, name = _prepare(model, spec, class_names, name, f"the {format} export")
     if _mixed(model):
         model = float32_model(model)  # what a mixed-precision model's export is checked against, as a SavedModel's
-    batch = reference_batch(input_shape, images)
+    inputs = [{"name": export_formats.INPUT_NAME, "dtype": "float32", "shape": [None, *input_shape]}]
+    manifest = {"format": format, "inputs": inputs}
+    checks = []
+    if int8 is None:
+        batch = reference_batch(input_shape, images)
+        write_artifact = functools.partial(export_formats.write_artifact, model, format)
+    else:
+        calibration = quantize.calibration_inputs(int8, input_shape, classes)
+        validation, labels = quantize.validation_inputs(int8, input_shape, classes)
+        float_probabilities = np.asarray(model.predict(validation, batch_size=64, verbose=0))
+        _refuse_non_finite(model, float_probabilities, f"cannot export {name}")
+        batch = reference_batch(input_shape, np.round((validation[:quantize.CHECK_IMAGES] + 1) * 127.5),
+                                count=quantize.CHECK_IMAGES)
+        write_artifact = functools.partial(quantize.write_int8, model, format, calibration=calibration)
+        manifest["quantization"] = {"weights": "int8, per output channel", "activations": "8-bit, per tensor",
+                                    "calibration_images": len(calibration)}
     expected = np.asarray(model.predict(to_model_input(batch, tuple(input_shape[:2]), input_shape[2]), verbose=0))
     _refuse_non_finite(model, expected, f"cannot export {name}")
 
     def write(tmp: Path) -> dict:
-        artifact = export_formats.write_artifact(model, format, tmp, input_shape)
+        artifact = write_artifact(folder=tmp, input_shape=input_shape)
+        if int8 is not None:
+            runtime = export_formats.runtime_name(format)
+            served = export_formats.run_artifact(tmp, format, validation)
+            checks.append({"runtime": runtime, **quantize.accuracy_check(float_probabilities, served, labels,
+                                                                          int8.max_accuracy_drop, f"{name}: {runtime}")})
         _write_assets(tmp, spec, class_names, batch, expected)
-        check = check_format_export(tmp, manifest={"format": format, "inputs": [{"shape": [None, *input_shape]}]})
-        inputs = [{"name": export_formats.INPUT_NAME, "dtype": "float32", "shape": [None, *input_shape]}]
-        _write_manifest(tmp, format, artifact.name, model, input_shape, inputs, classes, [check])
-        return check
+        check = check_format_export(tmp, manifest=manifest)
+        _write_manifest(tmp, format, artifact.name, model, input_shape, inputs, classes, [*checks, check],
+                        manifest.get("quantization"))
+        return checks[0] if checks else check
 
     final, version, check = _write_version(base_dir, name, write)
     artifact_bytes = sum(f.stat().st_size for f in final.iterdir() if f.name.startswith("model."))
     weight_bytes = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
-    return FormatExportResult(str(final), version, format, check, artifact_bytes, weight_bytes)
+    return FormatExportResult(str(final), version, format, check, artifact_bytes, weight_bytes,
+                              "int8" if int8 is not None else "float32")
 
 
 def _read_manifest(path: Path) -> dict:
@@ -602,6 +649,10 @@ def check_format_export(path: str | Path, keras_model: keras.Model | str | Path 
     elif not np.isfinite(expected).all():
         raise ExportError(f"{path / CHECK_FILE}: the stored Keras outputs are not finite "
                           f"({_finite_kind(expected)}): the model was broken when exported; export a finite one")
+    if manifest.get("quantization"):
+        from inception_keras.quantize import agreement_check
+
+        return {"runtime": runtime, **agreement_check(served, expected, f"{path}: {runtime}")}
     return {"runtime": runtime, "images": len(images), **compare_with_spread(served, expected, f"{path}: {runtime}")}
 
 

@@ -26,6 +26,7 @@ from inception_keras.export import ExportError
 FORMATS = ("onnx", "litert", "openvino")
 ARTIFACTS = {"onnx": "model.onnx", "litert": "model.tflite", "openvino": "model.xml"}
 INPUT_NAME = "images"
+RUN_BATCH = 32  # images a runtime is given at once
 # (module, distribution) each format needs to be written and run; the last is the runtime that checks it
 NEEDS = {"onnx": (("tf2onnx", "tf2onnx"), ("onnx", "onnx"), ("onnxruntime", "onnxruntime")),
          "litert": (("ai_edge_litert", "ai-edge-litert"),),
@@ -68,8 +69,9 @@ def write_artifact(model: keras.Model, fmt: str, folder: Path, input_shape: tupl
     return path
 
 
-def run_artifact(folder: Path, fmt: str, inputs: np.ndarray) -> np.ndarray:
-    """The probabilities the artifact in `folder` computes on float32 `inputs` in its own runtime.
+def run_artifact(folder: Path, fmt: str, inputs: np.ndarray, batch_size: int = RUN_BATCH) -> np.ndarray:
+    """The probabilities the artifact in `folder` computes on float32 `inputs` in its own runtime, loaded once and
+    run `batch_size` images at a time.
 
     Raises:
         ExportError: the runtime is not installed, or cannot load or run the artifact.
@@ -77,36 +79,44 @@ def run_artifact(folder: Path, fmt: str, inputs: np.ndarray) -> np.ndarray:
     require(fmt, runtime_only=True)
     path = folder / ARTIFACTS[fmt]
     try:
-        return np.asarray(_RUNNERS[fmt](path, np.ascontiguousarray(inputs, dtype=np.float32)))
+        run = _RUNNERS[fmt](path)
+        return np.concatenate([np.asarray(run(np.ascontiguousarray(inputs[i:i + batch_size], dtype=np.float32)))
+                               for i in range(0, len(inputs), batch_size)])
     except Exception as error:  # runtimes raise their own types (onnxruntime's Fail, RuntimeError, ValueError)
         raise ExportError(f"{path}: {NEEDS[fmt][-1][1]} cannot run the export ({error_text(error, 200)}): "
                           f"export the model again") from None
 
 
-def _run_onnx(path: Path, inputs: np.ndarray) -> np.ndarray:
+def _onnx_runner(path: Path):
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: inputs})[0]
+    name = session.get_inputs()[0].name
+    return lambda inputs: session.run(None, {name: inputs})[0]
 
 
-def _run_litert(path: Path, inputs: np.ndarray) -> np.ndarray:
+def _litert_runner(path: Path):
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path))
     (entry,) = interpreter.get_input_details()
-    interpreter.resize_tensor_input(entry["index"], inputs.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(entry["index"], inputs)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    output = interpreter.get_output_details()[0]["index"]
+
+    def run(inputs):
+        interpreter.resize_tensor_input(entry["index"], inputs.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(entry["index"], inputs)
+        interpreter.invoke()
+        return interpreter.get_tensor(output).copy()
+
+    return run
 
 
-def _run_openvino(path: Path, inputs: np.ndarray) -> np.ndarray:
+def _openvino_runner(path: Path):
     import openvino
 
     compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    return compiled(inputs)[compiled.outputs[0]]
+    return lambda inputs: compiled(inputs)[compiled.outputs[0]]
 
 
-_RUNNERS = {"onnx": _run_onnx, "litert": _run_litert, "openvino": _run_openvino}
+_RUNNERS = {"onnx": _onnx_runner, "litert": _litert_runner, "openvino": _openvino_runner}

@@ -20,6 +20,20 @@ def digits_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def digits_run(digits_dir, tmp_path_factory):
+    """A run directory: googlenet_mini trained briefly (4 epochs, > 70 %) on the embedded digits."""
+    from inception_keras import get_spec
+    from inception_keras.data import load_data
+    from inception_keras.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("digits_run")
+    config = TrainConfig(epochs=4, optimizer="adam", learning_rate=3e-3, ema=False)
+    _, result = train(get_spec("googlenet_mini"), load_data("sklearn_digits", digits_dir), out, config, verbose=0)
+    assert result.best_val_accuracy > 0.7
+    return out
+
+
+@pytest.fixture(scope="session")
 def image_folder(tmp_path_factory):
     """PNG images laid out root/split/label/*.png: 3 classes told apart by colour, sizes vary."""
     from PIL import Image

@@ -10,7 +10,7 @@ from inception_keras import get_spec
 from inception_keras.cli import main
 from inception_keras.data import load_data
 from inception_keras.pretrained.convert import load_keras_model
-from inception_keras.train import TrainConfig, train
+from inception_keras.train import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +32,9 @@ def parity_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def digit_base(digits_dir, tmp_path_factory):
+def digit_base(digits_run):
     """googlenet_mini trained briefly on the ten digits: a .keras file of our own to start from."""
-    out = tmp_path_factory.mktemp("base")
-    config = TrainConfig(epochs=4, optimizer="adam", learning_rate=3e-3, ema=False)
-    _, result = train(get_spec("googlenet_mini"), load_data("sklearn_digits", digits_dir), out, config, verbose=0)
-    assert result.best_val_accuracy > 0.7
-    return out / "best.keras"
+    return digits_run / "best.keras"
 
 
 def weights_of(model, *names):

@@ -1,0 +1,103 @@
+"""int8 exports (`export --int8`): quantized in each runtime's own tool, checked against the float model on the
+validation images, refused when accuracy drops more than allowed."""
+
+import json
+
+import numpy as np
+import pytest
+
+from inception_keras import export_formats, quantize
+from inception_keras.cli import main
+from inception_keras.export import ExportError, export_model, load_run
+
+
+def int8_tensors(folder, fmt: str) -> int:
+    """How many int8 weight tensors the artifact in `folder` holds (each runtime's own reader)."""
+    path = folder / export_formats.ARTIFACTS[fmt]
+    if fmt == "onnx":
+        import onnx
+
+        return sum(t.data_type == onnx.TensorProto.INT8 for t in onnx.load(str(path)).graph.initializer)
+    if fmt == "litert":
+        from ai_edge_litert.interpreter import Interpreter
+
+        return sum(d["dtype"] == np.int8 and len(d["shape"]) == 4 for d in Interpreter(str(path)).get_tensor_details())
+    import openvino
+
+    return sum(op.get_type_name() == "Constant" and op.get_element_type() == openvino.Type.i8
+               for op in openvino.Core().read_model(str(path)).get_ops())
+
+
+@pytest.mark.parametrize("fmt", export_formats.FORMATS)
+def test_an_int8_export_of_a_trained_model_agrees_with_float32_and_checks_from_the_cli(fmt, digits_run, digits_dir,
+                                                                                      tmp_path, capsys):
+    args = ["export", str(digits_run), "--format", fmt, "--int8", "--data-dir",
+            digits_dir, "--base-dir", str(tmp_path)]
+    assert main(args) == 0
+    assert f"(version 1, {fmt} int8): " in capsys.readouterr().out
+    exported = tmp_path / "googlenet_mini" / "1"
+    manifest = json.loads((exported / "manifest.json").read_text())
+    assert manifest["quantization"]["calibration_images"] == quantize.DEFAULT_CALIBRATION_STEPS * quantize.CALIBRATION_BATCH
+    accuracy, stored = manifest["checks"]
+    assert accuracy["validation_images"] == 360  # the embedded digits' whole validation split
+    assert accuracy["top1_agreement"] >= 0.98 and accuracy["accuracy_change"] >= -1.0
+    assert stored["images"] == quantize.CHECK_IMAGES and stored["top1_agreement"] >= quantize.MIN_CHECK_AGREEMENT
+    assert int8_tensors(exported, fmt) >= 10  # googlenet_mini's convolutions hold int8 weights, not float32
+    model, _, _ = load_run(digits_run)
+    float_bytes = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
+    assert (exported / export_formats.ARTIFACTS[fmt]).stat().st_size < 0.7 * float_bytes
+
+    assert main(["export", "--check", str(exported)]) == 0
+    assert "int8 top-1 agreement with float32" in capsys.readouterr().out
+
+
+def test_an_int8_export_that_loses_accuracy_is_refused_and_nothing_is_written(digits_run, digits_dir, tmp_path,
+                                                                              monkeypatch):
+    from inception_keras.data import load_data
+
+    model, spec, names = load_run(digits_run)
+    run = export_formats.run_artifact
+    monkeypatch.setattr(export_formats, "run_artifact",  # the runtime's answers shifted by one image: wrong
+                        lambda folder, fmt, inputs: np.roll(run(folder, fmt, inputs), 1, axis=0))
+    options = quantize.Int8Options(load_data("sklearn_digits", digits_dir), calibration_steps=2)
+    with pytest.raises(ExportError, match=r"refused: int8 top-1 accuracy \d+\.\d\d % against the float model's "
+                                          r"\d+\.\d\d % on 360 validation images, a drop of"):
+        export_model(model, spec, names, tmp_path, format="onnx", int8=options)
+    assert list((tmp_path / "googlenet_mini").iterdir()) == []
+
+
+def test_the_accuracy_check_counts_agreement_and_the_drop_in_points():
+    labels = np.arange(10) % 2
+    float_probabilities = np.eye(2)[labels]  # all 10 right
+    int8_probabilities = float_probabilities.copy()
+    int8_probabilities[:1] = int8_probabilities[:1, ::-1]  # one wrong: 90 %
+    record = quantize.accuracy_check(float_probabilities, int8_probabilities, labels, 10.0, "m")
+    assert record["top1_agreement"] == 0.9 and record["accuracy_change"] == -10.0
+    with pytest.raises(ExportError, match="int8 top-1 accuracy 90.00 % against the float model's 100.00 % on 10 "
+                                          "validation images, a drop of 10.00 points"):
+        quantize.accuracy_check(float_probabilities, int8_probabilities, labels, 9.99, "m")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format", "saved_model", "--int8"], "--int8 is for onnx, litert, openvino, not saved_model"),
+    (["--format", "onnx", "--calibration-steps", "3"], "--calibration-steps and --max-accuracy-drop go with --int8"),
+    (["--format", "onnx", "--int8", "--max-accuracy-drop", "-1"], "must be a finite number >= 0"),
+])
+def test_int8_arguments_are_checked_with_one_line(args, message, digits_run, tmp_path, capsys):
+    assert exit_code(["export", str(digits_run), *args, "--base-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1]
+    assert not (tmp_path / "googlenet_mini").exists()
+
+
+def test_a_keras_file_needs_a_dataset_to_calibrate_on(digits_run, tmp_path, capsys):
+    assert exit_code(["export", str(digits_run / "best.keras"), "--format", "onnx", "--int8"]) == 2
+    assert capsys.readouterr().err.startswith("error: --int8 calibrates on training images and checks on "
+                                              "validation ones: give --dataset")
+
+
+def exit_code(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exit_info:  # argparse's own errors
+        return exit_info.code
