@@ -9,7 +9,7 @@ REF_VENV := .venv-ref
 REF_STAMP := $(REF_VENV)/.installed
 REFERENCE_DIR := runs/verify-weights
 
-.PHONY: setup demo test test-slow bench bench-peer bench-gpu bench-ranking verify-weights clean
+.PHONY: setup demo test test-slow bench bench-peer bench-gpu bench-ranking bench-deploy verify-weights clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,11 @@ bench-peer: setup $(REF_STAMP)
 # cluttered_digits: about an hour on 2 cores; writes benchmarks/results/bench_ranking.json.
 bench-ranking: setup
 	$(BIN)/python benchmarks/bench_ranking.py
+
+# Inference of googlenet_torchvision in every export format (float32 and int8) against torchvision (torch from
+# .venv-ref): a few minutes on 2 cores; writes benchmarks/results/bench_deploy.json.
+bench-deploy: setup $(REF_STAMP)
+	$(BIN)/python benchmarks/bench_deploy.py
 
 # The same comparison on a GPU machine (torch + torchvision with CUDA, JAX, Keras and PyYAML importable by
 # $(PYTHON); no TensorFlow, no venv): torch autocast bf16 + channels_last against Keras on JAX, mixed_bfloat16.
