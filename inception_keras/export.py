@@ -23,6 +23,7 @@ import functools
 import io
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -590,7 +591,13 @@ def export_model(model: keras.Model, spec: NetworkSpec | None, class_names: list
             checks.append({"runtime": runtime, **quantize.accuracy_check(float_probabilities, served, labels,
                                                                           int8.max_accuracy_drop, f"{name}: {runtime}")})
         _write_assets(tmp, spec, class_names, batch, expected)
-        check = check_format_export(tmp, manifest=manifest)
+        if int8 is None:
+            check = check_format_export(tmp, manifest=manifest)
+        else:  # measured here; `export --check` then requires as much, or MIN_CHECK_AGREEMENT if that is less
+            measuring = {**manifest, "quantization": {**manifest["quantization"], "check_agreement": 0.0}}
+            check = check_format_export(tmp, manifest=measuring)
+            required = min(quantize.MIN_CHECK_AGREEMENT, math.floor(check["top1_agreement"] * 100) / 100)
+            manifest["quantization"]["check_agreement"] = check["min_agreement"] = required
         _write_manifest(tmp, format, artifact.name, model, input_shape, inputs, classes, [*checks, check],
                         manifest.get("quantization"))
         return checks[0] if checks else check
@@ -652,7 +659,9 @@ def check_format_export(path: str | Path, keras_model: keras.Model | str | Path 
     if manifest.get("quantization"):
         from inception_keras.quantize import agreement_check
 
-        return {"runtime": runtime, **agreement_check(served, expected, f"{path}: {runtime}")}
+        required = manifest["quantization"].get("check_agreement") if isinstance(manifest["quantization"], dict) \
+            else None
+        return {"runtime": runtime, **agreement_check(served, expected, f"{path}: {runtime}", required)}
     return {"runtime": runtime, "images": len(images), **compare_with_spread(served, expected, f"{path}: {runtime}")}
 
 

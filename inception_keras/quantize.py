@@ -35,7 +35,7 @@ CALIBRATION_BATCH = 32
 DEFAULT_MAX_ACCURACY_DROP = 1.0  # points of top-1 accuracy
 DEFAULT_VALIDATION_IMAGES = 2000
 CHECK_IMAGES = 64  # validation images stored with the export for `export --check`
-MIN_CHECK_AGREEMENT = 0.9  # top-1 agreement with the float model on them that `export --check` requires
+MIN_CHECK_AGREEMENT = 0.9  # top-1 agreement on them `export --check` requires (or what the export measured, if less)
 NEEDS = {"onnx": (), "litert": (), "openvino": (("nncf", "nncf"),)}  # beyond the float export's packages
 
 
@@ -193,16 +193,19 @@ def accuracy_check(float_probabilities: np.ndarray, int8_probabilities: np.ndarr
     return record
 
 
-def agreement_check(served: np.ndarray, expected: np.ndarray, what: str) -> dict:
+def agreement_check(served: np.ndarray, expected: np.ndarray, what: str, required: float | None = None) -> dict:
     """`export --check` of an int8 export: top-1 agreement with the float model's stored outputs on the stored
-    validation images, at least MIN_CHECK_AGREEMENT; else an ExportError."""
+    validation images, at least `required` (the manifest's: what the export measured, at most
+    MIN_CHECK_AGREEMENT; a damaged or missing value means MIN_CHECK_AGREEMENT); else an ExportError."""
+    if not (isinstance(required, (int, float)) and 0 <= required <= MIN_CHECK_AGREEMENT):
+        required = MIN_CHECK_AGREEMENT
     if served.shape != expected.shape:
         raise ExportError(f"{what} gives outputs of shape {served.shape}, the Keras model {expected.shape}: they "
                           f"are not the same network")
     if not np.isfinite(served).all():
         raise ExportError(f"{what}: the export's outputs are not finite")
     agreement = float((served.argmax(axis=1) == expected.argmax(axis=1)).mean())
-    if agreement < MIN_CHECK_AGREEMENT:
+    if agreement < required:
         raise ExportError(f"{what} agrees with the float model on the top-1 class of {agreement:.1%} of "
-                          f"{len(expected)} stored validation images (at least {MIN_CHECK_AGREEMENT:.0%} needed)")
-    return {"images": len(expected), "top1_agreement": agreement, "min_agreement": MIN_CHECK_AGREEMENT}
+                          f"{len(expected)} stored validation images (at least {required:.0%} needed)")
+    return {"images": len(expected), "top1_agreement": agreement, "min_agreement": required}

@@ -50,6 +50,13 @@ def test_an_int8_export_of_a_trained_model_agrees_with_float32_and_checks_from_t
     assert main(["export", "--check", str(exported)]) == 0
     assert "int8 top-1 agreement with float32" in capsys.readouterr().out
 
+    with np.load(exported / "check.npz") as stored:  # the stored float outputs shifted by one image: wrong
+        images, probabilities = stored["images"], stored["probabilities"]
+    np.savez(exported / "check.npz", images=images, probabilities=np.roll(probabilities, 1, axis=0),
+             tolerance=np.float64(1e-5))
+    assert main(["export", "--check", str(exported)]) == 2
+    assert "agrees with the float model on the top-1 class of" in capsys.readouterr().err
+
 
 def test_an_int8_export_that_loses_accuracy_is_refused_and_nothing_is_written(digits_run, digits_dir, tmp_path,
                                                                               monkeypatch):
