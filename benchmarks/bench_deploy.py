@@ -43,7 +43,7 @@ GOALS = {"float_vs_torch": 1.3, "int8_vs_float": 2.0}
 
 def runners(folder: Path, fmt: str):
     """A callable running float32 NHWC batches through the export in `folder` with every core."""
-    from inception_keras.export_formats import ARTIFACTS
+    from inception_keras.export.formats import ARTIFACTS
 
     path = str(folder / ARTIFACTS[fmt])
     if fmt == "onnx":
@@ -84,7 +84,7 @@ def export_all(out: Path) -> dict:
     from inception_keras import build_model, get_spec
     from inception_keras.data import DataSplits
     from inception_keras.export import export_model
-    from inception_keras.quantize import Int8Options
+    from inception_keras.export.quantize import Int8Options
 
     spec = get_spec(SPEC)
     model = build_model(spec.without_aux())
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     import numpy as np
     import tensorflow as tf
 
-    from inception_keras.atomic import atomic_write_text
+    from inception_keras.utils.atomic import atomic_write_text
 
     print(f"{SPEC} at {SIZE} px; {cpu_name()}, {os.cpu_count()} cores", flush=True)
     work = Path(tempfile.mkdtemp(prefix="bench_deploy_"))

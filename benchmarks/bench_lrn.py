@@ -3,7 +3,7 @@
     python benchmarks/bench_lrn.py [--batch 32] [--size 224] [--rounds 5]
 
 Goal: with LRN >= 0.85x the speed without, in training and inference. Also times the layer traced
-op by op (`inception_keras.xla.op_by_op`: the banded-matrix window and automatic gradient, which
+op by op (`inception_keras.layers.xla.op_by_op`: the banded-matrix window and automatic gradient, which
 is what it was before the XLA-fused form and what an export holds) for comparison. Interleaved
 rounds, median step after warm-up (and one untimed step each time the model or mode changes),
 synthetic data, SGD momentum 0.9 with the aux losses.
@@ -24,7 +24,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from inception_keras import build_model, get_spec, inference_model, xla  # noqa: E402
+from inception_keras import build_model, get_spec, inference_model  # noqa: E402
+
+from inception_keras.layers import xla
 from inception_keras.spec import LRNSpec  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))

@@ -84,7 +84,7 @@ class Worker:
 
 def cpu_name() -> str:
     """The CPU's model name and family, and the instruction sets that matter for bf16 (AVX-512 BF16, AMX)."""
-    from inception_keras.cpu import cpu_flags
+    from inception_keras.utils.cpu import cpu_flags
 
     try:
         info = Path("/proc/cpuinfo").read_text().split("\n\n")[0]

@@ -39,7 +39,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from inception_keras.atomic import atomic_write_text  # noqa: E402
+from inception_keras.utils.atomic import atomic_write_text  # noqa: E402
 from search.budget import PointCost  # noqa: E402
 from search.space import SearchSpace, get_space  # noqa: E402
 

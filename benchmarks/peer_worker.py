@@ -68,7 +68,7 @@ class KerasSide:
 
     def _import_backend(self) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        from inception_keras.cli_common import import_tensorflow_quietly
+        from inception_keras.cli.common import import_tensorflow_quietly
 
         import_tensorflow_quietly()
         import tensorflow as tf
@@ -94,7 +94,7 @@ class KerasSide:
         """The inference model of `mode`: `infer` the Keras model's, `serve` what `inception-keras export` writes."""
         model = self.inference_model(self._model(precision))
         if mode == "serve":
-            from inception_keras.folding import fold_batch_norm
+            from inception_keras.export.folding import fold_batch_norm
 
             model = fold_batch_norm(model)
         return model

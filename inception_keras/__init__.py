@@ -5,7 +5,7 @@ import Keras (5-9 s; the package alone takes 0.1 s); `build_model` and `inferenc
 use. It registers its layers with Keras as soon as Keras is loaded, before or after this package, so
 `keras.saving.load_model` reads every `.keras` file of ours. It also sets
 TF_ENABLE_ONEDNN_OPTS=1 where that is unset and TensorFlow not yet imported: on x86 CPUs without
-AVX-512 VNNI/BF16 or AMX, TensorFlow would run its slower Eigen kernels (`inception_keras.cpu`).
+AVX-512 VNNI/BF16 or AMX, TensorFlow would run its slower Eigen kernels (`inception_keras.utils.cpu`).
 """
 
 import importlib
@@ -13,7 +13,7 @@ import importlib.util
 import sys
 
 from inception_keras.cost import network_cost, validate
-from inception_keras.cpu import prefer_onednn
+from inception_keras.utils.cpu import prefer_onednn
 from inception_keras.presets import get_spec, list_specs, resolve_spec
 from inception_keras.serialize import load_spec, save_spec, spec_to_yaml
 from inception_keras.spec import (AuxHeadSpec, ConvSpec, HeadSpec, InceptionSpec, LRNSpec, NetworkSpec, PoolSpec,
@@ -21,7 +21,7 @@ from inception_keras.spec import (AuxHeadSpec, ConvSpec, HeadSpec, InceptionSpec
 
 prefer_onednn()  # before anything imports TensorFlow
 
-LAYER_MODULES = ("inception_keras.batch_norm", "inception_keras.lrn", "inception_keras.input_conversion")
+LAYER_MODULES = ("inception_keras.layers.batch_norm", "inception_keras.layers.lrn", "inception_keras.layers.input_conversion")
 
 
 def _register_layers() -> None:
@@ -64,7 +64,7 @@ _register_with_keras()
 __version__ = "0.1.0"
 
 _LAZY = {"build_model": "inception_keras.builder", "inference_model": "inception_keras.builder",
-         "LocalResponseNormalization": "inception_keras.lrn", "narrow": "inception_keras.inherit"}
+         "LocalResponseNormalization": "inception_keras.layers.lrn", "narrow": "inception_keras.inherit"}
 
 
 def __getattr__(name):

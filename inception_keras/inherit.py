@@ -19,7 +19,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from inception_keras.errors import UserError
+from inception_keras.utils.errors import UserError
 from inception_keras.spec import NetworkSpec
 
 WIDTHS = ("ch1x1", "ch3x3_reduce", "ch3x3", "ch5x5_reduce", "ch5x5", "pool_proj")

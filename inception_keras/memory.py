@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inception_keras.cost import NetworkCost
-from inception_keras.errors import UserError
+from inception_keras.utils.errors import UserError
 
 RUNTIME_BYTES = 1 << 30  # TensorFlow, Keras, the traced step functions
 ACTIVATION_FACTOR = 1.5  # outputs kept for the backward pass, plus the gradients being formed

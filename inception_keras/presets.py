@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 from inception_keras.cost import validate
-from inception_keras.errors import short_repr
+from inception_keras.utils.errors import short_repr
 from inception_keras.serialize import load_spec, name_or_file
 from inception_keras.spec import (AuxHeadSpec, ConvSpec, HeadSpec, InceptionSpec, LRNSpec, NetworkSpec, PoolSpec,
                                   SpecError, StageSpec)

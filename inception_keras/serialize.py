@@ -16,9 +16,9 @@ from typing import Any, Iterable
 
 import yaml
 
-from inception_keras.atomic import atomic_write_text
+from inception_keras.utils.atomic import atomic_write_text
 from inception_keras.cost import validate
-from inception_keras.errors import error_text
+from inception_keras.utils.errors import error_text
 from inception_keras.spec import NetworkSpec, SpecError, show
 
 

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Union
 
-from inception_keras.errors import UserError, short_repr
+from inception_keras.utils.errors import UserError, short_repr
 
 NORMALIZATIONS = ("none", "batch_norm")
 ACTIVATIONS = ("relu", "relu6", "elu", "selu", "gelu", "silu", "swish", "tanh", "leaky_relu", "mish")

@@ -4,8 +4,8 @@ Szegedy et al. (2015), section 6: SGD with momentum 0.9, learning rate x 0.96 ev
 epochs, Polyak averaging (here: the optimizer's EMA of weights, swapped in for
 validation and checkpoints); aux losses weighted 0.3.
 
-The run directory it writes (`out_dir`) is described in `inception_keras.run_dir`; its
-callbacks are in `inception_keras.callbacks`.
+The run directory it writes (`out_dir`) is described in `inception_keras.training.run_dir`; its
+callbacks are in `inception_keras.training.callbacks`.
 """
 
 from __future__ import annotations
@@ -22,18 +22,18 @@ from pathlib import Path
 
 import keras
 
-from inception_keras.atomic import atomic_write_text
+from inception_keras.utils.atomic import atomic_write_text
 from inception_keras.builder import build_model
-from inception_keras.callbacks import (AtomicBackupAndRestore, BestCheckpoint, Diverged, HistoryLog, StopOnNonFinite,
+from inception_keras.training.callbacks import (AtomicBackupAndRestore, BestCheckpoint, Diverged, HistoryLog, StopOnNonFinite,
                                        Throughput)
 from inception_keras import memory
 from inception_keras.cost import network_cost
-from inception_keras.cpu import native_bf16
+from inception_keras.utils.cpu import native_bf16
 from inception_keras.data import DataSplits, reading_images, require_classes, shard, training_pipelines
-from inception_keras.distribute import Distribution, Snapshot, local_only
-from inception_keras.errors import UserError
-from inception_keras.locking import DirectoryLock
-from inception_keras.run_dir import (BEST_FILE, HEAD_DIR, RUN_FILES, RunDamagedError,  # noqa: F401 (API)
+from inception_keras.training.distribute import Distribution, Snapshot, local_only
+from inception_keras.utils.errors import UserError
+from inception_keras.training.locking import DirectoryLock
+from inception_keras.training.run_dir import (BEST_FILE, HEAD_DIR, RUN_FILES, RunDamagedError,  # noqa: F401 (API)
                                      RunExistsError, RunMismatchError, RunState, best_from_history, best_record,
                                      check_record, clear_run, columns, is_finished, model_problem, open_run,
                                      read_history, read_history_rows, run_record, save_best, weights_finite,
@@ -240,7 +240,7 @@ def train(spec: NetworkSpec, data: DataSplits, out_dir: str | Path | None = None
     """Build `spec` and fit it on `data`.
 
     With `out_dir` (and `standard`), the run directory is locked for the run
-    (`inception_keras.locking.DirectoryLock`; another process there is a UserError naming it)
+    (`inception_keras.training.locking.DirectoryLock`; another process there is a UserError naming it)
     and records what the run was started with (`run.json`, see `run_record`). Started again with
     the same arguments, a run killed at any point, SIGKILL included, continues after its last
     finished epoch; the backup, history and best.keras it relies on are checked first (a damaged
@@ -266,7 +266,7 @@ def train(spec: NetworkSpec, data: DataSplits, out_dir: str | Path | None = None
         weights: start from a file's weights (`inception_keras.pretrained.convert.load_weights`):
             a torchvision, TF-slim, Caffe or `.keras` file; classifiers whose class count differs
             and heads the file lacks start fresh. A resumed run restores its own weights instead.
-        distribution: `inception_keras.distribute.Distribution`: MirroredStrategy (build and compile
+        distribution: `inception_keras.training.distribute.Distribution`: MirroredStrategy (build and compile
             in its scope; `config.batch_size` is the global batch), or JAX data parallelism across
             processes (each reads its own shard in batches of batch_size / processes; only process 0
             writes, and locks, `out_dir`, which must be one directory all processes see). Default: one device.

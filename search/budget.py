@@ -10,7 +10,7 @@ over-budget point step by step until it fits.
 from __future__ import annotations
 
 from inception_keras.cost import batch_norm_params, conv_params, dense_params, network_cost
-from inception_keras.errors import UserError
+from inception_keras.utils.errors import UserError
 
 from search.space import REDUCE_FIELDS, WIDTH_FIELDS, SearchSpace
 

@@ -1,5 +1,5 @@
 """`inception-keras search ...` and `inception-keras search report DIR`, added through the
-`inception_keras.commands` entry point (inception_keras never imports search)."""
+`inception_keras.cli.commands` entry point (inception_keras never imports search)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import argparse
 import os
 from pathlib import Path
 
-from inception_keras.cli_common import CommandError, non_negative_int, positive_float, positive_int
-from inception_keras.commands import add_train_arguments, fit_classes, load_data_or_exit
-from inception_keras.commands import train_config_from_args
+from inception_keras.cli.common import CommandError, non_negative_int, positive_float, positive_int
+from inception_keras.cli.commands import add_train_arguments, fit_classes, load_data_or_exit
+from inception_keras.cli.commands import train_config_from_args
 
 DEFAULT_PORT = 8000
 MAX_PORT = 65535

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inception_keras.data import DataSplits, require_classes, training_pipelines
-from inception_keras.atomic import atomic_write_text
-from inception_keras.errors import error_text
-from inception_keras.locking import DirectoryLock
-from inception_keras.owned import clear_owned, temporaries
+from inception_keras.utils.atomic import atomic_write_text
+from inception_keras.utils.errors import error_text
+from inception_keras.training.locking import DirectoryLock
+from inception_keras.training.owned import clear_owned, temporaries
 from inception_keras.cost import network_cost
 from inception_keras.serialize import CLASS_NAMES_FILE, load_document, read_class_names, write_class_names
 from inception_keras.train import TrainConfig, output_names, precision_note
@@ -35,7 +35,7 @@ RESULT_FILES = ("results.json", "results.csv", "pareto.png", "best_spec.yaml", "
 PARENT_FILE = "parent.json"
 DEFAULT_RECALIBRATE_BATCHES = 20
 _EVENTS = {"events.out.tfevents.*": None}
-SEARCH_TREE = {  # what a search writes (inception_keras.owned): --overwrite removes these and nothing else
+SEARCH_TREE = {  # what a search writes (inception_keras.training.owned): --overwrite removes these and nothing else
     **{name: None for name in RESULT_FILES + (PARENT_FILE,)}, **temporaries(*RESULT_FILES, PARENT_FILE),
     "records": {"trial_*.json": None, ".trial_*.json.*": None},
     "kt": {"*.json": None, "trial_*": {"*.json": None, "checkpoint*": None}},  # KerasTuner's project
@@ -150,7 +150,7 @@ def _space_record(space: SearchSpace, parent=None, executions_per_trial: int = 1
 
 def _parent_digest(source: str) -> str | None:
     """SHA-256 of the parent's model file (a run directory's best.keras)."""
-    from inception_keras.run_dir import BEST_FILE, weights_digest
+    from inception_keras.training.run_dir import BEST_FILE, weights_digest
 
     path = Path(source)
     return weights_digest(path / BEST_FILE if path.is_dir() else path)
@@ -338,7 +338,7 @@ def _run(*, space, data, directory, tuner, max_trials, epochs, config, overwrite
         print(f"[search] note: {note}", flush=True)
     strategy = None
     if mirrored:
-        from inception_keras.distribute import Distribution
+        from inception_keras.training.distribute import Distribution
 
         strategy = Distribution.mirrored().strategy
     with _reloading(directory, overwrite and not is_worker()):

@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 
 from inception_keras import NetworkSpec
-from inception_keras.atomic import atomic_write_bytes, atomic_write_text
+from inception_keras.utils.atomic import atomic_write_bytes, atomic_write_text
 from inception_keras.cost import network_cost
-from inception_keras.errors import UserError
+from inception_keras.utils.errors import UserError
 from inception_keras.report import format_table
 from inception_keras.serialize import file_label, load_document, spec_to_yaml
 from inception_keras.spec import SpecError

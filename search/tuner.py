@@ -24,10 +24,10 @@ import tensorflow as tf
 from keras_tuner.src.engine.tuner_utils import SaveBestEpoch
 
 from inception_keras import NetworkSpec, build_model, network_cost
-from inception_keras.atomic import atomic_write_text
+from inception_keras.utils.atomic import atomic_write_text
 from inception_keras.data import data_error
-from inception_keras.errors import UserError
-from inception_keras.image_header import MAX_IMAGE_PIXELS
+from inception_keras.utils.errors import UserError
+from inception_keras.utils.image_header import MAX_IMAGE_PIXELS
 from inception_keras.inherit import narrow, recalibrate_batch_norm
 from inception_keras.train import TrainConfig, compile_model, monitor_name
 

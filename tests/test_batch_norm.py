@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from inception_keras.batch_norm import BatchNormalization, use_fused_kernel
+from inception_keras.layers.batch_norm import BatchNormalization, use_fused_kernel
 
 
 def pair(rng, shape, dtype, scale, **kwargs):

@@ -98,7 +98,7 @@ def test_module_entry_point_reports_command_errors_as_one_line(tmp_path):
 def test_atomic_writes_keep_umask_permissions(tmp_path):
     import os
 
-    from inception_keras.atomic import atomic_write_text
+    from inception_keras.utils.atomic import atomic_write_text
 
     previous = os.umask(0o022)
     try:

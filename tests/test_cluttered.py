@@ -6,8 +6,10 @@ import time
 import numpy as np
 import pytest
 
-from inception_keras import cluttered, network_cost
-from inception_keras.cluttered import generate, source_digits, source_split
+from inception_keras import network_cost
+
+from inception_keras.data import cluttered
+from inception_keras.data.cluttered import generate, source_digits, source_split
 from inception_keras.data import load_data
 
 

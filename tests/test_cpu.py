@@ -1,4 +1,4 @@
-"""inception_keras.cpu: instruction-set flags, native bf16, and oneDNN turned on where TensorFlow leaves it off."""
+"""inception_keras.utils.cpu: instruction-set flags, native bf16, and oneDNN turned on where TensorFlow leaves it off."""
 
 import os
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from inception_keras.cpu import ONEDNN_VARIABLE, cpu_flags, native_bf16, prefer_onednn
+from inception_keras.utils.cpu import ONEDNN_VARIABLE, cpu_flags, native_bf16, prefer_onednn
 
 ZEN1 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma\n\nprocessor\t: 1\nflags\t\t: x\n"
 ZEN5 = "processor\t: 0\nflags\t\t: avx2 avx512f avx512_bf16\n"

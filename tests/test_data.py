@@ -12,7 +12,7 @@ from inception_keras.data import DataError, load_data, make_pipeline, paper_crop
 def test_embedded_default_loads_by_name_offline(digits_dir):
     from sklearn.datasets import load_digits
 
-    import inception_keras.digits  # noqa: F401  registers the builder
+    import inception_keras.data.digits  # noqa: F401  registers the builder
 
     train, info = tfds.load("sklearn_digits", split="train", data_dir=digits_dir, with_info=True)
     assert (info.splits["train"].num_examples, info.splits["test"].num_examples) == (1437, 360)

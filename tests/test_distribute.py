@@ -17,7 +17,7 @@ import pytest
 from inception_keras import get_spec
 from inception_keras.cli import main
 from inception_keras.data import load_data, shard
-from inception_keras.distribute import (MAX_COORDINATOR_TIMEOUT, Cluster, Distribution, DistributionError,
+from inception_keras.training.distribute import (MAX_COORDINATOR_TIMEOUT, Cluster, Distribution, DistributionError,
                                          require_listenable)
 from inception_keras.train import TrainConfig, train
 
@@ -184,7 +184,7 @@ def test_an_address_in_use_is_refused_naming_it():
 def test_sigterm_ends_the_process_while_the_main_thread_is_stuck_in_native_code():
     """Like a main thread waiting in a JAX collective (which runs no Python signal handler): SIGTERM still
     ends the process at once, with one line and exit code 143."""
-    stuck = ("import signal, time; from inception_keras.distribute import exit_on_sigterm; exit_on_sigterm(); "
+    stuck = ("import signal, time; from inception_keras.training.distribute import exit_on_sigterm; exit_on_sigterm(); "
              "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}); print('ready', flush=True); time.sleep(60)")
     process = subprocess.Popen([sys.executable, "-c", stuck], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, cwd=ROOT, env=environment())

@@ -250,7 +250,7 @@ def test_a_trial_record_that_cannot_be_written_ends_the_search(tmp_path):
 
 
 def test_overwrite_removes_only_what_a_search_wrote(tmp_path):
-    from inception_keras.owned import NotOursError
+    from inception_keras.training.owned import NotOursError
 
     ours = ["space.json", "class_names.txt", "results.json", "pareto.png", ".results.csv.x1", "records/trial_0.json",
             "records/.trial_1.json.ab12", "kt/oracle.json", "kt/tuner0.json", "kt/trial_0/trial.json",

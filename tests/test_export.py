@@ -52,7 +52,7 @@ def test_export_layout_signatures_and_reload(mini, tmp_path):
 
 def test_variables_are_stored_once(mini, tmp_path):
     spec, model = mini
-    from inception_keras.folding import fold_batch_norm
+    from inception_keras.export.folding import fold_batch_norm
 
     result = export_saved_model(model, spec, CLASSES, base_dir=tmp_path)
     weights = sum(int(np.prod(w.shape)) * 4 for w in fold_batch_norm(inference_model(model)).weights)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from inception_keras import build_model, get_spec
-from inception_keras import export_formats
+from inception_keras.export import formats as export_formats
 from inception_keras.cli import main
-from inception_keras.commands import EXPORT_FORMATS
+from inception_keras.cli.commands import EXPORT_FORMATS
 from inception_keras.data import to_model_input
 from inception_keras.export import FORMATS, RELATIVE_TOLERANCE, ExportError, check_export, export_model
 from inception_keras.spec import LRNSpec

@@ -102,7 +102,7 @@ def test_overwrite_of_a_folder_not_ours_deletes_nothing(digit_base, tmp_path, ca
 
 def test_phase_two_resumes_only_with_the_weights_phase_one_started_from(digit_base, parity_folder, tmp_path):
     """A finished phase 1 is checked against the weights file (path and content) before phase 2 starts or resumes."""
-    from inception_keras.run_dir import run_record, write_run_files
+    from inception_keras.training.run_dir import run_record, write_run_files
     from inception_keras.train import RunMismatchError, fine_tune
 
     data = load_data(f"folder:{parity_folder}")

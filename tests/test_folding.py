@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from inception_keras import build_model, get_spec, inference_model, network_cost
-from inception_keras.folding import fold_batch_norm
+from inception_keras.export.folding import fold_batch_norm
 
 
 def randomized(model, seed=0):

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from inception_keras import NetworkSpec, get_spec, list_specs, network_cost, spec_to_yaml
 from inception_keras.cli import build_parser, main
-from inception_keras.errors import UserError
+from inception_keras.utils.errors import UserError
 from inception_keras.serialize import load_spec, spec_from_text
 from search.budget import PointCost, check_feasible
 from search.space import SearchSpace, load_space, space_from_dict

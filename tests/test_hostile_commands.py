@@ -15,7 +15,7 @@ from PIL import Image
 
 from inception_keras.cli import main
 from inception_keras.data import DataError, load_data, reading_images
-from inception_keras.image_header import MAX_IMAGE_PIXELS, image_problem, image_size
+from inception_keras.utils.image_header import MAX_IMAGE_PIXELS, image_problem, image_size
 
 
 def one_line_error(capsys) -> str:

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from inception_keras import build_model
-from inception_keras.batch_norm import BatchNormalization
+from inception_keras.layers.batch_norm import BatchNormalization
 from inception_keras.pretrained.convert import load_keras_model
 from inception_keras.spec import ConvSpec, HeadSpec, InceptionSpec, LRNSpec, NetworkSpec, PoolSpec, StageSpec
 

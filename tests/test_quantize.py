@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from inception_keras import export_formats, quantize
+from inception_keras.export import formats as export_formats, quantize
 from inception_keras.cli import main
 from inception_keras.export import ExportError, export_model, load_run
 

@@ -18,11 +18,11 @@ import pytest
 from inception_keras import get_spec
 from inception_keras.cli import main
 from inception_keras.data import load_data
-from inception_keras.errors import UserError
-from inception_keras.locking import LOCK_FILE, DirectoryInUseError, DirectoryLock, LockError
-from inception_keras.owned import NotOursError
+from inception_keras.utils.errors import UserError
+from inception_keras.training.locking import LOCK_FILE, DirectoryInUseError, DirectoryLock, LockError
+from inception_keras.training.owned import NotOursError
 from inception_keras.pretrained.convert import load_keras_model
-from inception_keras.run_dir import check_record, run_record
+from inception_keras.training.run_dir import check_record, run_record
 from inception_keras.train import (RunDamagedError, RunMismatchError, TrainConfig, TrainingDivergedError,
                                    best_record, clear_run, read_history, read_history_rows, train)
 

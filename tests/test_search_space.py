@@ -165,7 +165,7 @@ def test_space_files_refuse_bad_numbers_and_huge_ranges_with_one_line(tmp_path, 
 
 def test_budget_arguments_on_the_command_line_are_one_line_errors():
     from inception_keras.cli import build_parser
-    from inception_keras.cli_common import CommandError
+    from inception_keras.cli.common import CommandError
 
     for value in ("inf", "nan", "1e999", "-1", "9" * 40):
         with pytest.raises(CommandError, match="argument --budget-params: must be"):

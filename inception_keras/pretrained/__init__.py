@@ -6,7 +6,7 @@ layers of the matching spec, checking every shape before anything is assigned.
 
 from __future__ import annotations
 
-from inception_keras.errors import UserError
+from inception_keras.utils.errors import UserError
 
 
 class WeightsError(UserError, ValueError):

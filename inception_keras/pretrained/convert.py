@@ -108,7 +108,7 @@ def load_keras_model(path: str | Path):
     Keras registers our layers: see `inception_keras`)."""
     import keras
 
-    from inception_keras.batch_norm import use_fused_kernel
+    from inception_keras.layers.batch_norm import use_fused_kernel
 
     try:
         with warnings.catch_warnings():  # a mixed_float16 model's loss-scaling state is not needed to use it

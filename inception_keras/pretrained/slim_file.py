@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inception_keras.errors import UserError, error_text
+from inception_keras.utils.errors import UserError, error_text
 from inception_keras.pretrained import WeightsError
 
 _SUFFIX = re.compile(r"\.(index|meta|data-\d{5}-of-\d{5})$")

@@ -22,10 +22,12 @@ import jax  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from inception_keras import NetworkSpec, build_model, get_spec, network_cost, xla  # noqa: E402
+from inception_keras import NetworkSpec, build_model, get_spec, network_cost  # noqa: E402
+
+from inception_keras.layers import xla
 from inception_keras.data import load_data  # noqa: E402
 from inception_keras.export import check_saved_model, export_saved_model, load_run  # noqa: E402
-from inception_keras.lrn import LocalResponseNormalization  # noqa: E402
+from inception_keras.layers.lrn import LocalResponseNormalization  # noqa: E402
 from inception_keras.serialize import save_spec  # noqa: E402
 from inception_keras.train import TrainConfig, train  # noqa: E402
 

@@ -46,14 +46,14 @@ def few_steps():
 
 
 def dump(model, name):
-    from inception_keras.distribute import _local
+    from inception_keras.training.distribute import _local
 
     np.savez(os.path.join(out, name), *[_local(v) for v in model.weights])
 
 
 if mode == "process":
     port, process_id, count = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-    from inception_keras.distribute import Cluster, Distribution
+    from inception_keras.training.distribute import Cluster, Distribution
 
     distribution = Distribution.data_parallel(Cluster(f"127.0.0.1:{port}", count, process_id, timeout=60))
     from inception_keras.train import TrainConfig, train

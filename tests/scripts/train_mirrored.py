@@ -20,7 +20,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 from inception_keras import get_spec  # noqa: E402
-from inception_keras.distribute import Distribution  # noqa: E402
+from inception_keras.training.distribute import Distribution  # noqa: E402
 from inception_keras.train import TrainConfig, train  # noqa: E402
 from noise_data import noise_data  # noqa: E402
 

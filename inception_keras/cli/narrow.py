@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from inception_keras.atomic import atomic_path
-from inception_keras.cli_common import CommandError
+from inception_keras.utils.atomic import atomic_path
+from inception_keras.cli.common import CommandError
 
 
 def cmd_narrow(args) -> int:

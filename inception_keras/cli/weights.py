@@ -9,9 +9,9 @@ import argparse
 import os
 from pathlib import Path
 
-from inception_keras.atomic import atomic_path, blocking_file
-from inception_keras.cli_common import CommandError, error_text, positive_int
-from inception_keras.image_header import MAX_IMAGE_PIXELS, image_problem
+from inception_keras.utils.atomic import atomic_path, blocking_file
+from inception_keras.cli.common import CommandError, error_text, positive_int
+from inception_keras.utils.image_header import MAX_IMAGE_PIXELS, image_problem
 
 IMAGENET_CROP = 0.875  # 224 of 256: the central crop torchvision, TF-slim and Caffe evaluate on
 

@@ -3,7 +3,7 @@
 Spec and cost commands import no Keras, so they answer in well under a second.
 Subcommands register themselves: a module's `register(subparsers)` adds its parsers,
 for the built-in modules listed in BUILT_IN and for every entry point of the
-`inception_keras.commands` group (`search/` adds `search` that way).
+`inception_keras.cli.commands` group (`search/` adds `search` that way).
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import os
 import sys
 from importlib.metadata import entry_points
 
-from inception_keras.cli_common import (Parser, add_spec_arguments, import_tensorflow_quietly, positive_int,
+from inception_keras.cli.common import (Parser, add_spec_arguments, import_tensorflow_quietly, positive_int,
                                         spec_from_args)
-from inception_keras.errors import UserError, error_text
+from inception_keras.utils.errors import UserError, error_text
 from inception_keras.cost import network_cost
 from inception_keras.presets import get_spec, list_specs, resolve_spec
 from inception_keras.serialize import spec_to_yaml
 
-BUILT_IN = ("inception_keras.commands", "inception_keras.commands_weights", "inception_keras.commands_narrow")
+BUILT_IN = ("inception_keras.cli.commands", "inception_keras.cli.weights", "inception_keras.cli.narrow")
 MESSAGE_LIMIT = 600  # characters of an error line; longer ones (an absurd argument echoed) are cut
 
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if getattr(args, "backend", None) or os.environ.get("KERAS_BACKEND"):
-            from inception_keras.distribute import select_backend
+            from inception_keras.training.distribute import select_backend
 
             select_backend(getattr(args, "backend", None))
         if getattr(args, "needs_tensorflow", True):

@@ -9,7 +9,7 @@ each variable once (`model.export` stores them twice, keras issue #23553). `asse
 `spec.yaml`, `class_names.txt`, `check.npz` (a reference batch with the Keras model's
 outputs, and the tolerance; for a mixed-precision model the outputs of its float32 copy) and `manifest.json`
 (format, input signatures, preprocessing convention, checks passed). An ONNX, LiteRT or OpenVINO export holds the
-same files beside its artifact (`inception_keras.export_formats`) and takes the float32 input.
+same files beside its artifact (`inception_keras.export.formats`) and takes the float32 input.
 Written to a temporary directory and renamed into place.
 
 A model whose weights or outputs are not finite is not exported, and `check_export`
@@ -36,18 +36,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from inception_keras import xla
-from inception_keras.atomic import atomic_write_bytes, atomic_write_text
+from inception_keras.layers import xla
+from inception_keras.utils.atomic import atomic_write_bytes, atomic_write_text
 from inception_keras.builder import float32_model, inference_model  # also registers the custom layers
 from inception_keras.data import to_model_input
-from inception_keras.errors import UserError, error_text
-from inception_keras.folding import fold_batch_norm
+from inception_keras.utils.errors import UserError, error_text
+from inception_keras.export.folding import fold_batch_norm
 from inception_keras.serialize import (CLASS_NAMES_FILE, load_spec, read_class_names, read_text_file, spec_to_yaml,
                                        write_class_names)
 from inception_keras.spec import NetworkSpec, SpecError
 
 if TYPE_CHECKING:
-    from inception_keras.quantize import Int8Options
+    from inception_keras.export.quantize import Int8Options
 
 TOLERANCE = 1e-5
 # A mixed-precision model computes in 16 bits, and its SavedModel (batch norm folded, `folding`) rounds otherwise
@@ -460,7 +460,7 @@ def export_saved_model(model: keras.Model, spec: NetworkSpec | None, class_names
     """Export the inference model of `model` to `base_dir/name/VERSION` and verify it.
 
     What is written is the inference model with each batch norm folded into its convolution
-    (`inception_keras.folding`, 1.17x faster in bf16), traced op by op (`xla.op_by_op`: no XLA clusters,
+    (`inception_keras.export.folding`, 1.17x faster in bf16), traced op by op (`xla.op_by_op`: no XLA clusters,
     so TF Serving and converters run it without XLA's JIT); the check compares it with `model` itself, or, for
     a mixed-precision model, with its float32 copy (see `_reference_outputs`).
 
@@ -539,8 +539,8 @@ def export_model(model: keras.Model, spec: NetworkSpec | None, class_names: list
     (a mixed-precision one through its float32 copy) as `artifact`, `class_names.txt`, `spec.yaml` (when known),
     `check.npz` (the reference batch: `images` or noise images, and the Keras outputs) and `manifest.json`.
 
-    `int8` (`inception_keras.quantize.Int8Options`: the data, calibration steps, allowed accuracy drop) writes
-    the ONNX, LiteRT or OpenVINO model quantized to int8 instead (see `inception_keras.quantize`), checked on the
+    `int8` (`inception_keras.export.quantize.Int8Options`: the data, calibration steps, allowed accuracy drop) writes
+    the ONNX, LiteRT or OpenVINO model quantized to int8 instead (see `inception_keras.export.quantize`), checked on the
     data's validation images against the float model; `check.npz` then holds CHECK_IMAGES of them.
 
     Raises:
@@ -550,7 +550,7 @@ def export_model(model: keras.Model, spec: NetworkSpec | None, class_names: list
     """
     if format == "saved_model" and int8 is None:
         return export_saved_model(model, spec, class_names, base_dir, name, images=images)
-    from inception_keras import export_formats
+    from inception_keras.export import formats as export_formats
 
     if format not in export_formats.FORMATS:
         raise ExportError(f"unknown export format {format!r}: one of {', '.join(FORMATS)}"
@@ -558,7 +558,7 @@ def export_model(model: keras.Model, spec: NetworkSpec | None, class_names: list
                                                         f"not {format}")
     export_formats.require(format)
     if int8 is not None:
-        from inception_keras import quantize
+        from inception_keras.export import quantize
 
         quantize.require(format)
     model, input_shape, classes, name = _prepare(model, spec, class_names, name, f"the {format} export")
@@ -611,7 +611,7 @@ def export_model(model: keras.Model, spec: NetworkSpec | None, class_names: list
 
 def _read_manifest(path: Path) -> dict:
     """The manifest of a format export: its format and input shape checked; a damaged one is an ExportError."""
-    from inception_keras import export_formats
+    from inception_keras.export import formats as export_formats
 
     try:
         manifest = json.loads(read_text_file(path / MANIFEST_FILE, "export manifest"))
@@ -642,7 +642,7 @@ def check_format_export(path: str | Path, keras_model: keras.Model | str | Path 
         ExportError: the export is damaged or not ours, its runtime is missing or fails, an output is not
             finite, the outputs differ by more than RELATIVE_TOLERANCE of their spread, or a top-1 class differs.
     """
-    from inception_keras import export_formats
+    from inception_keras.export import formats as export_formats
 
     path = Path(path)
     manifest = manifest or _read_manifest(path)
@@ -657,7 +657,7 @@ def check_format_export(path: str | Path, keras_model: keras.Model | str | Path 
         raise ExportError(f"{path / CHECK_FILE}: the stored Keras outputs are not finite "
                           f"({_finite_kind(expected)}): the model was broken when exported; export a finite one")
     if manifest.get("quantization"):
-        from inception_keras.quantize import agreement_check
+        from inception_keras.export.quantize import agreement_check
 
         required = manifest["quantization"].get("check_agreement") if isinstance(manifest["quantization"], dict) \
             else None

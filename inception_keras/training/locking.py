@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from inception_keras.errors import UserError
+from inception_keras.utils.errors import UserError
 
 try:
     import fcntl

@@ -15,8 +15,8 @@ import os
 import shutil
 from pathlib import Path
 
-from inception_keras.errors import UserError
-from inception_keras.locking import LOCK_FILE
+from inception_keras.utils.errors import UserError
+from inception_keras.training.locking import LOCK_FILE
 
 Tree = dict  # name pattern -> None (a file) or a Tree (a folder)
 
@@ -26,7 +26,7 @@ class NotOursError(UserError):
 
 
 def temporaries(*names: str) -> dict:
-    """The patterns of `inception_keras.atomic`'s temporary files for `names` (`.best.keras.1a2b.keras`)."""
+    """The patterns of `inception_keras.utils.atomic`'s temporary files for `names` (`.best.keras.1a2b.keras`)."""
     return {f".{name}.*": None for name in names}
 
 

@@ -1,4 +1,4 @@
-"""The callbacks a training run writes its directory with (`inception_keras.run_dir` describes the files).
+"""The callbacks a training run writes its directory with (`inception_keras.training.run_dir` describes the files).
 
 Each replaces a stock Keras callback where that one writes in place or stops too late:
 HistoryLog (CSVLogger), BestCheckpoint (ModelCheckpoint), AtomicBackupAndRestore
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import keras
 
-from inception_keras.atomic import atomic_path, atomic_write_text
-from inception_keras.distribute import local_only
-from inception_keras.errors import error_text
-from inception_keras.run_dir import RunDamagedError, atomic_copy, fsync, history_text, save_best, weights_finite
+from inception_keras.utils.atomic import atomic_path, atomic_write_text
+from inception_keras.training.distribute import local_only
+from inception_keras.utils.errors import error_text
+from inception_keras.training.run_dir import RunDamagedError, atomic_copy, fsync, history_text, save_best, weights_finite
 
 
 class Throughput(keras.callbacks.Callback):

@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from inception_keras.errors import UserError
+from inception_keras.utils.errors import UserError
 
 BACKENDS = ("tensorflow", "jax")
 DEFAULT_PORT = 29500

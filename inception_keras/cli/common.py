@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from inception_keras.errors import UserError, error_text  # noqa: F401  (error_text: re-exported for commands)
+from inception_keras.utils.errors import UserError, error_text  # noqa: F401  (error_text: re-exported for commands)
 
 
 class CommandError(UserError):
@@ -79,7 +79,7 @@ def positive_float_at_most(maximum: float):
 
 def host_port(text: str) -> str:
     """An argument type: HOST:PORT (an IPv6 host in brackets), the port 1 to 65535; the text as given."""
-    from inception_keras.distribute import parse_host_port
+    from inception_keras.training.distribute import parse_host_port
 
     try:
         parse_host_port(text)

@@ -4,7 +4,7 @@ Krizhevsky et al., "ImageNet Classification with Deep Convolutional Neural Netwo
 (2012), section 3.3, with the Caffe convention GoogLeNet's BVLC model uses:
     y = x / (bias + alpha / size * sum_{size neighbouring channels} x^2) ** beta
 Written with `keras.ops` only, so it runs on every Keras backend. Where XLA compiles the layer
-(TensorFlow, via `inception_keras.xla`, and JAX) the channel window is a sum of `size` shifted
+(TensorFlow, via `inception_keras.layers.xla`, and JAX) the channel window is a sum of `size` shifted
 slices and the gradient is written out,
     dx = g * s^-beta - 2 * alpha * beta / size * x * window(g * x * s^(-beta - 1)),
 so forward and backward are one fused loop each over the data: 2.6x faster forward and 2.2x with
@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from inception_keras import xla
+from inception_keras.layers import xla
 
 
 def channel_window(channels: int, size: int) -> np.ndarray:

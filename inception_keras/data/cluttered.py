@@ -183,7 +183,7 @@ class ClutteredDigits(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description=("One of scikit-learn's 8x8 digits upsampled, rotated and placed at random on a 40x40 "
-                         "canvas among fragments of other digits, strokes and noise (inception_keras.cluttered)."),
+                         "canvas among fragments of other digits, strokes and noise (inception_keras.data.cluttered)."),
             features=tfds.features.FeaturesDict({
                 "image": tfds.features.Image(shape=(CANVAS_SIZE, CANVAS_SIZE, 1)),
                 "label": tfds.features.ClassLabel(names=[str(digit) for digit in range(CLASSES)]),

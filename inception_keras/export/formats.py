@@ -19,8 +19,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from inception_keras import xla
-from inception_keras.errors import error_text
+from inception_keras.layers import xla
+from inception_keras.utils.errors import error_text
 from inception_keras.export import ExportError
 
 FORMATS = ("onnx", "litert", "openvino")

@@ -25,9 +25,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from inception_keras import export_formats, xla
+from inception_keras.export import formats as export_formats
+
+from inception_keras.layers import xla
 from inception_keras.data import DataSplits, make_pipeline
-from inception_keras.errors import error_text
+from inception_keras.utils.errors import error_text
 from inception_keras.export import ExportError
 
 DEFAULT_CALIBRATION_STEPS = 20

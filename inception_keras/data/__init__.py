@@ -23,10 +23,10 @@ from pathlib import Path
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from inception_keras.cluttered import ClutteredDigits
-from inception_keras.digits import SklearnDigits
-from inception_keras.errors import UserError, error_text
-from inception_keras.image_header import MAX_IMAGE_PIXELS, image_problem
+from inception_keras.data.cluttered import ClutteredDigits
+from inception_keras.data.digits import SklearnDigits
+from inception_keras.utils.errors import UserError, error_text
+from inception_keras.utils.image_header import MAX_IMAGE_PIXELS, image_problem
 
 DEFAULT_DATASET = "sklearn_digits"
 # prepared from installed packages, no network

@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from inception_keras.cli_common import (CommandError, add_spec_arguments, fraction, host_port, non_negative_float,
+from inception_keras.cli.common import (CommandError, add_spec_arguments, fraction, host_port, non_negative_float,
                                         non_negative_int, positive_float, positive_float_at_most, positive_int,
                                         spec_from_args)
-from inception_keras.distribute import (BACKENDS, DEFAULT_COORDINATOR, DEFAULT_PORT, MAX_COORDINATOR_TIMEOUT,
+from inception_keras.training.distribute import (BACKENDS, DEFAULT_COORDINATOR, DEFAULT_PORT, MAX_COORDINATOR_TIMEOUT,
                                         cluster_in_environment)
-from inception_keras.image_header import MAX_IMAGE_PIXELS
+from inception_keras.utils.image_header import MAX_IMAGE_PIXELS
 
 EXPORT_FORMATS = ("saved_model", "onnx", "litert", "openvino")  # export.FORMATS, without importing TensorFlow
 DEMO_DATASET = "cluttered_digits"  # the embedded target where widths matter: the demo's search inherits from this run
@@ -118,7 +118,7 @@ def export_run(run: Path, base_dir: str, name: str | None = None, images=None, f
 
 def _int8_options(args: argparse.Namespace, run: Path, format: str):
     """The calibration and validation data of `export --int8`: --dataset, else the dataset the run trained on."""
-    from inception_keras.quantize import Int8Options, require
+    from inception_keras.export.quantize import Int8Options, require
 
     require(format)  # before the data is loaded
     dataset = args.dataset or _run_dataset(run)
@@ -133,7 +133,7 @@ def _int8_options(args: argparse.Namespace, run: Path, format: str):
 
 def _run_dataset(run: Path) -> str | None:
     """The dataset recorded in a run directory's run.json; None for a `.keras` file or an older run."""
-    from inception_keras.run_dir import RUN_RECORD
+    from inception_keras.training.run_dir import RUN_RECORD
     from inception_keras.serialize import load_document
     from inception_keras.spec import SpecError
 
@@ -148,7 +148,7 @@ def _run_dataset(run: Path) -> str | None:
 
 
 def cmd_train(args) -> int:
-    from inception_keras.distribute import exit_on_sigterm
+    from inception_keras.training.distribute import exit_on_sigterm
 
     exit_on_sigterm()
     spec = spec_from_args(args)
@@ -202,7 +202,7 @@ def distribution_requested(args) -> bool:
 def distribution_from_args(args):
     """--distribute, and for several processes --coordinator / --num-processes / --process-id (or Keras'
     KERAS_DISTRIBUTION_* variables): a Distribution (one device by default)."""
-    from inception_keras.distribute import Cluster, Distribution
+    from inception_keras.training.distribute import Cluster, Distribution
 
     if not distribution_requested(args):
         return Distribution()
@@ -240,7 +240,7 @@ def cmd_export(args) -> int:
     if not args.int8 and (args.calibration_steps is not None or args.max_accuracy_drop is not None):
         raise CommandError("--calibration-steps and --max-accuracy-drop go with --int8")
     if args.int8:
-        from inception_keras.quantize import DEFAULT_CALIBRATION_STEPS, DEFAULT_MAX_ACCURACY_DROP
+        from inception_keras.export.quantize import DEFAULT_CALIBRATION_STEPS, DEFAULT_MAX_ACCURACY_DROP
 
         args.calibration_steps = args.calibration_steps or DEFAULT_CALIBRATION_STEPS
         if args.max_accuracy_drop is None:

@@ -1,7 +1,7 @@
 """A training run directory: what is in it, what it was started with, and whether a run can resume there.
 
 A run directory (`out_dir` of `inception_keras.train.train`) holds what one training wrote, each
-file replaced whole through a temporary file (`inception_keras.atomic`), so a kill at any point,
+file replaced whole through a temporary file (`inception_keras.utils.atomic`), so a kill at any point,
 SIGKILL included, leaves every file either as it was or as it became:
 
     run.json          what the run was started with (`run_record`); a resume must match it
@@ -11,7 +11,7 @@ SIGKILL included, leaves every file either as it was or as it became:
     backup/           Keras' BackupAndRestore state (raw weights, optimizer, epoch), two deep
     logs/             TensorBoard (append-only event files, which TensorBoard reads past a torn record)
     summary.json      written last: the run is finished
-    .lock             while a process trains there (`inception_keras.locking`)
+    .lock             while a process trains there (`inception_keras.training.locking`)
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from inception_keras.atomic import atomic_path, atomic_write_text
+from inception_keras.utils.atomic import atomic_path, atomic_write_text
 from inception_keras.data import DataSplits
-from inception_keras.errors import UserError, error_text
-from inception_keras.owned import clear_owned, temporaries
+from inception_keras.utils.errors import UserError, error_text
+from inception_keras.training.owned import clear_owned, temporaries
 from inception_keras.serialize import CLASS_NAMES_FILE, save_spec, write_class_names
 from inception_keras.spec import NetworkSpec
 
@@ -49,7 +49,7 @@ RESUMABLE = ("epochs", "early_stopping_patience")  # TrainConfig fields a resume
 _BACKUP_FILES = ("latest.weights.h5", "training_metadata.json")
 _ATOMIC_NAMES = RUN_FILES + _BACKUP_FILES
 _EVENTS = {"events.out.tfevents.*": None}
-RUN_TREE = {  # what a run writes (inception_keras.owned): --overwrite removes these and nothing else
+RUN_TREE = {  # what a run writes (inception_keras.training.owned): --overwrite removes these and nothing else
     **{name: None for name in RUN_FILES if name not in ("backup", "logs")}, **temporaries(*RUN_FILES),
     "backup": {**{name: None for name in _BACKUP_FILES}, **{f"{name}.bkp": None for name in _BACKUP_FILES},
                **temporaries(*_BACKUP_FILES)},
@@ -277,7 +277,7 @@ def clear_run(run_dir: str | os.PathLike) -> None:
     """Remove what a training run wrote in `run_dir`, a fine-tuning's first phase in `head/` included.
 
     Raises:
-        NotOursError: `run_dir` holds anything a run does not write, or no run.json (see `inception_keras.owned`).
+        NotOursError: `run_dir` holds anything a run does not write, or no run.json (see `inception_keras.training.owned`).
     """
     clear_owned(Path(run_dir), RUN_TREE, RUN_RECORD, "training run", nested=(HEAD_DIR,))
 

@@ -1,0 +1,1 @@
+"""Helpers with no Keras and no spec: user errors, atomic writes, CPU flags, image-header bounds."""
