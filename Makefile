@@ -9,7 +9,7 @@ REF_VENV := .venv-ref
 REF_STAMP := $(REF_VENV)/.installed
 REFERENCE_DIR := runs/verify-weights
 
-.PHONY: setup demo test test-slow bench bench-peer bench-gpu bench-ranking bench-deploy verify-weights clean
+.PHONY: setup demo test test-slow bench bench-peer bench-gpu bench-ranking bench-deploy bench-report verify-weights clean
 
 setup: $(STAMP)
 
@@ -52,6 +52,10 @@ bench-ranking: setup
 # .venv-ref): a few minutes on 2 cores; writes benchmarks/results/bench_deploy.json.
 bench-deploy: setup $(REF_STAMP)
 	$(BIN)/python benchmarks/bench_deploy.py
+
+# docs/benchmarks.md, generated from the results the benchmarks above wrote (benchmarks/results/*.json).
+bench-report: setup
+	$(BIN)/python benchmarks/report.py
 
 # The same comparison on a GPU machine (torch + torchvision with CUDA, JAX, Keras and PyYAML importable by
 # $(PYTHON); no TensorFlow, no venv): torch autocast bf16 + channels_last against Keras on JAX, mixed_bfloat16.

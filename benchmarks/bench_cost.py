@@ -1,13 +1,18 @@
 """Cost model vs building the Keras model and calling count_params(), for `googlenet`.
 
-Goal: the cost model is >= 1000x faster. Prints a table; run with `make bench`.
+Goal: the cost model is >= 1000x faster. Prints a table and writes benchmarks/results/bench_cost.json; run with
+`make bench`.
 """
 
 import os
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchlib import Results  # noqa: E402
 from inception_keras import get_spec, network_cost  # noqa: E402
 
 
@@ -28,11 +33,15 @@ def main():
     cost_s = best_of(lambda: network_cost(spec).total_params, 200)
     keras_s = best_of(lambda: build_model(spec).count_params(), 3)
     assert network_cost(spec).total_params == build_model(spec).count_params()
-    print(f"{'method':<36}{'seconds':>12}")
-    print(f"{'cost model (network_cost)':<36}{cost_s:>12.6f}")
-    print(f"{'build_model + count_params()':<36}{keras_s:>12.6f}")
     ratio = keras_s / cost_s
-    print(f"speed-up: {ratio:,.0f}x (goal >= 1000x: {'met' if ratio >= 1000 else 'NOT met'})")
+    results = Results("bench_cost", "The cost model against building and counting", "bench",
+                      "`benchmarks/bench_cost.py`: `network_cost(googlenet).total_params` (best of 200) against "
+                      "`build_model(googlenet).count_params()` (best of 3), equal counts asserted.")
+    results.add(["| method | seconds |", "|---|---:|", f"| cost model (`network_cost`) | {cost_s:.6f} |",
+                 f"| `build_model` + `count_params()` | {keras_s:.4f} |"])
+    results.add(f"Speed-up: **{ratio:,.0f}×** (goal ≥ 1000×: {'met' if ratio >= 1000 else 'not met'}).")
+    results.figures = {"cost_model_s": cost_s, "keras_s": keras_s, "ratio": ratio}
+    results.write()
 
 
 if __name__ == "__main__":

@@ -19,10 +19,7 @@ Batch 1: the median and 90th percentile of single-image calls (latency); batch 3
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -35,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 from bench_peer import Worker, cpu_name  # noqa: E402
+from benchlib import Results  # noqa: E402
 
 SIZE, BATCH = 224, 32
 SPEC = "googlenet_torchvision"
@@ -133,11 +131,7 @@ def main(argv=None) -> int:
     parser.add_argument("--peer-python", default=str(ROOT / ".venv-ref" / "bin" / "python"))
     parser.add_argument("--out", default=str(HERE / "results" / "bench_deploy.json"))
     args = parser.parse_args(argv)
-    import keras
     import numpy as np
-    import tensorflow as tf
-
-    from inception_keras.utils.atomic import atomic_write_text
 
     print(f"{SPEC} at {SIZE} px; {cpu_name()}, {os.cpu_count()} cores", flush=True)
     work = Path(tempfile.mkdtemp(prefix="bench_deploy_"))
@@ -192,26 +186,35 @@ def main(argv=None) -> int:
                "goal_float_vs_torchvision": GOALS["float_vs_torch"],
                "best_int8_vs_float32": max(r.get("int8_vs_float32", 0) for r in rows),
                "goal_int8_vs_float32": GOALS["int8_vs_float"]}
-    print("\n| runtime | batch 1 median (p90) ms | batch 32 images/s | × torchvision (b32) | int8 × float32 | "
-          "file MB |\n|---|---|---|---|---|---|")
+    results = Results("bench_deploy", "Deployment runtimes", "bench-deploy",
+                      f"`benchmarks/bench_deploy.py`: `{SPEC}` at {SIZE} px, float32 input, in every runtime "
+                      f"`inception-keras export` writes for, float32 and int8, each export written and verified by "
+                      f"`export_model` (int8 calibrated on noise images: its speed only; the accuracy of int8 "
+                      f"exports on the embedded targets is in [Export](export.md#int8)), run with every core "
+                      f"(ONNX Runtime's default, LiteRT's `num_threads`, OpenVINO's CPU plugin with the f32 "
+                      f"precision hint the export is checked with); the Keras model and the SavedModel in processes "
+                      f"of their own, torchvision's googlenet (channels_last, eval, `torch.inference_mode`) from the "
+                      f"reference venv. {args.rounds} rounds interleave all runtimes after a warm-up round; batch 1: "
+                      f"{args.rounds * args.latency_calls} calls each (median and 90th percentile), batch {BATCH}: "
+                      f"{args.rounds * args.throughput_calls} calls each (images/s of the median call).")
+    lines = [f"| runtime | batch 1 median (p90) ms | batch {BATCH} images/s | × torchvision (batch {BATCH}) | "
+             f"int8 × float32 | file MB |", "|---|---:|---:|---:|---:|---:|"]
     for row in rows:
-        size = f"{row['artifact_bytes'] / 1e6:.1f}" if row["artifact_bytes"] else "—"
-        print(f"| {row['runtime']} | {row['batch1_median_ms']:.1f} ({row['batch1_p90_ms']:.1f}) | "
-              f"{row['batch32_images_per_s']:.1f} | {row['batch32_vs_torchvision']:.2f} | "
-              f"{row.get('int8_vs_float32', '—')} | {size} |")
-    print(f"\nfastest float export: {summary['fastest_float']}, {summary['fastest_float_vs_torchvision']:.2f}x "
-          f"torchvision (goal {GOALS['float_vs_torch']}x); best int8 speed-up {summary['best_int8_vs_float32']:.2f}x "
-          f"(goal {GOALS['int8_vs_float']}x)")
-    payload = {"benchmark": "bench_deploy", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-        timespec="seconds"), "command": "python benchmarks/bench_deploy.py " + " ".join(argv or sys.argv[1:]),
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "tensorflow": tf.__version__,
-                    "keras": keras.__version__, "python": platform.python_version()},
-        "args": {k: v for k, v in vars(args).items() if k != "out"}, "model": SPEC, "size": SIZE, "batch": BATCH,
-        "rows": rows, "summary": summary}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(payload, indent=1) + "\n")
-    print(f"wrote {out}")
+        size = f"{row['artifact_bytes'] / 1e6:.1f}" if row["artifact_bytes"] else ""
+        lines.append(f"| {row['runtime']} | {row['batch1_median_ms']:.1f} ({row['batch1_p90_ms']:.1f}) | "
+                     f"{row['batch32_images_per_s']:.1f} | {row['batch32_vs_torchvision']:.2f} | "
+                     f"{row.get('int8_vs_float32', '')} | {size} |")
+    results.add(lines)
+    keras_row = next(row for row in rows if not row["export"] and row["format"] == "keras")
+    best_int8 = max((r for r in rows if "int8_vs_float32" in r), key=lambda r: r["int8_vs_float32"])
+    results.add(f"Fastest float32 export: {summary['fastest_float']}, "
+                f"**{summary['fastest_float_vs_torchvision']:.2f}×** torchvision at batch {BATCH} (goal ≥ "
+                f"{GOALS['float_vs_torch']}×; {fastest_float['batch32_images_per_s'] / keras_row['batch32_images_per_s']:.2f}× "
+                f"the Keras model in the same run). Best int8 speed-up over the same runtime's float32: "
+                f"{best_int8['runtime']}, **{best_int8['int8_vs_float32']:.2f}×** (goal ≥ {GOALS['int8_vs_float']}×).")
+    results.figures = {"model": SPEC, "size": SIZE, "batch": BATCH, "args": vars(args), "rows": rows,
+                       "summary": summary}
+    results.write(args.out)
     return 0
 
 

@@ -22,8 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(__file__))
-from bench_peer import cpu_name  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchlib import Results  # noqa: E402
 
 
 def write_jpegs(root: Path, count: int, classes: int = 4) -> None:
@@ -80,11 +80,15 @@ def main() -> int:
         write_jpegs(Path(tmp), args.images)
         pipeline = pipeline_speed(Path(tmp), args.batch, args.epochs)
     model = model_speed(args.batch, args.steps)
-    print(f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores")
-    print("| images/s | input pipeline (decode + augment, 224 px) | googlenet_torchvision training "
-          "| ratio (goal ≥ 3) |")
-    print("|---|---:|---:|---:|")
-    print(f"| float32, batch {args.batch} | {pipeline:.0f} | {model:.1f} | **{pipeline / model:.1f}** |")
+    results = Results("bench_input", "Does the input pipeline keep up?", "bench",
+                      "`benchmarks/bench_input.py`: the training pipeline of a `folder:` dataset (JPEG decode of "
+                      "~500×375 images, the paper's random crop and flip, resize to 224, nothing cached) against "
+                      "`googlenet_torchvision` float32 training steps on the same cores, in one process.")
+    results.add(["| images/s | input pipeline (decode + augment, 224 px) | googlenet_torchvision training "
+                 "| ratio (goal ≥ 3) |", "|---|---:|---:|---:|",
+                 f"| float32, batch {args.batch} | {pipeline:.0f} | {model:.1f} | **{pipeline / model:.1f}** |"])
+    results.figures = {"pipeline": pipeline, "model": model}
+    results.write()
     return 0
 
 

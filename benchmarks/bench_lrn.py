@@ -25,12 +25,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from inception_keras import build_model, get_spec, inference_model  # noqa: E402
-
-from inception_keras.layers import xla
+from inception_keras.layers import xla  # noqa: E402
 from inception_keras.spec import LRNSpec  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_peer import cpu_name  # noqa: E402
+from benchlib import Results  # noqa: E402
 
 
 def variant(spec, batch: int):
@@ -75,13 +74,20 @@ def main() -> int:
                     step()
                     times[(name, mode)].append(time.perf_counter() - start)
     speed = {key: args.batch / statistics.median(values) for key, values in times.items()}
-    print(f"{cpu_name()}; batch {args.batch}, {args.size} px, {args.rounds} interleaved rounds")
-    print("| images/s | googlenet (LRN) | without LRN | ratio (goal ≥ 0.85) | LRN op by op | its ratio |")
-    print("|---|---:|---:|---:|---:|---:|")
+    results = Results("bench_lrn", "The cost of LRN", "bench-peer",
+                      f"`benchmarks/bench_lrn.py`: the faithful `googlenet` against the same network without its two "
+                      f"LRN layers, batch {args.batch}, {args.size} px, {args.rounds} interleaved rounds, SGD with the "
+                      f"aux losses; \"op by op\" is the same layer traced under `xla.op_by_op()` (the banded matrix "
+                      f"product and automatic gradient: what an export holds).")
+    rows = ["| images/s | googlenet (LRN) | without LRN | ratio (goal ≥ 0.85) | LRN op by op | its ratio |",
+            "|---|---:|---:|---:|---:|---:|"]
     for mode in ("infer", "train"):
         lrn, bare, old = (speed[(name, mode)] for name in ("googlenet (LRN)", "without LRN", "op by op"))
-        print(f"| {'inference' if mode == 'infer' else 'training'} | {lrn:.1f} | {bare:.1f} | **{lrn / bare:.2f}** | "
-              f"{old:.1f} | {old / bare:.2f} |")
+        rows.append(f"| {'inference' if mode == 'infer' else 'training'} | {lrn:.1f} | {bare:.1f} | "
+                    f"**{lrn / bare:.2f}** | {old:.1f} | {old / bare:.2f} |")
+    results.add(rows)
+    results.figures = {f"{name} {mode}": value for (name, mode), value in speed.items()}
+    results.write()
     return 0
 
 

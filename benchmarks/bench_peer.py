@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+from benchlib import Results, cpu_name  # noqa: E402,F401  (cpu_name: bench_deploy and bench_ranking take it from here)
 GOALS = {("train", "float32"): 1.1, ("train", "bf16"): 1.0, ("infer", "float32"): 1.3, ("infer", "bf16"): 1.3,
          ("serve", "float32"): 1.3, ("serve", "bf16"): 1.3}
 MODES = {"infer": "inference (Keras model)", "serve": "inference (exported: BN folded)", "train": "training"}
@@ -80,25 +81,6 @@ class Worker:
     def close(self) -> None:
         self.process.stdin.close()
         self.process.wait()
-
-
-def cpu_name() -> str:
-    """The CPU's model name and family, and the instruction sets that matter for bf16 (AVX-512 BF16, AMX)."""
-    from inception_keras.utils.cpu import cpu_flags
-
-    try:
-        info = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
-    flags = cpu_flags()
-    sets = [name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"),
-                                    ("amx_bf16", "AMX-BF16")) if flag in flags]
-    if "amx_bf16" not in flags:
-        sets.append("no AMX")
-    return (f"{fields.get('model name', 'unknown CPU')} (family {fields.get('cpu family', '?')} model "
-            f"{fields.get('model', '?')}; {', '.join(sets)})")
 
 
 def speed(workers: dict, configs: list, batch: int, rounds: int, steps: int, warmup: int) -> dict:
@@ -174,7 +156,8 @@ def main() -> int:
                         help="default: tensorflow on a CPU, jax on a GPU (where TensorFlow may be missing)")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
                         help="gpu: torch on CUDA (autocast bf16), Keras on JAX's default device")
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--json", type=Path, help="where to write the results (default: "
+                                                  "benchmarks/results/bench_peer.json, bench_peer_gpu.json on a GPU)")
     args = parser.parse_args()
     args.keras_backend = args.keras_backend or ("jax" if args.device == "gpu" else "tensorflow")
     if args.jit and args.keras_backend != "tensorflow":
@@ -185,6 +168,16 @@ def main() -> int:
     if args.jit:
         workers["keras_xla"] = Worker("keras", args, jit=True)
     devices = "; ".join(workers[name].ready["device"] for name in ("keras", "torch"))
+    report = Results("bench_peer" if args.device == "cpu" else "bench_peer_gpu", "Against torchvision",
+                     "bench-peer" if args.device == "cpu" else "bench-gpu",
+                     f"`benchmarks/bench_peer.py`: Keras `googlenet_torchvision` against torchvision `googlenet` "
+                     f"({devices}), batch {args.batch}, {args.size} px, same SGD momentum 0.9 and aux losses (0.3), "
+                     f"each in a long-lived process of its own, {args.rounds} interleaved rounds of {args.steps} steps "
+                     f"after {args.warmup} warm-up, median step, synthetic data. \"% of peak\" is a speed times the "
+                     f"work per image (cost model) over the machine's arithmetic ceiling measured in the same run (the "
+                     f"fastest 2048² or 4096² matrix product either framework computes in that precision); "
+                     f"\"ceiling\" is that peak over torch's speed: the most any implementation of the same "
+                     f"arithmetic could beat torch by.")
     print(f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores ({devices}); GoogLeNet batch {args.batch}, "
           f"{args.size} px; {args.rounds} interleaved rounds of {args.steps} steps after {args.warmup} warm-up")
     try:
@@ -214,14 +207,15 @@ def main() -> int:
         results.append({"mode": mode, "precision": precision, "keras": keras_speed, "torch": torch_speed,
                         "ratio": ratio, "goal": goal, "keras_share_of_peak": keras_share,
                         "torch_share_of_peak": torch_share})
-    lines.append("")
+    report.add(lines)
+    lines = []
     for precision, (flops, name, n) in ceiling.items():
         lines.append(f"Arithmetic ceiling, {precision}: {flops:.0f} GFLOP/s ({n}×{n} product through {name}); "
-                     f"GoogLeNet {work['infer']:.2f} GFLOP per image forward, ≈ {work['train']:.2f} training")
+                     f"GoogLeNet {work['infer']:.2f} GFLOP per image forward, ≈ {work['train']:.2f} training.")
         results.append({"gemm_peak": precision, "gflops": flops, "framework": name, "n": n})
-    print("\n".join(lines))
+    report.add(" ".join(lines))
     if args.memory:
-        lines = ["", "| peak memory of training | Keras | torchvision | Keras / torch | goal: not above torch |",
+        lines = ["| peak memory of training | Keras | torchvision | Keras / torch | goal: not above torch |",
                  "|---|---:|---:|---:|---|"]
         for precision in args.precisions:
             keras = peak_memory("keras", precision, args)
@@ -236,10 +230,9 @@ def main() -> int:
                 lines.append(f"| {precision}: {label} | {keras[key] / 1e9:.2f} GB | {torch[key] / 1e9:.2f} GB | "
                              f"**{ratio:.2f}** | {'met' if ratio <= 1 else 'NOT met'} |")
             results.append({"memory": precision, "keras": keras, "torch": torch})
-        print("\n".join(lines))
-    if args.json:
-        args.json.write_text(json.dumps({"cpu": cpu_name(), "devices": devices, "batch": args.batch, "size": args.size,
-                                         "results": results}, indent=2))
+        report.add(lines)
+    report.figures = {"devices": devices, "batch": args.batch, "size": args.size, "results": results}
+    report.write(args.json)
     return 0
 
 

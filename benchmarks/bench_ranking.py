@@ -31,7 +31,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import random
 import sys
 import time
@@ -142,16 +141,12 @@ def write_results(path: str | Path, payload: dict) -> Path:
 
 
 def machine() -> dict:
-    """The CPU (model name, family, instruction sets), its cores, and the framework versions."""
-    import keras
-    import tensorflow as tf
-
+    """The CPU (model name, family, instruction sets), its cores, and the library versions (`benchlib.machine`)."""
     if str(HERE) not in sys.path:
         sys.path.insert(0, str(HERE))
-    from bench_peer import cpu_name
+    from benchlib import machine as describe
 
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "python": platform.python_version(), "platform": platform.platform()}
+    return describe()
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -392,6 +387,58 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def markdown(results: dict) -> dict:
+    """The report's keys (title, make, about, sections) for `benchmarks/report.py`, from the stored figures."""
+    summary, settings, args = results["summary"], results["settings"], results["args"]
+    scratch_seconds = summary["proxies"].get("scratch", {}).get("seconds_per_candidate")
+    params = [c["params"] for c in results["candidates"]]
+    parent = results.get("parent") or {}
+    about = (f"`benchmarks/bench_ranking.py`: {len(params)} candidates of `{results['space']}` drawn under its budget "
+             f"({results['budget']}), stratified by parameter count ({min(params):,} to {max(params):,}), trained on "
+             f"{results['data']['train_images']:,} of `{results['dataset']}`' training images. Parent: googlenet_mini "
+             f"{parent.get('epochs')} epochs, {parent.get('seconds', 0):.0f} s once, validation accuracy "
+             f"{parent.get('val_accuracy', 0):.3f}. Reference: each candidate {args['reference_epochs']} epochs from "
+             f"the inherited weights (Adam {args['reference_lr']:g}, cosine decay); scratch reference: "
+             f"{args['scratch_reference_epochs']} epochs from scratch. The from-scratch proxy is a search trial without "
+             f"a parent ({args['proxy_epochs']} epochs, mean of {len(args['proxy_seeds'])} seeds); an inherited proxy "
+             f"is `narrow` + `recalibrate_batch_norm` on N batches + S steps, scored on "
+             f"{results['data']['inherited_validation_images']:,} validation images. τ: Kendall, ρ: Spearman.")
+    lines = ["| proxy | τ | ρ | τ vs scratch ref. | ρ vs scratch ref. | s / candidate | of scratch's |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, entry in summary["proxies"].items():
+        label = (f"inherited: {settings[name].removeprefix('inherited: ')}" if name in settings else
+                 f"from scratch, {args['proxy_epochs']} epochs × {len(args['proxy_seeds'])} seeds" if name == "scratch"
+                 else "parameter count (floor)")
+        if name == results.get("default_setting"):
+            label = f"**{label} (the default)**"
+        corr, scorr = entry.get("vs_reference", {}), entry.get("vs_scratch_reference", {})
+        ratio = (entry["seconds_per_candidate"] / scratch_seconds if scratch_seconds and name != "parameter count"
+                 else None)
+        lines.append(f"| {label} | {fmt(corr.get('kendall_tau'))} | {fmt(corr.get('spearman_rho'))} | "
+                     f"{fmt(scorr.get('kendall_tau'))} | {fmt(scorr.get('spearman_rho'))} | "
+                     f"{entry['seconds_per_candidate']:.1f} | {fmt(ratio, 3)} |")
+    notes = []
+    if summary.get("reference_repeats"):
+        notes.append(f"The reference's own noise: {summary['reference_repeats']} candidates trained again with another "
+                     f"seed, mean gap {summary['reference_seed_gap_mean']:.4f} against a spread (std) across "
+                     f"candidates of {summary['reference_spread_std']}.")
+    if "scratch_reference_vs_reference" in summary:
+        agree = summary["scratch_reference_vs_reference"]
+        notes.append(f"The scratch reference against the reference: τ {fmt(agree['kendall_tau'])}, ρ "
+                     f"{fmt(agree['spearman_rho'])}.")
+    default = summary["proxies"].get(results.get("default_setting"), {})
+    scratch = summary["proxies"].get("scratch", {})
+    if default.get("vs_reference") and scratch.get("vs_reference") and scratch_seconds:
+        tau, scratch_tau = default["vs_reference"]["kendall_tau"], scratch["vs_reference"]["kendall_tau"]
+        ratio = default["seconds_per_candidate"] / scratch_seconds
+        met = tau >= GOAL_TAU and tau >= scratch_tau and ratio <= GOAL_COST_RATIO
+        notes.append(f"Goals: the default inherited proxy's τ {tau:.2f} ≥ {GOAL_TAU} and ≥ the from-scratch proxy's "
+                     f"{scratch_tau:.2f}, at {ratio:.3f} ≤ {GOAL_COST_RATIO} of its seconds: "
+                     f"**{'met' if met else 'not met'}**.")
+    return {"title": "Ranking fidelity of the search's proxies", "make": "bench-ranking", "about": about,
+            "sections": ["\n".join(lines), " ".join(notes)]}
+
+
 def fmt(value, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -435,6 +482,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--quick", action="store_true", help="a smoke run: 4 candidates, 1,000 images, 1 epoch")
+    parser.add_argument("--report-only", action="store_true",
+                        help="measure nothing: rewrite --out's tables for the report from the figures it holds")
     args = parser.parse_args(argv)
     if args.quick:
         args.candidates, args.train_subset, args.parent_epochs, args.proxy_epochs = 4, 1000, 1, 1
@@ -447,6 +496,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.report_only:
+        results = json.loads(Path(args.out).read_text(encoding="utf-8"))
+        results.update(markdown(results))
+        write_results(args.out, results)
+        print(f"written: {args.out}")
+        return
     start = time.perf_counter()
     space = get_space(SPACE)
     chosen = draw_candidates(space, args.candidates, args.seed)
@@ -468,6 +523,7 @@ def main(argv=None) -> None:
         results["phases_done"] = results.get("phases_done", []) + [phase]
         results["wall_seconds"] = round(time.perf_counter() - start, 1)
         results["summary"] = summarize(results)
+        results.update(markdown(results))
         write_results(args.out, results)
         print(f"[{results['wall_seconds']:.0f} s] {phase} done", flush=True)
 

@@ -20,6 +20,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import inception_keras  # noqa: E402,F401  first: turns oneDNN on where TensorFlow would not (cpu.py)
 import keras_tuner as kt  # noqa: E402
 
@@ -38,7 +43,7 @@ def rate(fn, points) -> float:
     return len(points) / (time.perf_counter() - start)
 
 
-def screening(name: str) -> None:
+def screening(name: str) -> str:
     from inception_keras import build_model
 
     space = get_space(name)
@@ -48,8 +53,8 @@ def screening(name: str) -> None:
     screen = rate(cost.within, points)
     full = rate(lambda v: network_cost(space.spec_for(v)), points[:300])
     build = rate(lambda v: build_model(space.spec_for(v)).count_params(), points[:3])
-    print(f"{name:<24}{screen:>14,.0f}{full:>14,.0f}{build:>12,.2f}{screen / build:>14,.0f}x"
-          f"  {'met' if screen >= 10_000 else 'NOT met'}")
+    return (f"| {name} | {screen:,.0f} | {full:,.0f} | {build:,.2f} | {screen / build:,.0f}× | "
+            f"{'met' if screen >= 10_000 else 'not met'} |")
 
 
 def oracle_share(cls, space, trials: int, **kwargs) -> tuple[int, int, int, int]:
@@ -75,18 +80,28 @@ def oracle_share(cls, space, trials: int, **kwargs) -> tuple[int, int, int, int]
 
 
 def main() -> None:
-    print(f"{'space':<24}{'screened/s':>14}{'cost model/s':>14}{'build/s':>12}{'vs build':>15}  (goal >= 10,000/s)")
-    for name in ("mini_bottlenecks", "googlenet_bottlenecks", "googlenet_widths"):
-        screening(name)
+    from benchlib import Results
+
+    results = Results("bench_search", "Budget screening and constraint-aware oracles", "bench",
+                      "`benchmarks/bench_search.py`: candidates per second through the budget check "
+                      "(`search.budget.PointCost`), the full cost model and building the Keras model (goal ≥ "
+                      "10,000/s); then the trials each oracle creates under a budget that rejects most of the space, "
+                      "scored by a stand-in for accuracy (no training): the share within budget must be 100 %.")
+    results.add(["| space | screened / s | cost model / s | build / s | screening vs build | goal ≥ 10,000/s |",
+                 "|---|---:|---:|---:|---:|---|",
+                 *(screening(name) for name in ("mini_bottlenecks", "googlenet_bottlenecks", "googlenet_widths"))])
     space = get_space("mini_bottlenecks").with_budget(max_params=70_000)
-    print(f"\noracles on mini_bottlenecks under {space.budget.describe()}, 30 trials each")
-    print(f"{'oracle':<12}{'trials':>8}{'within budget':>15}{'rejected':>10}{'repaired':>10}")
+    rows = ["| oracle | trials | within budget | rejected before a trial | proposals repaired |",
+            "|---|---:|---:|---:|---:|"]
     for label, cls, kwargs in (("random", BudgetRandomSearchOracle, {"max_trials": 30}),
                                ("bayesian", BudgetBayesianOracle, {"max_trials": 30, "num_initial_points": 5}),
                                ("hyperband", BudgetHyperbandOracle, {"max_epochs": 27})):
         with contextlib.redirect_stdout(io.StringIO()):  # KerasTuner prints a block per trial
             created, within, rejected, repaired = oracle_share(cls, space, 30, **kwargs)
-        print(f"{label:<12}{created:>8}{within / created:>14.0%}{rejected:>10,}{repaired:>10}")
+        rows.append(f"| {label} | {created} | {within / created:.0%} | {rejected:,} | {repaired} |")
+    results.add(f"Oracles on `mini_bottlenecks` under {space.budget.describe()}, 30 trials each:")
+    results.add(rows)
+    results.write()
 
 
 if __name__ == "__main__":

@@ -18,13 +18,18 @@ import statistics
 import tempfile
 import time
 
+import sys
+from pathlib import Path
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import inception_keras  # noqa: E402,F401  first: turns oneDNN on where TensorFlow would not (cpu.py)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchlib import Results  # noqa: E402
 from inception_keras import build_model, get_spec, inference_model  # noqa: E402
 from inception_keras.export import export_saved_model  # noqa: E402
 from inception_keras.train import TrainConfig, compile_model, output_names  # noqa: E402
@@ -87,19 +92,27 @@ def main() -> None:
     cases = [("googlenet_mini", get_spec("googlenet_mini"), 64, 20)]
     if not args.quick:
         cases.insert(0, ("googlenet 224px", get_spec("googlenet"), 32, 3))
-    print(f"{'model':<18}{'XLA':>5}{'train img/s':>14}{'infer img/s':>14}")
+    results = Results("bench_train", "Training, inference and serving in process", "bench",
+                      "`benchmarks/bench_train.py`: training and inference images/s with XLA off and on (synthetic "
+                      "data, Adam, the first steps excluded), then the median latency of the reloaded SavedModel's "
+                      "`serve_float` (as a restored function, and through its signature, the path TF Serving takes) "
+                      "over the in-memory Keras inference model in a `tf.function`, calls interleaved; goal ≤ 1.05.")
+    rows = ["| model | batch | XLA | training images/s | inference images/s |", "|---|---:|---|---:|---:|"]
     for label, spec, batch, steps in cases:
         for jit in (False, True):
             train_ips, infer_ips = throughput(spec, batch, steps, jit)
-            print(f"{label:<18}{'on' if jit else 'off':>5}{train_ips:>14.1f}{infer_ips:>14.1f}", flush=True)
-    print(f"\n{'model':<18}{'batch':>6}{'Keras ms':>10}{'SavedModel fn ms':>18}{'ratio':>7}"
-          f"{'signature ms':>14}{'ratio':>7}  (goal <= 1.05)")
+            rows.append(f"| {label} | {batch} | {'on' if jit else 'off'} | {train_ips:.1f} | {infer_ips:.1f} |")
+    results.add(rows)
+    rows = ["| model | batch | Keras ms | SavedModel function ms | ratio | signature ms | ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
     for label, spec, _, _ in cases:
         for batch in (1, 32):
             ms = serving_latency(spec, batch, repeats=200 if "mini" in label else 10)
-            print(f"{label:<18}{batch:>6}{ms['keras']:>10.2f}{ms['function']:>18.2f}"
-                  f"{ms['function'] / ms['keras']:>7.3f}{ms['signature']:>14.2f}{ms['signature'] / ms['keras']:>7.3f}",
-                  flush=True)
+            rows.append(f"| {label} | {batch} | {ms['keras']:.2f} | {ms['function']:.2f} | "
+                        f"**{ms['function'] / ms['keras']:.3f}** | {ms['signature']:.2f} | "
+                        f"{ms['signature'] / ms['keras']:.3f} |")
+    results.add(rows)
+    results.write()
 
 
 if __name__ == "__main__":

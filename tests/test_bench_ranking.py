@@ -87,3 +87,12 @@ def test_settings_parse_and_repeats_spread():
         bench.parse_setting("100:-1:0.001")
     assert bench.repeat_indices(10, 4) == [0, 3, 6, 9]
     assert bench.repeat_indices(3, 5) == [0, 1, 2]
+
+
+def test_the_report_table_has_a_row_per_proxy_and_marks_the_default():
+    results = json.loads((SCRIPT.parent / "results" / "bench_ranking.json").read_text(encoding="utf-8"))
+    report = bench.markdown(results)
+    table = report["sections"][0].splitlines()
+    assert len(table) == 2 + len(results["summary"]["proxies"])
+    assert [line for line in table if "(the default)" in line] == [table[4]]  # parameter count, scratch, default
+    assert report["title"] and report["make"] == "bench-ranking"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,17 @@ def test_broken_links_are_found(tmp_path):
     page.write_text("[ok](other.md#a-heading) [file](missing.md) [heading](other.md#nothing) `[code](x.md)`\n"
                     "```\n[fenced](y.md)\n```\n[web](https://example.org)\n")
     assert broken_links(page) == ["missing.md (no such file)", "other.md#nothing (no such heading)"]
+
+
+def test_the_benchmarks_page_is_what_the_committed_results_give():
+    """docs/benchmarks.md is generated (`make bench-report`) from benchmarks/results/*.json, never edited by hand."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import report
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    text = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    assert text == report.render()
+    for name in report.ORDER:
+        if (ROOT / "benchmarks" / "results" / f"{name}.json").exists():
+            assert f"`benchmarks/{name}.py`" in text

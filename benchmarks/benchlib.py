@@ -1,0 +1,78 @@
+"""What every benchmark writes: `benchmarks/results/NAME.json` with the machine (CPU model, cores, instruction
+sets), library versions, date, command, its figures and its tables as markdown, from which `make bench-report`
+(`benchmarks/report.py`) writes docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+LIBRARIES = ("tensorflow", "keras", "keras-tuner", "torch", "onnxruntime", "ai-edge-litert", "openvino")
+
+
+def cpu_name() -> str:
+    """The CPU's model name and family, and the instruction sets that matter for bf16 (AVX-512 BF16, AMX)."""
+    from inception_keras.utils.cpu import cpu_flags
+
+    try:
+        info = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = cpu_flags()
+    sets = [name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_vnni", "AVX512-VNNI"),
+                                    ("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16")) if flag in flags]
+    if "amx_bf16" not in flags:
+        sets.append("no AMX")
+    return (f"{fields.get('model name', 'unknown CPU')} (family {fields.get('cpu family', '?')} model "
+            f"{fields.get('model', '?')}; {', '.join(sets)})")
+
+
+def machine() -> dict:
+    """The CPU, its cores (those this process may use), Python and the versions of the libraries installed here."""
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return {"cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
+            "versions": versions}
+
+
+class Results:
+    """A benchmark's results: sections of markdown (tables and the sentences that read them) and figures."""
+
+    def __init__(self, name: str, title: str, make: str, about: str):
+        self.name, self.title, self.make, self.about = name, title, make, about
+        self.sections: list[str] = []
+        self.figures: dict = {}
+
+    def add(self, markdown: str | list[str]) -> None:
+        """A section (a table's lines, or a paragraph), printed now and kept for the report."""
+        text = markdown if isinstance(markdown, str) else "\n".join(markdown)
+        print(text + "\n", flush=True)
+        self.sections.append(text)
+
+    def write(self, path: str | Path | None = None, extra_machine: dict | None = None) -> Path:
+        """benchmarks/results/NAME.json (or `path`), written to a temporary file renamed into place."""
+        from inception_keras.utils.atomic import atomic_write_text
+
+        path = Path(path) if path else RESULTS / f"{self.name}.json"
+        payload = {"benchmark": self.name, "title": self.title, "make": self.make, "about": self.about,
+                   "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                   "command": " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
+                   "machine": {**machine(), **(extra_machine or {})}, "sections": self.sections,
+                   "figures": self.figures}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(payload, indent=1, allow_nan=False, default=float) + "\n")
+        print(f"wrote {path}")
+        return path
