@@ -74,7 +74,7 @@ $(REF_STAMP):
 # Live cross-framework check: the frameworks write weights files and their own outputs; we read the files and compare.
 verify-weights: setup $(REF_STAMP)
 	$(REF_VENV)/bin/python tests/reference/make_reference.py $(REFERENCE_DIR)
-	REFERENCE_DIR=$(REFERENCE_DIR) $(BIN)/python -m pytest -q -s -m verify tests/test_pretrained_live.py
+	REFERENCE_DIR=$(REFERENCE_DIR) $(BIN)/python -m pytest -q -s -m verify tests/pretrained/test_pretrained_live.py
 
 clean:
 	rm -rf $(VENV) $(REF_VENV) .pytest_cache .hypothesis

@@ -10,7 +10,7 @@ default, the LiteRT interpreter with `num_threads`, OpenVINO's CPU plugin with t
 is checked with), and torchvision's googlenet (channels_last, eval, `torch.inference_mode`, from the reference
 venv). Weights are the deterministic initialization (speed does not depend on them); int8 is calibrated on noise
 images, so its accuracy here means nothing: the accuracy of int8 exports is measured on the embedded targets
-(docs/export.md, tests/test_quantize.py).
+(docs/export.md, tests/exports/test_quantize.py).
 
 Batch 1: the median and 90th percentile of single-image calls (latency); batch 32: images/s of the median call
 (throughput). Rounds interleave the runtimes so drift hits all alike. Writes benchmarks/results/bench_deploy.json.

@@ -55,13 +55,9 @@ def image_folder(tmp_path_factory):
 def slim_checkpoint(tmp_path_factory):
     """A full-size TF-slim inception_v1 checkpoint written by TensorFlow's own Saver (V2 format), holding the
     deterministic weights whose TF-slim outputs tests/fixtures/pretrained/slim.npz records. Returns its prefix."""
-    import sys
-    from pathlib import Path
-
     import tensorflow as tf
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_pretrained_equivalence import fixture_weights
+    from helpers import fixture_weights
 
     _, weights = fixture_weights("slim")
     prefix = tmp_path_factory.mktemp("slim") / "inception_v1.ckpt"

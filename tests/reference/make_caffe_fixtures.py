@@ -1,4 +1,4 @@
-"""Write the tiny ``.caffemodel`` fixtures of tests/test_pretrained_caffe.py with BVLC's official schema.
+"""Write the tiny ``.caffemodel`` fixtures of tests/pretrained/test_pretrained_caffe.py with BVLC's official schema.
 
 Run with the reference venv (protobuf, grpcio-tools, opencv-python-headless, numpy)::
 

@@ -1,4 +1,4 @@
-"""The JAX backend end to end, for tests/test_jax_backend.py (which runs on TensorFlow and compares).
+"""The JAX backend end to end, for tests/training/test_jax_backend.py (which runs on TensorFlow and compares).
 
     python jax_end_to_end.py DATA_DIR OUT
 

@@ -1,5 +1,5 @@
 """MirroredStrategy over two logical CPU devices against one device, same data and seed; used by
-tests/test_distribute.py.  python train_mirrored.py OUT
+tests/training/test_distribute.py.  python train_mirrored.py OUT
 
 Writes OUT/weights_mirrored.npz and OUT/weights_single.npz. The spec has neither batch norm (per
 replica under MirroredStrategy, as in Keras) nor dropout (each replica draws its own masks), so both

@@ -21,7 +21,7 @@ from inception_keras.training.distribute import (MAX_COORDINATOR_TIMEOUT, Cluste
                                          require_listenable)
 from inception_keras.train import TrainConfig, train
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "tests" / "scripts"
 
 

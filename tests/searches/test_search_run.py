@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from dataclasses import replace
 
@@ -272,8 +271,7 @@ def test_inheriting_flags_need_a_parent(space_file, image_folder, tmp_path, caps
 def test_a_pretrained_googlenet_is_compressed_by_an_inherited_search_and_exported(folder_data, tmp_path, capsys):
     """The faithful GoogLeNet imported from the recorded Caffe fixture (LRN, no batch norm, Caffe input conversion,
     1000 classes at 224 px) as the parent of a googlenet_bottlenecks search on 3 classes at 96 px."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_pretrained_equivalence import fixture_weights
+    from helpers import fixture_weights
 
     from inception_keras.pretrained.convert import load_weights, source_spec
     from search.report import read_parent

@@ -131,7 +131,7 @@ def test_a_missing_runtime_names_the_extra_before_any_work(monkeypatch, mini_ker
 @pytest.mark.slow
 @pytest.mark.parametrize("source", ["torchvision", "slim", "caffe"])
 def test_imported_googlenets_at_224_export_in_every_format(source, tmp_path):
-    from test_pretrained_equivalence import fixture_weights
+    from helpers import fixture_weights
 
     from inception_keras.pretrained.convert import load_weights, source_spec
 

@@ -14,7 +14,7 @@ from inception_keras import SpecError, get_spec
 from inception_keras.data import load_data
 from inception_keras.train import RunExistsError, TrainConfig, compile_model, make_optimizer, read_history, train
 
-SCRIPTS = Path(__file__).parent / "scripts"
+SCRIPTS = Path(__file__).parents[1] / "scripts"
 
 
 def tiny_spec(classes=3):

@@ -17,7 +17,7 @@ from inception_keras.data import to_model_input
 from inception_keras.export import ExportError, check_saved_model, export_saved_model
 from inception_keras.spec import LRNSpec
 
-SCRIPTS = Path(__file__).parent / "scripts"
+SCRIPTS = Path(__file__).parents[1] / "scripts"
 CLASSES = [f"class_{i}" for i in range(10)]
 
 

@@ -16,7 +16,7 @@ from inception_keras.pretrained import WeightsError
 from inception_keras.pretrained import caffe_file
 from inception_keras.pretrained.caffe_file import CaffeModel, load_caffemodel, read_caffemodel
 
-FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "caffe"
+FIXTURES = pathlib.Path(__file__).parents[1] / "fixtures" / "caffe"
 MODELS = ["tiny_layer.caffemodel", "tiny_v1_layers.caffemodel", "tiny_double_data.caffemodel"]
 
 

@@ -12,7 +12,7 @@ import pytest
 from search.budget import PointCost
 from search.space import get_space
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_ranking.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_ranking.py"
 
 
 def load_bench():

@@ -6,9 +6,6 @@ recorded its outputs. Here the same weights are made again (`synthetic.py`, from
 seed, manifest and statistics), mapped onto our specs by the converters, and our outputs compared.
 """
 
-import sys
-from pathlib import Path
-
 import keras
 import numpy as np
 import pytest
@@ -16,21 +13,7 @@ import pytest
 from inception_keras.builder import build_model
 from inception_keras.pretrained.convert import SourceWeights, load_weights, source_spec
 
-sys.path.insert(0, str(Path(__file__).parent / "reference"))
-import synthetic  # noqa: E402
-
-FIXTURES = Path(__file__).parent / "fixtures" / "pretrained"
-LAYOUT = {"torchvision": "oihw", "slim": "hwio", "caffe": "oihw"}
-EVAL_IMAGES = dict(count=3, size=224, seed=100)
-
-
-def fixture_weights(source: str):
-    record = np.load(FIXTURES / f"{source}.npz")
-    names, shapes = synthetic.manifest_from(record)
-    weights = synthetic.generate(names, shapes, LAYOUT[source], int(record["seed"]), float(record["gain"]))
-    stats = {key[5:]: record[key].astype(np.float32) for key in record.files if key.startswith("stat:")}
-    weights = synthetic.standardized(weights, stats) if source == "caffe" else {**weights, **stats}
-    return record, SourceWeights(f"{source} fixture", source, weights)
+from helpers import EVAL_IMAGES, fixture_weights, relative_difference, synthetic, top5
 
 
 def our_outputs(spec, weights: SourceWeights, images: np.ndarray) -> dict:
@@ -47,15 +30,6 @@ def our_outputs(spec, weights: SourceWeights, images: np.ndarray) -> dict:
     probe = keras.Model(model.inputs, {key: value if not isinstance(value, str) else model.get_layer(value).output
                                        for key, value in names.items()})
     return {key: np.asarray(value) for key, value in probe.predict(images, verbose=0).items()}
-
-
-def relative_difference(ours: np.ndarray, reference: np.ndarray) -> float:
-    """Max abs difference over the reference values' spread (their standard deviation)."""
-    return float(np.abs(ours.astype(np.float64) - reference).max() / reference.std())
-
-
-def top5(values: np.ndarray) -> np.ndarray:
-    return np.argsort(-values, axis=1, kind="stable")[:, :5]
 
 
 @pytest.mark.parametrize("source", ["torchvision", "slim", "caffe"])

@@ -24,7 +24,7 @@ from inception_keras.pretrained import WeightsError
 from inception_keras.pretrained.torch_file import read_torch_state_dict
 from memory_probe import assert_refused_within_twice
 
-FIXTURES = Path(__file__).parent / "fixtures" / "torch"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "torch"
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 SYS_INFO = {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}}
 

@@ -15,7 +15,7 @@ import tensorflow as tf
 from inception_keras.cli import main
 from inception_keras.export import export_saved_model, load_run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 pytest.importorskip("jax", reason="the JAX backend needs jax (pip install -e '.[test]')")
 

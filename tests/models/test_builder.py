@@ -153,10 +153,10 @@ def test_ceil_mode_pooling_equals_torch_or_is_refused():
     from inception_keras.builder import pool
     from inception_keras.spec import PoolSpec, SpecError
 
-    sys.path.insert(0, str(Path(__file__).parent / "reference"))
+    sys.path.insert(0, str(Path(__file__).parents[1] / "reference"))
     from synthetic import pooling_input
 
-    recorded = np.load(Path(__file__).parent / "fixtures" / "pretrained" / "pooling.npz")
+    recorded = np.load(Path(__file__).parents[1] / "fixtures" / "pretrained" / "pooling.npz")
     exact = refused = 0
     for key in recorded.files:
         kind, size, stride, n = key.split("_")

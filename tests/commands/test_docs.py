@@ -17,7 +17,7 @@ import pytest
 
 from inception_keras.cli import main
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 RUNNABLE = "sh runnable"
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")

@@ -8,7 +8,7 @@ from inception_keras.cli import main
 from inception_keras.pretrained import WeightsError
 from inception_keras.pretrained.convert import SourceWeights, detect_source, load_weights, read_source
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
 @pytest.mark.parametrize("path, source", [
@@ -40,7 +40,7 @@ def test_a_file_for_another_network_names_the_missing_tensor_and_loads_nothing()
 
 
 def test_a_wrong_shape_is_refused_before_anything_is_assigned():
-    from test_pretrained_equivalence import fixture_weights
+    from helpers import fixture_weights
 
     _, weights = fixture_weights("torchvision")
     model = build_model(get_spec("googlenet_torchvision").with_input_size(64).without_aux())
@@ -57,7 +57,7 @@ def test_a_wrong_shape_is_refused_before_anything_is_assigned():
 
 
 def test_fresh_heads_replace_a_classifier_of_another_class_count():
-    from test_pretrained_equivalence import fixture_weights
+    from helpers import fixture_weights
 
     _, weights = fixture_weights("torchvision")
     model = build_model(get_spec("googlenet_torchvision").with_input_size(96).with_classes(10))

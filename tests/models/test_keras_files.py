@@ -13,7 +13,7 @@ from inception_keras.layers.batch_norm import BatchNormalization
 from inception_keras.pretrained.convert import load_keras_model
 from inception_keras.spec import ConvSpec, HeadSpec, InceptionSpec, LRNSpec, NetworkSpec, PoolSpec, StageSpec
 
-FIXTURE = Path(__file__).parent / "fixtures" / "keras" / "tiny_bn_lrn"  # written by the previous file format
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "keras" / "tiny_bn_lrn"  # written by the previous file format
 
 
 def tiny_spec(with_our_layers: bool) -> NetworkSpec:

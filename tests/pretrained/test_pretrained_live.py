@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from inception_keras.applications import GoogLeNet
-from test_pretrained_equivalence import EVAL_IMAGES, relative_difference, synthetic, top5
+from helpers import EVAL_IMAGES, relative_difference, synthetic, top5
 
 pytestmark = pytest.mark.verify
 DIRECTORY = Path(os.environ.get("REFERENCE_DIR", "runs/verify-weights"))

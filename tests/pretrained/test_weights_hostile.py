@@ -19,7 +19,7 @@ from memory_probe import assert_refused_within_twice
 from test_pretrained_caffe import _blob, _int, _key, _layer, _varint
 from test_pretrained_torch import op_state_dict, op_tensor, write_zip
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 TORCH = [(FIXTURES / "torch" / name).read_bytes() for name in ("small_zip.pth", "small_legacy.pth")]
 CAFFE = [path.read_bytes() for path in sorted((FIXTURES / "caffe").glob("*.caffemodel"))]
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))

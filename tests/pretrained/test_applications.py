@@ -6,7 +6,7 @@ from inception_keras.applications import GoogLeNet, decode_predictions, imagenet
 
 def test_googlenet_from_a_slim_checkpoint_equals_tf_slim(slim_checkpoint):
     """The whole path: a checkpoint written by TensorFlow, detected, read, mapped, equal to TF-slim's outputs."""
-    from test_pretrained_equivalence import EVAL_IMAGES, FIXTURES, relative_difference, synthetic, top5
+    from helpers import EVAL_IMAGES, FIXTURES, relative_difference, synthetic, top5
 
     model = GoogLeNet(weights=slim_checkpoint, classifier_activation=None)
     assert model.name == "googlenet_slim" and model.output_shape == (None, 1001)

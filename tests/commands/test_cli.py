@@ -76,7 +76,7 @@ def test_readme_and_cost_page_match_the_cost_model():
 
     from inception_keras.report import paper_comparison_markdown
 
-    root = Path(__file__).parent.parent
+    root = Path(__file__).parents[2]
     readme = (root / "README.md").read_text()
     cost_page = (root / "docs" / "cost.md").read_text()
     assert paper_comparison_markdown(network_cost(get_spec("googlenet"))) in cost_page

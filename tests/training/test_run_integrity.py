@@ -26,7 +26,7 @@ from inception_keras.training.run_dir import check_record, run_record
 from inception_keras.train import (RunDamagedError, RunMismatchError, TrainConfig, TrainingDivergedError,
                                    best_record, clear_run, read_history, read_history_rows, train)
 
-SCRIPTS = Path(__file__).parent / "scripts"
+SCRIPTS = Path(__file__).parents[1] / "scripts"
 CONFIG = TrainConfig(epochs=3, batch_size=8, learning_rate=0.05)  # the paper recipe: SGD, EMA weights
 MONITOR = "val_predictions_accuracy"
 
