@@ -406,9 +406,7 @@ def markdown(results: dict) -> dict:
     lines = ["| proxy | τ | ρ | τ vs scratch ref. | ρ vs scratch ref. | s / candidate | of scratch's |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, entry in summary["proxies"].items():
-        label = (f"inherited: {settings[name].removeprefix('inherited: ')}" if name in settings else
-                 f"from scratch, {args['proxy_epochs']} epochs × {len(args['proxy_seeds'])} seeds" if name == "scratch"
-                 else "parameter count (floor)")
+        label = _label(name, settings, args)
         if name == results.get("default_setting"):
             label = f"**{label} (the default)**"
         corr, scorr = entry.get("vs_reference", {}), entry.get("vs_scratch_reference", {})
@@ -435,8 +433,30 @@ def markdown(results: dict) -> dict:
         notes.append(f"Goals: the default inherited proxy's τ {tau:.2f} ≥ {GOAL_TAU} and ≥ the from-scratch proxy's "
                      f"{scratch_tau:.2f}, at {ratio:.3f} ≤ {GOAL_COST_RATIO} of its seconds: "
                      f"**{'met' if met else 'not met'}**.")
+    proxies = summary["proxies"]
+    inherited = [name for name in proxies if name in settings and proxies[name].get("vs_reference")]
+    best = max(inherited, key=lambda name: (proxies[name]["vs_reference"]["kendall_tau"],
+                                            -proxies[name]["seconds_per_candidate"]), default=None)
+    short = ["| proxy | τ | ρ | seconds / candidate |", "|---|---:|---:|---:|"]
+    for name in dict.fromkeys(["parameter count", "scratch", results.get("default_setting"), best]):
+        if name not in proxies:
+            continue
+        label = _label(name, settings, args)
+        label = f"**{label} (the default)**" if name == results.get("default_setting") else label
+        corr = proxies[name].get("vs_reference", {})
+        short.append(f"| {label} | {fmt(corr.get('kendall_tau'))} | {fmt(corr.get('spearman_rho'))} | "
+                     f"{proxies[name]['seconds_per_candidate']:.1f} |")
     return {"title": "Ranking fidelity of the search's proxies", "make": "bench-ranking", "about": about,
-            "sections": ["\n".join(lines), " ".join(notes)]}
+            "sections": ["\n".join(lines), " ".join(notes)], "readme": "\n".join(short)}
+
+
+def _label(name: str, settings: dict, args: dict) -> str:
+    """A proxy's name in the report's table."""
+    if name in settings:
+        return f"inherited: {settings[name].removeprefix('inherited: ')}"
+    if name == "scratch":
+        return f"from scratch, {args['proxy_epochs']} epochs × {len(args['proxy_seeds'])} seeds"
+    return "parameter count (floor)"
 
 
 def fmt(value, digits: int = 2) -> str:

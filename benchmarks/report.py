@@ -18,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
+README = ROOT / "README.md"  # holds short tables (a result's "readme") between <!-- NAME --> and <!-- /NAME -->
 ORDER = ("bench_peer", "bench_peer_gpu", "bench_lrn", "bench_deploy", "bench_ranking", "bench_train", "bench_input", "bench_cost",
          "bench_search")
 HEADER = """# Benchmarks
@@ -55,21 +56,41 @@ def render(results_dir: Path = RESULTS) -> str:
     return HEADER + "\n" + "\n\n".join(body) + "\n"
 
 
+def render_readme(readme: str, results_dir: Path = RESULTS) -> str:
+    """`readme` with the text between each `<!-- NAME -->` and `<!-- /NAME -->` replaced by the short table of
+    results NAME (its "readme"), under a line naming its machine and date."""
+    for path in sorted(results_dir.glob("*.json")):
+        result = json.loads(path.read_text(encoding="utf-8"))
+        start, end = f"<!-- {path.stem} -->", f"<!-- /{path.stem} -->"
+        if "readme" not in result or start not in readme:
+            continue
+        before, rest = readme.split(start, 1)
+        _, after = rest.split(end, 1)
+        machine = result["machine"]
+        table = (f"{result['readme']}\n\n*`make {result['make']}`, {machine['cpu'].split(' (')[0]} "
+                 f"({machine['cpu'].split('(')[-1].split(';')[0]}), {machine['cores']} cores, {result['date'][:10]}*")
+        readme = f"{before}{start}\n{table}\n{end}{after}"
+    return readme
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if docs/benchmarks.md is not up to date")
+    parser.add_argument("--check", action="store_true", help="exit 1 if docs/benchmarks.md or the README's "
+                                                             "tables are not up to date")
     args = parser.parse_args(argv)
-    text = render()
+    outputs = {DOC: render(), README: render_readme(README.read_text(encoding="utf-8"))}
     if args.check:
-        if DOC.read_text(encoding="utf-8") != text:
-            print(f"{DOC} is not what benchmarks/results/ gives: run make bench-report", file=sys.stderr)
+        stale = [str(path) for path, text in outputs.items() if path.read_text(encoding="utf-8") != text]
+        if stale:
+            print(f"{', '.join(stale)}: not what benchmarks/results/ gives: run make bench-report", file=sys.stderr)
             return 1
         return 0
     sys.path.insert(0, str(ROOT))
     from inception_keras.utils.atomic import atomic_write_text
 
-    atomic_write_text(DOC, text)
-    print(f"wrote {DOC}")
+    for path, text in outputs.items():
+        atomic_write_text(path, text)
+        print(f"wrote {path}")
     return 0
 
 

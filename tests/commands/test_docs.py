@@ -134,6 +134,8 @@ def test_the_benchmarks_page_is_what_the_committed_results_give():
         sys.path.remove(str(ROOT / "benchmarks"))
     text = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
     assert text == report.render()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert readme == report.render_readme(readme) and "<!-- bench_ranking -->\n| proxy | τ |" in readme
     for name in report.ORDER:
         if (ROOT / "benchmarks" / "results" / f"{name}.json").exists():
             assert f"`benchmarks/{name}.py`" in text
