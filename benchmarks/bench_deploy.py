@@ -8,8 +8,10 @@ What `inception-keras export` writes, run as a user deploys it: the Keras model 
 exports in float32 and int8 (`export_model`, verified as on export, then run with every core: onnxruntime's
 default, the LiteRT interpreter with `num_threads`, OpenVINO's CPU plugin with the f32 precision hint the export
 is checked with), and torchvision's googlenet (channels_last, eval, `torch.inference_mode`, from the reference
-venv). Weights are the deterministic initialization (speed does not depend on them); int8 is calibrated on noise
-images, so its accuracy here means nothing: the accuracy of int8 exports is measured on the embedded targets
+venv), each process doing inference only, as a server does: a torch process that has taken one or two training
+steps first (as `bench_peer.py`'s warm-up does) infers 1.3-1.7x faster at batch 32 (78-104 against 53-67 images/s
+on 2 Zen 5 cores; flushing denormals changes nothing), so its ratios here are against torch's inference-only
+speed. Weights are the deterministic initialization. int8 is calibrated on noise images, so its accuracy here means nothing: the accuracy of int8 exports is measured on the embedded targets
 (docs/export.md, tests/exports/test_quantize.py).
 
 Batch 1: the median and 90th percentile of single-image calls (latency); batch 32: images/s of the median call
@@ -194,7 +196,9 @@ def main(argv=None) -> int:
                       f"(ONNX Runtime's default, LiteRT's `num_threads`, OpenVINO's CPU plugin with the f32 "
                       f"precision hint the export is checked with); the Keras model and the SavedModel in processes "
                       f"of their own, torchvision's googlenet (channels_last, eval, `torch.inference_mode`) from the "
-                      f"reference venv. {args.rounds} rounds interleave all runtimes after a warm-up round; batch 1: "
+                      f"reference venv; every process does inference only (a torch process that took training steps "
+                      f"first, as in `make bench-peer`, infers 1.3-1.7× faster at batch {BATCH}: compare the "
+                      f"torchvision inference speed there). {args.rounds} rounds interleave all runtimes after a warm-up round; batch 1: "
                       f"{args.rounds * args.latency_calls} calls each (median and 90th percentile), batch {BATCH}: "
                       f"{args.rounds * args.throughput_calls} calls each (images/s of the median call).")
     lines = [f"| runtime | batch 1 median (p90) ms | batch {BATCH} images/s | × torchvision (batch {BATCH}) | "
