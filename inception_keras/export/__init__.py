@@ -36,15 +36,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from inception_keras.layers import xla
-from inception_keras.utils.atomic import atomic_write_bytes, atomic_write_text
 from inception_keras.builder import float32_model, inference_model  # also registers the custom layers
 from inception_keras.data import to_model_input
-from inception_keras.utils.errors import UserError, error_text
 from inception_keras.export.folding import fold_batch_norm
+from inception_keras.layers import xla
 from inception_keras.serialize import (CLASS_NAMES_FILE, load_spec, read_class_names, read_text_file, spec_to_yaml,
                                        write_class_names)
 from inception_keras.spec import NetworkSpec, SpecError
+from inception_keras.utils.atomic import atomic_write_bytes, atomic_write_text
+from inception_keras.utils.errors import UserError, error_text
 
 if TYPE_CHECKING:
     from inception_keras.export.quantize import Int8Options
@@ -566,7 +566,6 @@ def export_model(model: keras.Model, spec: NetworkSpec | None, class_names: list
         model = float32_model(model)  # what a mixed-precision model's export is checked against, as a SavedModel's
     inputs = [{"name": export_formats.INPUT_NAME, "dtype": "float32", "shape": [None, *input_shape]}]
     manifest = {"format": format, "inputs": inputs}
-    checks = []
     if int8 is None:
         batch = reference_batch(input_shape, images)
         write_artifact = functools.partial(export_formats.write_artifact, model, format)
@@ -585,22 +584,23 @@ def export_model(model: keras.Model, spec: NetworkSpec | None, class_names: list
 
     def write(tmp: Path) -> dict:
         artifact = write_artifact(folder=tmp, input_shape=input_shape)
-        if int8 is not None:
-            runtime = export_formats.runtime_name(format)
-            served = export_formats.run_artifact(tmp, format, validation)
-            checks.append({"runtime": runtime, **quantize.accuracy_check(float_probabilities, served, labels,
-                                                                          int8.max_accuracy_drop, f"{name}: {runtime}")})
         _write_assets(tmp, spec, class_names, batch, expected)
         if int8 is None:
-            check = check_format_export(tmp, manifest=manifest)
-        else:  # measured here; `export --check` then requires as much, or MIN_CHECK_AGREEMENT if that is less
+            checks = [check_format_export(tmp, manifest=manifest)]
+        else:  # the accuracy on the validation images, then the agreement on the stored ones, which
+            # `export --check` requires again (or MIN_CHECK_AGREEMENT if that is less)
+            runtime = export_formats.runtime_name(format)
+            served = export_formats.run_artifact(tmp, format, validation)
+            accuracy = quantize.accuracy_check(float_probabilities, served, labels, int8.max_accuracy_drop,
+                                               f"{name}: {runtime}")
             measuring = {**manifest, "quantization": {**manifest["quantization"], "check_agreement": 0.0}}
             check = check_format_export(tmp, manifest=measuring)
             required = min(quantize.MIN_CHECK_AGREEMENT, math.floor(check["top1_agreement"] * 100) / 100)
             manifest["quantization"]["check_agreement"] = check["min_agreement"] = required
-        _write_manifest(tmp, format, artifact.name, model, input_shape, inputs, classes, [*checks, check],
+            checks = [{"runtime": runtime, **accuracy}, check]
+        _write_manifest(tmp, format, artifact.name, model, input_shape, inputs, classes, checks,
                         manifest.get("quantization"))
-        return checks[0] if checks else check
+        return checks[0]
 
     final, version, check = _write_version(base_dir, name, write)
     artifact_bytes = sum(f.stat().st_size for f in final.iterdir() if f.name.startswith("model."))

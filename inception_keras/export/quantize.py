@@ -25,12 +25,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from inception_keras.export import formats as export_formats
-
-from inception_keras.layers import xla
 from inception_keras.data import DataSplits, make_pipeline
-from inception_keras.utils.errors import error_text
 from inception_keras.export import ExportError
+from inception_keras.export import formats as export_formats
+from inception_keras.layers import xla
+from inception_keras.utils.errors import error_text
 
 DEFAULT_CALIBRATION_STEPS = 20
 CALIBRATION_BATCH = 32
@@ -113,6 +112,17 @@ def write_int8(model: keras.Model, fmt: str, folder: Path, input_shape: tuple, c
         raise ExportError(f"cannot quantize {model.name} to int8 {fmt}: {error_text(error, 200)}") from None
 
 
+@contextlib.contextmanager
+def _float_export(model: keras.Model, fmt: str, folder: Path, input_shape: tuple):
+    """The float32 artifact of `model` in `fmt`, written in `folder/float` for the quantizer to read; removed after."""
+    work = folder / "float"
+    work.mkdir()
+    try:
+        yield export_formats.write_artifact(model, fmt, work, input_shape)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def _litert(model: keras.Model, folder: Path, input_shape: tuple, calibration: np.ndarray) -> Path:
     import tensorflow as tf
 
@@ -142,16 +152,12 @@ def _onnx(model: keras.Model, folder: Path, input_shape: tuple, calibration: np.
             batch = next(self.batches, None)
             return None if batch is None else {export_formats.INPUT_NAME: batch}
 
-    work = folder / "float"
-    work.mkdir()
-    try:
-        float_path = export_formats.write_artifact(model, "onnx", work, input_shape)
-        quant_pre_process(str(float_path), str(work / "optimized.onnx"), skip_symbolic_shape=True)
-        path = folder / export_formats.ARTIFACTS["onnx"]
-        quantize_static(str(work / "optimized.onnx"), str(path), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    path = folder / export_formats.ARTIFACTS["onnx"]
+    with _float_export(model, "onnx", folder, input_shape) as float_path:
+        optimized = float_path.with_name("optimized.onnx")
+        quant_pre_process(str(float_path), str(optimized), skip_symbolic_shape=True)
+        quantize_static(str(optimized), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
     return path
 
 
@@ -159,17 +165,11 @@ def _openvino(model: keras.Model, folder: Path, input_shape: tuple, calibration:
     import nncf
     import openvino
 
-    work = folder / "float"
-    work.mkdir()
-    try:
-        float_model = openvino.Core().read_model(str(export_formats.write_artifact(model, "openvino", work,
-                                                                                   input_shape)))
-        quantized = nncf.quantize(float_model, nncf.Dataset(list(calibration[:, None])),
-                                  subset_size=len(calibration))
-        path = folder / export_formats.ARTIFACTS["openvino"]
+    path = folder / export_formats.ARTIFACTS["openvino"]
+    with _float_export(model, "openvino", folder, input_shape) as float_path:
+        float_model = openvino.Core().read_model(str(float_path))
+        quantized = nncf.quantize(float_model, nncf.Dataset(list(calibration[:, None])), subset_size=len(calibration))
         openvino.save_model(quantized, str(path), compress_to_fp16=False)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return path
 
 
