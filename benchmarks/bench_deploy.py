@@ -11,8 +11,9 @@ is checked with), and torchvision's googlenet (channels_last, eval, `torch.infer
 venv), each process doing inference only, as a server does: a torch process that has taken one or two training
 steps first (as `bench_peer.py`'s warm-up does) infers 1.3-1.7x faster at batch 32 (78-104 against 53-67 images/s
 on 2 Zen 5 cores; flushing denormals changes nothing), so its ratios here are against torch's inference-only
-speed. Weights are the deterministic initialization. int8 is calibrated on noise images, so its accuracy here means nothing: the accuracy of int8 exports is measured on the embedded targets
-(docs/export.md, tests/exports/test_quantize.py).
+speed. Weights are the deterministic initialization. int8 is calibrated on noise images, so its accuracy here
+means nothing: the accuracy of int8 exports is measured on the embedded targets (docs/export.md,
+tests/exports/test_quantize.py).
 
 Batch 1: the median and 90th percentile of single-image calls (latency); batch 32: images/s of the median call
 (throughput). Rounds interleave the runtimes so drift hits all alike. Writes benchmarks/results/bench_deploy.json.
@@ -33,47 +34,12 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from bench_peer import Worker, cpu_name  # noqa: E402
-from benchlib import Results  # noqa: E402
+from bench_peer import Worker  # noqa: E402
+from benchlib import Results, cpu_name  # noqa: E402
 
 SIZE, BATCH = 224, 32
 SPEC = "googlenet_torchvision"
 GOALS = {"float_vs_torch": 1.3, "int8_vs_float": 2.0}
-
-
-def runners(folder: Path, fmt: str):
-    """A callable running float32 NHWC batches through the export in `folder` with every core."""
-    from inception_keras.export.formats import ARTIFACTS
-
-    path = str(folder / ARTIFACTS[fmt])
-    if fmt == "onnx":
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x})[0]
-    if fmt == "litert":
-        from ai_edge_litert.interpreter import Interpreter
-
-        interpreter = Interpreter(model_path=path, num_threads=os.cpu_count())
-        (entry,), output = interpreter.get_input_details(), interpreter.get_output_details()[0]["index"]
-        shapes = {}
-
-        def run(x):
-            if shapes.get("current") != x.shape:
-                interpreter.resize_tensor_input(entry["index"], x.shape)
-                interpreter.allocate_tensors()
-                shapes["current"] = x.shape
-            interpreter.set_tensor(entry["index"], x)
-            interpreter.invoke()
-            return interpreter.get_tensor(output)
-
-        return run
-    import openvino
-
-    compiled = openvino.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    request = compiled.create_infer_request()
-    return lambda x: request.infer({0: x})
 
 
 def export_all(out: Path) -> dict:
@@ -142,7 +108,9 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(1)
     inputs = {1: rng.uniform(-1, 1, (1, SIZE, SIZE, 3)).astype("float32"),
               BATCH: rng.uniform(-1, 1, (BATCH, SIZE, SIZE, 3)).astype("float32")}
-    calls = {("in process", fmt, precision): runners(path, fmt) for (fmt, precision), (path, _) in exports.items()}
+    from inception_keras.export.formats import load_runner
+
+    calls = {("in process", fmt, precision): load_runner(path, fmt) for (fmt, precision), (path, _) in exports.items()}
     peers = {}
     for framework, mode in (("keras", "infer"), ("keras", "serve"), ("torch", "infer")):
         for batch in (1, BATCH):
@@ -198,7 +166,8 @@ def main(argv=None) -> int:
                       f"of their own, torchvision's googlenet (channels_last, eval, `torch.inference_mode`) from the "
                       f"reference venv; every process does inference only (a torch process that took training steps "
                       f"first, as in `make bench-peer`, infers 1.3-1.7× faster at batch {BATCH}: compare the "
-                      f"torchvision inference speed there). {args.rounds} rounds interleave all runtimes after a warm-up round; batch 1: "
+                      f"torchvision inference speed there). {args.rounds} rounds interleave all runtimes after a "
+                      f"warm-up round; batch 1: "
                       f"{args.rounds * args.latency_calls} calls each (median and 90th percentile), batch {BATCH}: "
                       f"{args.rounds * args.throughput_calls} calls each (images/s of the median call).")
     lines = [f"| runtime | batch 1 median (p90) ms | batch {BATCH} images/s | × torchvision (batch {BATCH}) | "
@@ -211,11 +180,13 @@ def main(argv=None) -> int:
     results.add(lines)
     keras_row = next(row for row in rows if not row["export"] and row["format"] == "keras")
     best_int8 = max((r for r in rows if "int8_vs_float32" in r), key=lambda r: r["int8_vs_float32"])
+    vs_keras = fastest_float["batch32_images_per_s"] / keras_row["batch32_images_per_s"]
     results.add(f"Fastest float32 export: {summary['fastest_float']}, "
                 f"**{summary['fastest_float_vs_torchvision']:.2f}×** torchvision at batch {BATCH} (goal ≥ "
-                f"{GOALS['float_vs_torch']}×; {fastest_float['batch32_images_per_s'] / keras_row['batch32_images_per_s']:.2f}× "
+                f"{GOALS['float_vs_torch']}×; {vs_keras:.2f}× "
                 f"the Keras model in the same run). Best int8 speed-up over the same runtime's float32: "
-                f"{best_int8['runtime']}, **{best_int8['int8_vs_float32']:.2f}×** (goal ≥ {GOALS['int8_vs_float']}×).")
+                f"{best_int8['runtime']}, **{best_int8['int8_vs_float32']:.2f}×** "
+                f"(goal ≥ {GOALS['int8_vs_float']}×).")
     results.figures = {"model": SPEC, "size": SIZE, "batch": BATCH, "args": vars(args), "rows": rows,
                        "summary": summary}
     results.write(args.out)
