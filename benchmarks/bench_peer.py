@@ -40,7 +40,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
-from benchlib import Results, cpu_name  # noqa: E402,F401  (cpu_name: bench_deploy and bench_ranking take it from here)
+from benchlib import Results, cpu_name  # noqa: E402
 GOALS = {("train", "float32"): 1.1, ("train", "bf16"): 1.0, ("infer", "float32"): 1.3, ("infer", "bf16"): 1.3,
          ("serve", "float32"): 1.3, ("serve", "bf16"): 1.3}
 MODES = {"infer": "inference (Keras model)", "serve": "inference (exported: BN folded)", "train": "training"}

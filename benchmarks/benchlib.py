@@ -62,7 +62,7 @@ class Results:
         print(text + "\n", flush=True)
         self.sections.append(text)
 
-    def write(self, path: str | Path | None = None, extra_machine: dict | None = None) -> Path:
+    def write(self, path: str | Path | None = None) -> Path:
         """benchmarks/results/NAME.json (or `path`), written to a temporary file renamed into place."""
         from inception_keras.utils.atomic import atomic_write_text
 
@@ -70,7 +70,7 @@ class Results:
         payload = {"benchmark": self.name, "title": self.title, "make": self.make, "about": self.about,
                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                    "command": " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
-                   "machine": {**machine(), **(extra_machine or {})}, "sections": self.sections,
+                   "machine": machine(), "sections": self.sections,
                    "figures": self.figures}
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(payload, indent=1, allow_nan=False, default=float) + "\n")
