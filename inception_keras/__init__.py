@@ -13,15 +13,16 @@ import importlib.util
 import sys
 
 from inception_keras.cost import network_cost, validate
-from inception_keras.utils.cpu import prefer_onednn
 from inception_keras.presets import get_spec, list_specs, resolve_spec
 from inception_keras.serialize import load_spec, save_spec, spec_to_yaml
 from inception_keras.spec import (AuxHeadSpec, ConvSpec, HeadSpec, InceptionSpec, LRNSpec, NetworkSpec, PoolSpec,
                                   SpecError, StageSpec)
+from inception_keras.utils.cpu import prefer_onednn
 
 prefer_onednn()  # before anything imports TensorFlow
 
-LAYER_MODULES = ("inception_keras.layers.batch_norm", "inception_keras.layers.lrn", "inception_keras.layers.input_conversion")
+LAYER_MODULES = ("inception_keras.layers.batch_norm", "inception_keras.layers.lrn",
+                 "inception_keras.layers.input_conversion")
 
 
 def _register_layers() -> None:

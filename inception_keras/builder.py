@@ -11,8 +11,8 @@ import keras
 from keras import layers
 
 from inception_keras import memory
-from inception_keras.layers.batch_norm import BatchNormalization
 from inception_keras.cost import keras_pool_padding, network_cost
+from inception_keras.layers.batch_norm import BatchNormalization
 from inception_keras.layers.input_conversion import InputConversion
 from inception_keras.layers.lrn import LocalResponseNormalization
 from inception_keras.spec import AuxHeadSpec, ConvSpec, InceptionSpec, LRNSpec, NetworkSpec, PoolSpec

@@ -19,8 +19,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from inception_keras.utils.errors import UserError
 from inception_keras.spec import NetworkSpec
+from inception_keras.utils.errors import UserError
 
 WIDTHS = ("ch1x1", "ch3x3_reduce", "ch3x3", "ch5x5_reduce", "ch5x5", "pool_proj")
 IMPORTANCES = ("l1",)
@@ -199,7 +199,8 @@ def _conv(layer, source, parent: keras.Model, inputs: np.ndarray) -> np.ndarray:
 
 
 def channel_importance(conv, parent: keras.Model) -> np.ndarray:
-    """Per output channel of `conv` (a parent layer): the L1 norm of its affine map, a following batch norm folded in."""
+    """Per output channel of `conv` (a parent layer): the L1 norm of its affine map, a following batch norm folded
+    in."""
     kernel, *bias = conv.get_weights()
     bias = bias[0] if bias else np.zeros(kernel.shape[-1], kernel.dtype)
     name = conv.name.removesuffix("_conv") + "_bn"
@@ -261,7 +262,8 @@ class _BatchStatistics(keras.layers.Layer):
         rows = []
         for tensor in self.features(images, training=True):
             tensor = keras.ops.cast(tensor, "float32")
-            rows += [keras.ops.mean(tensor, axis=(0, 1, 2))[None], keras.ops.mean(tensor * tensor, axis=(0, 1, 2))[None]]
+            rows += [keras.ops.mean(tensor, axis=(0, 1, 2))[None],
+                     keras.ops.mean(tensor * tensor, axis=(0, 1, 2))[None]]
         return rows
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Callable
 
 from inception_keras.cost import validate
-from inception_keras.utils.errors import short_repr
 from inception_keras.serialize import load_spec, name_or_file
 from inception_keras.spec import (AuxHeadSpec, ConvSpec, HeadSpec, InceptionSpec, LRNSpec, NetworkSpec, PoolSpec,
                                   SpecError, StageSpec)
+from inception_keras.utils.errors import short_repr
 
 # Table 1: module, #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj
 GOOGLENET_TABLE1 = (

@@ -24,8 +24,8 @@ import keras
 
 from inception_keras.utils.atomic import atomic_write_text
 from inception_keras.builder import build_model
-from inception_keras.training.callbacks import (AtomicBackupAndRestore, BestCheckpoint, Diverged, HistoryLog, StopOnNonFinite,
-                                       Throughput)
+from inception_keras.training.callbacks import (AtomicBackupAndRestore, BestCheckpoint, Diverged, HistoryLog,
+                                                StopOnNonFinite, Throughput)
 from inception_keras import memory
 from inception_keras.cost import network_cost
 from inception_keras.utils.cpu import native_bf16
@@ -248,8 +248,8 @@ def train(spec: NetworkSpec, data: DataSplits, out_dir: str | Path | None = None
     before it). A resumed run must be the same run: another spec, input size, dataset, class
     names, starting weights (path or content), freeze mode or recipe is refused (RunMismatchError
     naming the difference) before anything is touched; a directory where no epoch finished has
-    nothing to resume and takes the new run. The record is written once the run has started. Only `config.epochs` (to stop earlier, or train longer
-    than first planned; an epoch count already reached finishes the run at once) and
+    nothing to resume and takes the new run. The record is written once the run has started. Only `config.epochs`
+    (to stop earlier, or train longer than first planned; an epoch count already reached finishes the run at once) and
     `config.early_stopping_patience` may change. A finished run (summary.json written) raises
     RunExistsError: it keeps no optimizer state to continue from. `overwrite=True` removes the
     run's files (finished or interrupted) and starts afresh; it removes nothing from a directory

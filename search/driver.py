@@ -281,9 +281,10 @@ def run_search(space: SearchSpace, data: DataSplits, directory: str | Path, tune
     those the space varies; the space's base becomes its spec at the base's class count and input size) every
     trial starts from `inception_keras.inherit.narrow` of it, re-estimates batch-norm
     statistics on `recalibrate_batches` training batches (none without batch norm), then trains `steps` steps
-    (None: `epochs` epochs; 0: none, scored as it is); reduce widths that cannot inherit (0 where the parent has a bottleneck, or the
-    reverse) leave the space before any trial. The parent's own point goes to `parent.json`. Each trial trains
-    `executions_per_trial` times; its record holds the mean score, its standard deviation and the count.
+    (None: `epochs` epochs; 0: none, scored as it is); reduce widths that cannot inherit (0 where the parent has a
+    bottleneck, or the reverse) leave the space before any trial. The parent's own point goes to `parent.json`.
+    Each trial trains `executions_per_trial` times; its record holds the mean score, its standard deviation and the
+    count.
 
     Raises:
         BudgetError: the budget cannot be met, or sampling found no point within it.

@@ -3,7 +3,7 @@
 Spec and cost commands import no Keras, so they answer in well under a second.
 Subcommands register themselves: a module's `register(subparsers)` adds its parsers,
 for the built-in modules listed in BUILT_IN and for every entry point of the
-`inception_keras.cli.commands` group (`search/` adds `search` that way).
+`inception_keras.commands` group (`search/` adds `search` that way).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from inception_keras.cli.common import (CommandError, add_spec_arguments, fracti
                                         non_negative_int, positive_float, positive_float_at_most, positive_int,
                                         spec_from_args)
 from inception_keras.training.distribute import (BACKENDS, DEFAULT_COORDINATOR, DEFAULT_PORT, MAX_COORDINATOR_TIMEOUT,
-                                        cluster_in_environment)
+                                                 cluster_in_environment)
 from inception_keras.utils.image_header import MAX_IMAGE_PIXELS
 
 EXPORT_FORMATS = ("saved_model", "onnx", "litert", "openvino")  # export.FORMATS, without importing TensorFlow
@@ -133,9 +133,9 @@ def _int8_options(args: argparse.Namespace, run: Path, format: str):
 
 def _run_dataset(run: Path) -> str | None:
     """The dataset recorded in a run directory's run.json; None for a `.keras` file or an older run."""
-    from inception_keras.training.run_dir import RUN_RECORD
     from inception_keras.serialize import load_document
     from inception_keras.spec import SpecError
+    from inception_keras.training.run_dir import RUN_RECORD
 
     if not (run / RUN_RECORD).is_file():
         return None

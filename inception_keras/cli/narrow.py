@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from inception_keras.utils.atomic import atomic_path
 from inception_keras.cli.common import CommandError
+from inception_keras.utils.atomic import atomic_path
 
 
 def cmd_narrow(args) -> int:

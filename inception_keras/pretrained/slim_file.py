@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from inception_keras.utils.errors import UserError, error_text
 from inception_keras.pretrained import WeightsError
+from inception_keras.utils.errors import UserError, error_text
 
 _SUFFIX = re.compile(r"\.(index|meta|data-\d{5}-of-\d{5})$")
 _FOOTER_BYTES = 48  # two block handles (varint offset and size), padding, then the 8-byte table magic

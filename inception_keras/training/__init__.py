@@ -1,1 +1,2 @@
-"""What a training run needs beside the fit loop (`inception_keras.train`): callbacks, the run directory, locking, owned-file removal, distribution."""
+"""What a training run needs beside the fit loop (`inception_keras.train`): callbacks, the run directory, locking,
+owned-file removal, distribution."""

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import keras
 
-from inception_keras.utils.atomic import atomic_path, atomic_write_text
 from inception_keras.training.distribute import local_only
+from inception_keras.training.run_dir import (RunDamagedError, atomic_copy, fsync, history_text, save_best,
+                                              weights_finite)
+from inception_keras.utils.atomic import atomic_path, atomic_write_text
 from inception_keras.utils.errors import error_text
-from inception_keras.training.run_dir import RunDamagedError, atomic_copy, fsync, history_text, save_best, weights_finite
 
 
 class Throughput(keras.callbacks.Callback):

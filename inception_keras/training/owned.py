@@ -15,8 +15,8 @@ import os
 import shutil
 from pathlib import Path
 
-from inception_keras.utils.errors import UserError
 from inception_keras.training.locking import LOCK_FILE
+from inception_keras.utils.errors import UserError
 
 Tree = dict  # name pattern -> None (a file) or a Tree (a folder)
 

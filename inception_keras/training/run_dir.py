@@ -32,12 +32,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from inception_keras.utils.atomic import atomic_path, atomic_write_text
 from inception_keras.data import DataSplits
-from inception_keras.utils.errors import UserError, error_text
-from inception_keras.training.owned import clear_owned, temporaries
 from inception_keras.serialize import CLASS_NAMES_FILE, save_spec, write_class_names
 from inception_keras.spec import NetworkSpec
+from inception_keras.training.owned import clear_owned, temporaries
+from inception_keras.utils.atomic import atomic_path, atomic_write_text
+from inception_keras.utils.errors import UserError, error_text
 
 RUN_RECORD = "run.json"
 RUN_FORMAT = 1
@@ -277,7 +277,8 @@ def clear_run(run_dir: str | os.PathLike) -> None:
     """Remove what a training run wrote in `run_dir`, a fine-tuning's first phase in `head/` included.
 
     Raises:
-        NotOursError: `run_dir` holds anything a run does not write, or no run.json (see `inception_keras.training.owned`).
+        NotOursError: `run_dir` holds anything a run does not write, or no run.json (see
+            `inception_keras.training.owned`).
     """
     clear_owned(Path(run_dir), RUN_TREE, RUN_RECORD, "training run", nested=(HEAD_DIR,))
 

@@ -37,7 +37,8 @@ def test_an_int8_export_of_a_trained_model_agrees_with_float32_and_checks_from_t
     assert f"(version 1, {fmt} int8): " in capsys.readouterr().out
     exported = tmp_path / "googlenet_mini" / "1"
     manifest = json.loads((exported / "manifest.json").read_text())
-    assert manifest["quantization"]["calibration_images"] == quantize.DEFAULT_CALIBRATION_STEPS * quantize.CALIBRATION_BATCH
+    calibration_images = quantize.DEFAULT_CALIBRATION_STEPS * quantize.CALIBRATION_BATCH
+    assert manifest["quantization"]["calibration_images"] == calibration_images
     accuracy, stored = manifest["checks"]
     assert accuracy["validation_images"] == 360  # the embedded digits' whole validation split
     assert accuracy["top1_agreement"] >= 0.98 and accuracy["accuracy_change"] >= -1.0

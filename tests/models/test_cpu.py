@@ -1,4 +1,5 @@
-"""inception_keras.utils.cpu: instruction-set flags, native bf16, and oneDNN turned on where TensorFlow leaves it off."""
+"""inception_keras.utils.cpu: instruction-set flags, native bf16, and oneDNN turned on where TensorFlow leaves it
+off."""
 
 import os
 import subprocess

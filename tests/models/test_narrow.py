@@ -129,7 +129,8 @@ def test_narrowing_removes_exactly_the_dead_channels_through_the_concatenations(
 def test_widening_preserves_the_function(name):
     spec = specs()[name]
     parent = trained_like(spec)
-    wider = {module: {width: getattr(m, width) + 3 for width in ("ch1x1", "ch3x3_reduce", "ch3x3", "ch5x5", "pool_proj")}
+    widths = ("ch1x1", "ch3x3_reduce", "ch3x3", "ch5x5", "pool_proj")
+    wider = {module: {width: getattr(m, width) + 3 for width in widths}
              for module, m in zip(spec.module_names(), [m for s in spec.stages for m in s.modules])}
     child_spec = with_widths(spec, wider)
     child = narrow(parent, spec, child_spec)

@@ -1,4 +1,5 @@
-"""Write the torch ``.pth`` fixtures of tests/pretrained/test_pretrained_torch.py with real torch, and what they should read as.
+"""Write the torch ``.pth`` fixtures of tests/pretrained/test_pretrained_torch.py with real torch, and what they
+should read as.
 
 Run with a Python that has torch (not the project's venv)::
 

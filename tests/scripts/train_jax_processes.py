@@ -1,4 +1,5 @@
-"""One process of a JAX data-parallel training, or the single-process reference; used by tests/training/test_distribute.py.
+"""One process of a JAX data-parallel training, or the single-process reference; used by
+tests/training/test_distribute.py.
 
     python train_jax_processes.py OUT process PORT PROCESS_ID NUM_PROCESSES
     python train_jax_processes.py OUT reference NUM_PROCESSES

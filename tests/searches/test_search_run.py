@@ -255,7 +255,8 @@ def test_reduce_widths_that_cannot_inherit_leave_the_space_before_any_trial(spac
     restricted, left_out = Parent(None, space.base, "p").restrict(with_zero)
     assert [dim.values for dim in restricted.dimensions] == [(2, 4), (2, 4)] and left_out == 9 - 4
     no_bottleneck = space.base.replace(stages=tuple(
-        replace(stage, modules=tuple(replace(m, ch3x3_reduce=0) for m in stage.modules)) for stage in space.base.stages))
+        replace(stage, modules=tuple(replace(m, ch3x3_reduce=0) for m in stage.modules))
+        for stage in space.base.stages))
     with pytest.raises(SearchError, match=r"no 3a_ch3x3_reduce of the space can inherit from p: its choices \[2, 4, "
                                           r"8, 16\] are all above 0, and the parent has no bottleneck there"):
         Parent(None, no_bottleneck, "p").restrict(space)
