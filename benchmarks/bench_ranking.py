@@ -3,6 +3,12 @@
     python benchmarks/bench_ranking.py            # K=10 candidates; about an hour on 2 cores
     python benchmarks/bench_ranking.py --quick    # a smoke run of a few minutes
 
+First, the target phase (`--long-epochs`, 0: none; `--target-only` re-measures it alone): on the whole training
+split, googlenet_mini (the space's base) and the space's narrowest point after the search's default epochs
+(`--target-seeds`), and the base after `--long-epochs` of cosine decay from scratch: what issue 19 asks of
+`cluttered_digits` (50-90 % after the default epochs, far higher after long training, and the narrowest point
+below the base by at least 3 seed standard deviations).
+
 K candidates of the space are drawn under its budget, stratified by parameter count (same seed, same candidates).
 The parent, googlenet_mini (the space's base), is trained once (Adam, no EMA); its one-off cost is reported. Each
 candidate is then scored by:
@@ -171,6 +177,7 @@ class Bench:
         self.spec = self.space.base
         self.names = output_names(self.spec)
         data = load_data(DATASET)
+        self.full_data = data
         if args.train_subset:
             data = dataclasses.replace(data, train=data.train.take(args.train_subset),
                                        train_size=min(args.train_subset, data.train_size))
@@ -198,14 +205,16 @@ class Bench:
             args.batch_size)
         self._pipelines = {}
 
-    def pipelines(self, seed: int):
-        """(train, validation, steps per epoch) of the search's own input pipeline, shuffled by `seed`."""
+    def pipelines(self, seed: int, full: bool = False):
+        """(train, validation, steps per epoch) of the search's own input pipeline, shuffled by `seed`; `full`: on
+        the whole training split rather than the bench's subset."""
         from inception_keras.data import training_pipelines
 
-        if seed not in self._pipelines:
-            self._pipelines[seed] = training_pipelines(self.data, self.spec.input_shape, self.spec.head.classes,
-                                                       self.args.batch_size, self.names, seed=seed)
-        return self._pipelines[seed]
+        if (seed, full) not in self._pipelines:
+            self._pipelines[seed, full] = training_pipelines(self.full_data if full else self.data,
+                                                             self.spec.input_shape, self.spec.head.classes,
+                                                             self.args.batch_size, self.names, seed=seed)
+        return self._pipelines[seed, full]
 
     def config(self, epochs: int, lr: float, seed: int):
         from inception_keras.train import TrainConfig
@@ -272,8 +281,9 @@ def inherited_proxy(bench: Bench, parent, values: dict, setting: Setting) -> tup
     return score, parts
 
 
-def scratch_proxy(bench: Bench, values: dict, seed: int, epochs: int) -> tuple[float, float]:
-    """What a search trial without a parent does: the best validation accuracy of `epochs` epochs from scratch."""
+def scratch_proxy(bench: Bench, values: dict, seed: int, epochs: int, full: bool = False) -> tuple[float, float]:
+    """What a search trial without a parent does: the best validation accuracy of `epochs` epochs from scratch
+    (`full`: on the whole training split), and its seconds."""
     import keras
 
     from inception_keras import build_model
@@ -282,16 +292,17 @@ def scratch_proxy(bench: Bench, values: dict, seed: int, epochs: int) -> tuple[f
     keras.utils.set_random_seed(seed)
     start = time.perf_counter()
     spec = bench.space.spec_for(values)
-    train_ds, val_ds, steps = bench.pipelines(seed)
+    train_ds, val_ds, steps = bench.pipelines(seed, full)
     model = build_model(spec)
     compile_model(model, spec, bench.config(epochs, LEARNING_RATE, seed), steps)
     history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0)
     return max(history.history[monitor_name(spec)]), time.perf_counter() - start
 
 
-def reference(bench: Bench, parent, values: dict, seed: int, epochs: int) -> tuple[float, float]:
+def reference(bench: Bench, parent, values: dict, seed: int, epochs: int, full: bool = False) -> tuple[float, float]:
     """The final validation accuracy after `epochs` epochs with a cosine-decayed learning rate, from the parent's
-    inherited weights (or from scratch when `parent` is None), and its seconds."""
+    inherited weights (or from scratch when `parent` is None; `full`: on the whole training split), and its
+    seconds."""
     import keras
 
     from inception_keras import build_model
@@ -301,13 +312,60 @@ def reference(bench: Bench, parent, values: dict, seed: int, epochs: int) -> tup
     keras.utils.set_random_seed(seed)
     start = time.perf_counter()
     spec = bench.space.spec_for(values)
-    train_ds, _, steps = bench.pipelines(seed)
+    train_ds, _, steps = bench.pipelines(seed, full)
     model = build_model(spec) if parent is None else narrow(parent, bench.spec, spec)
     lr = bench.args.reference_lr
     compile_model(model, spec, bench.config(epochs, lr, seed), steps)
     decay = keras.callbacks.LearningRateScheduler(lambda epoch: lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs)))
     model.fit(train_ds, epochs=epochs, verbose=0, callbacks=[decay])
     return accuracy(model, bench.x_val, bench.y_val), time.perf_counter() - start
+
+
+def target(bench: Bench) -> dict:
+    """What makes `cluttered_digits` a target where widths matter, on its whole training split: the base and the
+    narrowest point of the space after the search's default epochs (`--target-seeds` each), and the base after
+    long training from scratch."""
+    args, space = bench.args, bench.space
+    result = {"train_images": bench.full_data.train_size, "epochs": args.proxy_epochs, "seeds": args.target_seeds,
+              "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    for name, values in (("base", space.base_values()), ("narrowest", space.smallest())):
+        runs = [scratch_proxy(bench, values, seed, args.proxy_epochs, full=True) for seed in args.target_seeds]
+        mean, std = mean_std([score for score, _ in runs])
+        result[name] = {"params": point_params(space, values), "scores": [round(score, 4) for score, _ in runs],
+                        "mean": mean, "seed_std": std, "seconds": round(sum(seconds for _, seconds in runs), 1)}
+        print(f"  {name}: {result[name]['scores']} after {args.proxy_epochs} epochs", flush=True)
+    if args.long_epochs:
+        score, seconds = reference(bench, None, space.base_values(), args.seed, args.long_epochs, full=True)
+        result["long"] = {"epochs": args.long_epochs, "accuracy": round(score, 4), "seconds": round(seconds, 1)}
+        print(f"  base: {score:.4f} after {args.long_epochs} epochs", flush=True)
+    return result
+
+
+def target_notes(results: dict) -> str:
+    """The target's figures and the issue's three criteria, in sentences."""
+    found = results.get("target")
+    if not found:
+        return ""
+    base, narrow, epochs = found["base"], found["narrowest"], found["epochs"]
+    scores = " / ".join(f"{100 * score:.1f}" for score in base["scores"])
+    narrow_scores = " / ".join(f"{100 * score:.1f}" for score in narrow["scores"])
+    std = max(base["seed_std"], narrow["seed_std"])
+    gap = base["mean"] - narrow["mean"]
+    seeds = found.get("seeds", results["args"].get("proxy_seeds", []))
+    lines = [f"The target, on all {found['train_images']:,} training images: googlenet_mini ({base['params']:,} "
+             f"params) reaches {scores} % validation accuracy after the search's default {epochs} epochs (seeds "
+             f"{' / '.join(str(seed) for seed in seeds)}, mean {100 * base['mean']:.1f} %; goal: within 50-90 %: "
+             f"{'met' if 0.5 <= base['mean'] <= 0.9 else 'NOT met'})"]
+    if "long" in found:
+        long = found["long"]
+        lines.append(f"and {100 * long['accuracy']:.1f} % after {long['epochs']} (cosine decay, {long['seconds']:.0f}"
+                     f" s; {100 * (long['accuracy'] - base['mean']):+.1f} points)")
+    lines[-1] += "."
+    lines.append(f"The narrowest point of the space ({narrow['params']:,} params) reaches {narrow_scores} % (mean "
+                 f"{100 * narrow['mean']:.1f} %): {100 * gap:.1f} points below the base, "
+                 f"{gap / std if std else float('inf'):.1f}× the larger seed std ({100 * std:.1f} points, n - 1; "
+                 f"goal: >= 3×: {'met' if std and gap >= 3 * std else 'NOT met'}).")
+    return " ".join(lines)
 
 
 def repeat_indices(count: int, repeats: int) -> list[int]:
@@ -412,7 +470,7 @@ def markdown(results: dict) -> dict:
             short.append(f"| {_label(name, results)} | {fmt(corr.get('kendall_tau'))} | "
                          f"{fmt(corr.get('spearman_rho'))} | {proxies[name]['seconds_per_candidate']:.1f} |")
     return {"title": "Ranking fidelity of the search's proxies", "make": "bench-ranking", "about": about,
-            "sections": [table(results), notes(results)], "readme": "\n".join(short)}
+            "sections": [target_notes(results), table(results), notes(results)], "readme": "\n".join(short)}
 
 
 def _label(name: str, results: dict) -> str:
@@ -452,6 +510,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--parent-epochs", type=int, default=8)
     parser.add_argument("--proxy-epochs", type=int, default=3)
     parser.add_argument("--proxy-seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--long-epochs", type=int, default=30,
+                        help="the target phase's long training of the base (0: no target phase)")
+    parser.add_argument("--target-seeds", type=int, nargs="+", default=[0, 1, 2, 3],
+                        help="the target phase's seeds for the base and the narrowest point")
+    parser.add_argument("--target-only", action="store_true",
+                        help="measure the target phase alone and store it in --out's results, keeping the rest")
     parser.add_argument("--reference-epochs", type=int, default=6)
     parser.add_argument("--reference-lr", type=float, default=2e-3, help="peak of the cosine decay")
     parser.add_argument("--reference-repeats", type=int, default=4, help="candidates whose reference runs twice")
@@ -475,6 +539,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick:
         args.candidates, args.train_subset, args.parent_epochs, args.proxy_epochs = 4, 1000, 1, 1
         args.reference_epochs, args.reference_repeats, args.scratch_reference_epochs = 1, 2, 0
+        args.long_epochs = 0
         args.variants = [parse_setting("0:0:0.001")]
     args.default = Setting(args.recalibrate_batches, args.steps, args.fine_tune_lr)
     args.settings = [args.default] + [s for s in dict.fromkeys(args.variants) if s != args.default]
@@ -490,6 +555,14 @@ def main(argv=None) -> None:
         print(f"written: {args.out}")
         return
     start = time.perf_counter()
+    if args.target_only:
+        results = json.loads(Path(args.out).read_text(encoding="utf-8"))
+        results["target"] = target(Bench(args))
+        results.update(markdown(results))
+        write_results(args.out, results)
+        print(target_notes(results))
+        print(f"written: {args.out}")
+        return
     space = get_space(SPACE)
     chosen = draw_candidates(space, args.candidates, args.seed)
     results = {
@@ -514,6 +587,9 @@ def main(argv=None) -> None:
         write_results(args.out, results)
         print(f"[{results['wall_seconds']:.0f} s] {phase} done", flush=True)
 
+    if args.long_epochs:
+        results["target"] = target(bench)
+        save("target")
     parent, results["parent"] = train_parent(bench, args.parent_epochs)
     save("parent")
     for candidate in results["candidates"]:
@@ -545,6 +621,7 @@ def main(argv=None) -> None:
         save("scratch reference")
     print(f"\n{SPACE} on {DATASET}, {results['machine']['cpu']}, {results['machine']['cores']} cores; "
           f"{len(chosen)} candidates, {bench.data.train_size:,} training images; {results['wall_seconds']:.0f} s")
+    print(target_notes(results))
     print(table(results))
     print(notes(results))
     print(f"written: {args.out}")

@@ -58,6 +58,20 @@ def test_shapes_labels_and_class_balance(sources):
     assert canvases.std() > 20  # not blank: digits, clutter and noise
 
 
+def test_half_the_canvases_are_inverted_dark_ink_on_a_light_ground(sources, monkeypatch):
+    images, labels, train, _ = sources
+    for name, value in (("FRAGMENTS", (0, 0)), ("STROKES", (0, 0)), ("NOISE_STD", (0.0, 0.0))):
+        monkeypatch.setattr(cluttered, name, value)
+    canvases, _ = generate(images, labels, train, 200, seed=1)
+    ground = np.median(canvases.reshape(200, -1), axis=1)  # the digit covers well under half the canvas
+    light = ground > 127  # BACKGROUND <= 0.4: a plain canvas's ground is at most 102
+    assert 70 <= light.sum() <= 130
+    assert (canvases[light].reshape(light.sum(), -1).min(axis=1) < ground[light] - 60).all()  # dark ink
+    assert (canvases[~light].reshape((~light).sum(), -1).max(axis=1) > ground[~light] + 60).all()  # light ink
+    monkeypatch.setattr(cluttered, "INVERTED", 0.0)
+    assert (np.median(generate(images, labels, train, 50, seed=1)[0].reshape(50, -1), axis=1) <= 102).all()
+
+
 def test_generating_a_small_count_is_fast(sources):
     images, labels, train, _ = sources
     start = time.perf_counter()
