@@ -299,6 +299,15 @@ def scratch_proxy(bench: Bench, values: dict, seed: int, epochs: int, full: bool
     return max(history.history[monitor_name(spec)]), time.perf_counter() - start
 
 
+def scratch_runs(bench: Bench, values: dict, seeds: list[int], epochs: int, full: bool = False) -> dict:
+    """The from-scratch proxy of one point for each of `seeds`: the scores, their mean and standard deviation, and
+    the seconds of all the runs."""
+    runs = [scratch_proxy(bench, values, seed, epochs, full) for seed in seeds]
+    mean, std = mean_std([score for score, _ in runs])
+    return {"scores": [score for score, _ in runs], "mean": mean, "seed_std": std,
+            "seconds": round(sum(seconds for _, seconds in runs), 2)}
+
+
 def reference(bench: Bench, parent, values: dict, seed: int, epochs: int, full: bool = False) -> tuple[float, float]:
     """The final validation accuracy after `epochs` epochs with a cosine-decayed learning rate, from the parent's
     inherited weights (or from scratch when `parent` is None; `full`: on the whole training split), and its
@@ -329,11 +338,10 @@ def target(bench: Bench) -> dict:
     result = {"train_images": bench.full_data.train_size, "epochs": args.proxy_epochs, "seeds": args.target_seeds,
               "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
     for name, values in (("base", space.base_values()), ("narrowest", space.smallest())):
-        runs = [scratch_proxy(bench, values, seed, args.proxy_epochs, full=True) for seed in args.target_seeds]
-        mean, std = mean_std([score for score, _ in runs])
-        result[name] = {"params": point_params(space, values), "scores": [round(score, 4) for score, _ in runs],
-                        "mean": mean, "seed_std": std, "seconds": round(sum(seconds for _, seconds in runs), 1)}
-        print(f"  {name}: {result[name]['scores']} after {args.proxy_epochs} epochs", flush=True)
+        result[name] = {"params": point_params(space, values),
+                        **scratch_runs(bench, values, args.target_seeds, args.proxy_epochs, full=True)}
+        scores = ", ".join(f"{score:.4f}" for score in result[name]["scores"])
+        print(f"  {name}: {scores} after {args.proxy_epochs} epochs", flush=True)
     if args.long_epochs:
         score, seconds = reference(bench, None, space.base_values(), args.seed, args.long_epochs, full=True)
         result["long"] = {"epochs": args.long_epochs, "accuracy": round(score, 4), "seconds": round(seconds, 1)}
@@ -351,10 +359,10 @@ def target_notes(results: dict) -> str:
     narrow_scores = " / ".join(f"{100 * score:.1f}" for score in narrow["scores"])
     std = max(base["seed_std"], narrow["seed_std"])
     gap = base["mean"] - narrow["mean"]
-    seeds = found.get("seeds", results["args"].get("proxy_seeds", []))
+    seeds = " / ".join(str(seed) for seed in found["seeds"])
     lines = [f"The target, on all {found['train_images']:,} training images: googlenet_mini ({base['params']:,} "
              f"params) reaches {scores} % validation accuracy after the search's default {epochs} epochs (seeds "
-             f"{' / '.join(str(seed) for seed in seeds)}, mean {100 * base['mean']:.1f} %; goal: within 50-90 %: "
+             f"{seeds}, mean {100 * base['mean']:.1f} %; goal: within 50-90 %: "
              f"{'met' if 0.5 <= base['mean'] <= 0.9 else 'NOT met'})"]
     if "long" in found:
         long = found["long"]
@@ -548,21 +556,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if args.report_only:
+    if args.report_only or args.target_only:  # rewrite --out's stored results, after measuring the target phase
         results = json.loads(Path(args.out).read_text(encoding="utf-8"))
+        if args.target_only:
+            results["target"] = target(Bench(args))
+            print(target_notes(results))
         results.update(markdown(results))
         write_results(args.out, results)
         print(f"written: {args.out}")
         return
     start = time.perf_counter()
-    if args.target_only:
-        results = json.loads(Path(args.out).read_text(encoding="utf-8"))
-        results["target"] = target(Bench(args))
-        results.update(markdown(results))
-        write_results(args.out, results)
-        print(target_notes(results))
-        print(f"written: {args.out}")
-        return
     space = get_space(SPACE)
     chosen = draw_candidates(space, args.candidates, args.seed)
     results = {
@@ -604,10 +607,7 @@ def main(argv=None) -> None:
             bench, parent, candidate["values"], args.seed, args.reference_epochs)
     save("reference")
     for candidate in results["candidates"]:
-        runs = [scratch_proxy(bench, candidate["values"], seed, args.proxy_epochs) for seed in args.proxy_seeds]
-        mean, std = mean_std([score for score, _ in runs])
-        candidate["scratch"] = {"scores": [score for score, _ in runs], "mean": mean, "seed_std": std,
-                                "seconds": round(sum(seconds for _, seconds in runs), 2)}
+        candidate["scratch"] = scratch_runs(bench, candidate["values"], args.proxy_seeds, args.proxy_epochs)
     save("scratch proxy")
     for index in repeat_indices(len(chosen), args.reference_repeats):
         candidate = results["candidates"][index]

@@ -100,16 +100,16 @@ def test_the_report_table_has_a_row_per_proxy_and_marks_the_default():
 
 def test_target_notes_judge_the_three_criteria():
     def results(base, narrow, long):
-        return {"args": {"proxy_seeds": [0, 1]},
-                "target": {"train_images": 12_000, "epochs": 3, "long": {"epochs": 30, "accuracy": long, "seconds": 300},
+        return {"target": {"train_images": 12_000, "epochs": 3, "seeds": [0, 1],
+                           "long": {"epochs": 30, "accuracy": long, "seconds": 300},
                            "base": {"params": 107_738, "scores": base, "mean": sum(base) / 2,
                                     "seed_std": abs(base[0] - base[1]) / 2},
                            "narrowest": {"params": 26_904, "scores": narrow, "mean": sum(narrow) / 2,
                                          "seed_std": abs(narrow[0] - narrow[1]) / 2}}}
 
     text = bench.target_notes(results([0.70, 0.72], [0.50, 0.52], 0.90))
-    assert "70.0 / 72.0 %" in text and "90.0 % after 30" in text and "+19.0 points" in text
+    assert "70.0 / 72.0 %" in text and "(seeds 0 / 1," in text and "90.0 % after 30" in text and "+19.0 points" in text
     assert "mean 71.0 %" in text and "20.0 points below the base, 20.0× the larger seed std (1.0 points" in text
     assert text.count("NOT met") == 0 and text.count(": met") == 2
     assert bench.target_notes(results([0.93, 0.95], [0.90, 0.92], 0.97)).count("NOT met") == 2  # too easy, too close
-    assert bench.target_notes({"args": {}}) == ""
+    assert bench.target_notes({}) == ""
