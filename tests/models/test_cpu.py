@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from inception_keras.utils.cpu import ONEDNN_VARIABLE, cpu_flags, native_bf16, prefer_onednn
+from inception_keras.utils.cpu import (ONEDNN_VARIABLE, OneDNNOffWarning, cpu_flags, native_bf16, prefer_onednn,
+                                      warn_if_onednn_off)
 
 ZEN1 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma\n\nprocessor\t: 1\nflags\t\t: x\n"
 ZEN5 = "processor\t: 0\nflags\t\t: avx2 avx512f avx512_bf16\n"
@@ -52,3 +53,16 @@ def test_importing_the_package_first_turns_tensorflows_onednn_on():
     environ = {key: value for key, value in os.environ.items() if key != ONEDNN_VARIABLE}
     assert _onednn_in_a_fresh_process(environ) == "True"
     assert _onednn_in_a_fresh_process({**environ, ONEDNN_VARIABLE: "0"}) == "False"
+
+
+def test_a_late_import_warns_once_where_tensorflow_left_onednn_off():
+    zen3, tf = frozenset({"avx2", "fma"}), {"tensorflow": object()}
+    with pytest.warns(OneDNNOffWarning, match="TF_ENABLE_ONEDNN_OPTS=1 .* import inception_keras before keras"):
+        assert warn_if_onednn_off({}, tf, "x86_64", zen3, enabled=lambda: False)
+    quiet = [({}, {}, "x86_64", zen3, False),  # TensorFlow not imported yet: prefer_onednn's case
+             ({ONEDNN_VARIABLE: "0"}, tf, "x86_64", zen3, False),  # the user's choice
+             ({}, tf, "aarch64", zen3, False),
+             ({}, tf, "x86_64", frozenset({"avx2", "avx512_vnni"}), False),  # TensorFlow turns it on there
+             ({}, tf, "x86_64", zen3, True)]  # on after all
+    for environ, modules, machine, flags, on in quiet:
+        assert not warn_if_onednn_off(environ, modules, machine, flags, enabled=lambda on=on: on)

@@ -1,6 +1,7 @@
 """`.keras` files load where the README says: with Keras alone where every layer is stock (batch norm too), after
 `import inception_keras` where a layer is ours (LRN, input conversion), and files of earlier versions still do."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,45 @@ def test_an_earlier_file_loads_with_its_recorded_outputs_and_the_fused_kernel():
         assert type(model.get_layer("conv1_bn")) is BatchNormalization
         np.testing.assert_allclose(model(recorded["inputs"], training=False), recorded["predictions"],
                                    rtol=1e-5, atol=1e-6)
+
+
+IMPORT_ORDERS = {
+    "the package alone, then keras": "import inception_keras\nimport keras",
+    "the package, then tensorflow, then keras": "import inception_keras\nimport tensorflow\nimport keras",
+    "keras first": "import keras\nimport inception_keras",
+    "tensorflow first": "import tensorflow\nimport inception_keras\nimport keras",
+}
+LOAD_IN_EVERY_WAY = """
+import sys, warnings
+warnings.simplefilter("always")
+with warnings.catch_warnings(record=True) as caught:
+{imports}
+import numpy as np
+from inception_keras.pretrained.convert import load_keras_model
+from inception_keras.export import load_run
+assert keras.saving.get_registered_object("inception_keras>LocalResponseNormalization") is not None
+inputs, expected = np.load(sys.argv[2])["inputs"], np.load(sys.argv[2])["predictions"]
+for model in (keras.saving.load_model(sys.argv[1], safe_mode=True), load_keras_model(sys.argv[1]),
+              load_run(sys.argv[1])[0]):
+    np.testing.assert_allclose(model(inputs, training=False), expected, rtol=1e-5, atol=1e-6)
+print("warned" if any(w.category.__name__ == "OneDNNOffWarning" for w in caught) else "quiet")
+"""
+
+
+def test_files_with_our_layers_load_whatever_the_import_order():
+    """In fresh interpreters, in the orders users write: `keras.saving.load_model(safe_mode=True)` and our loaders
+    read a file with LRN and input conversion; importing the package after TensorFlow warns where oneDNN is off."""
+    from inception_keras.utils.cpu import ONEDNN_DEFAULT_FLAGS, ONEDNN_VARIABLE, X86_64, cpu_flags
+
+    environ = {key: value for key, value in os.environ.items() if key != ONEDNN_VARIABLE}
+    children = {}
+    for order, imports in IMPORT_ORDERS.items():
+        code = LOAD_IN_EVERY_WAY.format(imports="\n".join("    " + line for line in imports.splitlines()))
+        children[order] = subprocess.Popen([sys.executable, "-c", code, f"{FIXTURE}.keras", f"{FIXTURE}.npz"],
+                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ)
+    onednn_off = os.uname().machine.lower() in X86_64 and not cpu_flags() & set(ONEDNN_DEFAULT_FLAGS)
+    for order, child in children.items():
+        out, err = child.communicate(timeout=300)
+        assert child.returncode == 0, (order, err[-2000:])
+        package_first = IMPORT_ORDERS[order].startswith("import inception_keras")
+        assert out.split() == ["warned" if onednn_off and not package_first else "quiet"], (order, out)
