@@ -104,8 +104,15 @@ def read_source(path: str | Path) -> SourceWeights:
 
 
 def load_keras_model(path: str | Path):
-    """A `.keras` file, loaded with `safe_mode=True`, its batch norms computed with our fused kernel (importing
-    Keras registers our layers: see `inception_keras`)."""
+    """A `.keras` file, loaded with `safe_mode=True` once it is within the bounds of
+    `inception_keras.utils.keras_archive` (checked before Keras reads it), its batch norms computed with our fused
+    kernel (importing Keras registers our layers: see `inception_keras`)."""
+    from inception_keras.utils.keras_archive import KerasFileError, check_keras_file
+
+    try:
+        check_keras_file(path)
+    except KerasFileError as error:
+        raise WeightsError(str(error)) from None
     import keras
 
     from inception_keras.layers.batch_norm import use_fused_kernel
@@ -115,7 +122,12 @@ def load_keras_model(path: str | Path):
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
             return use_fused_kernel(keras.saving.load_model(path, safe_mode=True))
     except Exception as error:  # Keras raises many types for damaged or foreign files
-        raise WeightsError(f"{path}: cannot load this .keras model: {' '.join(str(error).split())[:300]}") from None
+        text = " ".join(str(error).split())
+        if "safe_mode=False" in text:  # Keras' advice is for its own API; our loaders never turn safe mode off
+            raise WeightsError(f"{path}: refused: the model holds a layer that would run Python code stored in the "
+                               f"file ({text.split('. ')[0].removeprefix('Requested the deserialization of ')}); "
+                               f"inception_keras loads .keras files in Keras' safe mode only") from None
+        raise WeightsError(f"{path}: cannot load this .keras model: {text[:300]}") from None
 
 
 def source_spec(weights: SourceWeights) -> NetworkSpec:
