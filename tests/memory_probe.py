@@ -11,7 +11,7 @@ from pathlib import Path
 
 CHILD = """
 import importlib, json, os, sys
-from inception_keras.pretrained import WeightsError
+from inception_keras.utils.errors import UserError
 module, name = sys.argv[1].split(":")
 read = getattr(importlib.import_module(module), name)
 for path in sys.argv[2:]:
@@ -20,7 +20,7 @@ for path in sys.argv[2:]:
         try:
             read(path)
             os._exit(0)
-        except WeightsError:
+        except UserError:
             os._exit(2)
         except BaseException:
             os._exit(3)
@@ -31,7 +31,7 @@ for path in sys.argv[2:]:
 
 def peak_rss(reader: str, paths: list[Path]) -> list[tuple[str, int, int]]:
     """(path, exit code, peak RSS in KiB) of `reader` ("module:function") reading each path: 0 read, 2 a
-    WeightsError, 3 anything else."""
+    UserError (a WeightsError, an ExportError, ...), 3 anything else."""
     done = subprocess.run([sys.executable, "-c", CHILD, reader, *map(str, paths)], capture_output=True, text=True,
                           timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     results = [tuple(json.loads(line)) for line in done.stdout.splitlines()]
@@ -40,7 +40,7 @@ def peak_rss(reader: str, paths: list[Path]) -> list[tuple[str, int, int]]:
 
 
 def assert_refused_within_twice(reader: str, normal: Path, hostile: list[Path]) -> None:
-    """`reader` reads `normal`, and refuses every `hostile` file (a WeightsError) within twice that read's peak."""
+    """`reader` reads `normal`, and refuses every `hostile` file (a UserError) within twice that read's peak."""
     (_, normal_code, normal_rss), *refusals = peak_rss(reader, [normal, *hostile])
     assert normal_code == 0
     for path, code, rss in refusals:

@@ -65,6 +65,8 @@ FORMATS = ("saved_model", "onnx", "litert", "openvino")
 RELATIVE_TOLERANCE = 1e-4
 MIN_SPREAD = 1e-2
 MAX_INPUT_SIDE = 8192  # a manifest's input height or width (the check builds a batch of that size)
+MAX_CHECK_IMAGES = 256  # images check.npz may hold (an export stores 2 to 64)
+MAX_CHECK_BYTES = 64 << 20  # what check.npz's arrays may declare: 64 images of 224x224 RGB take 9.6 MB
 SIGNATURES = ("serving_default", "serve_float")
 VERSION_NAME = re.compile(r"[0-9]+")
 
@@ -267,12 +269,53 @@ def _require_layout(path: Path) -> None:
         raise ExportError(f"{path} is not an inception_keras SavedModel (no {' or '.join(missing)}){hint}")
 
 
-def _read_reference(check: Path) -> tuple[np.ndarray, np.ndarray, float]:
-    """The reference images (uint8, N x H x W x 3), the outputs stored with them at export, the tolerance."""
+def _npz_headers(check: Path) -> dict[str, tuple[tuple, np.dtype]]:
+    """(shape, dtype) of each array of an `.npz` file, from the headers of its members, reading none of the data."""
+    import zipfile
+
+    headers = {}
+    with zipfile.ZipFile(check) as archive:
+        if len(archive.infolist()) > 16:
+            raise ValueError(f"{len(archive.infolist())} members")
+        for entry in archive.infolist():
+            with archive.open(entry) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = read_header(member, max_header_size=10_000)
+            headers[entry.filename.removesuffix(".npy")] = (tuple(shape), dtype)
+    return headers
+
+
+def _check_headers(check: Path, headers: dict, input_size: tuple | None) -> None:
+    """An ExportError unless `check.npz` declares a reference batch of uint8 images (at most MAX_CHECK_IMAGES, of
+    `input_size` where the export's input has one, of at most MAX_CHECK_BYTES) and float outputs for them."""
+    (images, image_type), (outputs, output_type) = headers["images"], headers["probabilities"]
+    declared = int(np.prod(images, dtype=object)) * image_type.itemsize + \
+        int(np.prod(outputs, dtype=object)) * output_type.itemsize
+    if (image_type != np.uint8 or len(images) != 4 or images[-1] != 3 or not 0 < images[0] <= MAX_CHECK_IMAGES
+            or declared > MAX_CHECK_BYTES or input_size is not None and images[1:3] != tuple(input_size)
+            or len(outputs) != 2 or outputs[0] != images[0] or output_type.kind != "f"):
+        size = f" of the export's {input_size[0]}x{input_size[1]} input" if input_size else ""
+        raise ExportError(f"{check} is damaged: it declares images {image_type}{list(images)} and probabilities "
+                          f"{output_type}{list(outputs)}, not a reference batch of at most {MAX_CHECK_IMAGES} uint8 "
+                          f"RGB images{size} and their outputs in {MAX_CHECK_BYTES:,} bytes; nothing was read")
+    if "tolerance" in headers and headers["tolerance"][0] != ():
+        raise ExportError(f"{check} is damaged: tolerance of shape {list(headers['tolerance'][0])}")
+
+
+def _read_reference(check: Path, input_size: tuple | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """The reference images (uint8, N x H x W x 3; H x W = `input_size` where given), the outputs stored with them
+    at export, the tolerance; the members' headers are checked before any array is read."""
     try:
+        headers = _npz_headers(check)
+        if "images" in headers and "probabilities" in headers:
+            _check_headers(check, headers, input_size)
         with np.load(check, allow_pickle=False) as stored:
             images, probabilities = stored["images"], stored["probabilities"]
             tolerance = float(stored["tolerance"]) if "tolerance" in stored.files else TOLERANCE
+    except ExportError:
+        raise
     except Exception as error:  # numpy raises zip, pickle, key and I/O errors for a damaged file
         raise ExportError(f"{check} is damaged ({error_text(error, 150)}): export the model again") from None
     if (images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or not len(images)
@@ -568,6 +611,8 @@ def export_model(model: keras.Model, spec: NetworkSpec | None, class_names: list
     manifest = {"format": format, "inputs": inputs}
     if int8 is None:
         batch = reference_batch(input_shape, images)
+        if batch.shape[1:3] != tuple(input_shape[:2]):  # stored at the input's size, which `--check` requires
+            batch = np.asarray(tf.cast(tf.round(tf.image.resize(batch, input_shape[:2])), tf.uint8))
         write_artifact = functools.partial(export_formats.write_artifact, model, format)
     else:
         calibration = quantize.calibration_inputs(int8, input_shape, classes)
@@ -647,7 +692,7 @@ def check_format_export(path: str | Path, keras_model: keras.Model | str | Path 
     path = Path(path)
     manifest = manifest or _read_manifest(path)
     fmt, input_shape = manifest["format"], tuple(manifest["inputs"][0]["shape"][1:])
-    images, expected, _ = _read_reference(path / CHECK_FILE)
+    images, expected, _ = _read_reference(path / CHECK_FILE, input_shape[:2])
     float_inputs = to_model_input(images, tuple(input_shape[:2]), input_shape[2]).numpy()
     served = export_formats.run_artifact(path, fmt, float_inputs)
     runtime = export_formats.runtime_name(fmt)

@@ -14,6 +14,7 @@ from inception_keras.cli import main
 from inception_keras.data import (DataError, find_unreadable_image, load_data, make_pipeline, reading_images,
                                   why_unreadable)
 from inception_keras.export import ExportError, check_saved_model, export_saved_model
+from memory_probe import assert_refused_within_twice
 
 CLASSES = [str(i) for i in range(10)]
 
@@ -101,7 +102,13 @@ DAMAGES = {
     "check.npz without images": (lambda d: _write_check(d, probabilities=np.zeros((2, 10))), "check.npz is damaged"),
     "check.npz with float images": (lambda d: _write_check(d, images=np.zeros((2, 8, 8, 3)),
                                                            probabilities=np.zeros((2, 10))),
-                                    "are not a reference batch"),
+                                    "declares images float64[2, 8, 8, 3] and probabilities float64[2, 10], not a "
+                                    "reference batch"),
+    "check.npz of 1200 images of 256x256 in a few hundred KB": (
+        lambda d: np.savez_compressed(d / "assets" / "check.npz", images=np.zeros((1200, 256, 256, 3), np.uint8),
+                                      probabilities=np.zeros((1200, 10), np.float32)),
+        "declares images uint8[1200, 256, 256, 3] and probabilities float32[1200, 10], not a reference batch of at "
+        "most 256 uint8 RGB images and their outputs in 67,108,864 bytes; nothing was read"),
     "check.npz for another class count": (lambda d: _write_check(d, images=np.zeros((2, 8, 8, 3), np.uint8),
                                                                  probabilities=np.zeros((2, 7), np.float32)),
                                           "gives outputs of shape (2, 10), the Keras model (2, 7)"),
@@ -241,3 +248,12 @@ def test_a_corrupt_image_is_named(tmp_path, image_folder):
     with pytest.raises(tf.errors.InvalidArgumentError):  # not the data's: passed through
         with reading_images(load_data(f"folder:{image_folder}")):
             tf.debugging.check_numerics(tf.constant(np.nan), "a model bug")
+
+
+def test_a_check_file_declaring_a_huge_batch_is_refused_within_twice_a_normal_checks_memory(exported, tmp_path):
+    hostile = tmp_path / "1"
+    shutil.copytree(exported, hostile)
+    np.savez_compressed(hostile / "assets" / "check.npz", images=np.zeros((1200, 256, 256, 3), np.uint8),
+                        probabilities=np.zeros((1200, 10), np.float32))
+    assert (hostile / "assets" / "check.npz").stat().st_size < 1_000_000
+    assert_refused_within_twice("inception_keras.export:check_export", exported, [hostile])
