@@ -19,16 +19,12 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from inception_keras.inherit_rules import (NarrowError, SpecMismatchError, check_inheritable,  # noqa: F401
+                                          check_same_network, inheritable)
 from inception_keras.spec import NetworkSpec
-from inception_keras.utils.errors import UserError
 
-WIDTHS = ("ch1x1", "ch3x3_reduce", "ch3x3", "ch5x5_reduce", "ch5x5", "pool_proj")
 IMPORTANCES = ("l1",)
 NEW = -1  # a channel the parent does not have
-
-
-class NarrowError(UserError, ValueError):
-    """The child spec cannot inherit the parent's weights (it differs in more than module widths, or a bottleneck)."""
 
 
 def narrow(model: keras.Model, spec: NetworkSpec, child_spec: NetworkSpec, importance: str = "l1",
@@ -48,11 +44,13 @@ def narrow(model: keras.Model, spec: NetworkSpec, child_spec: NetworkSpec, impor
 
     Raises:
         NarrowError: the specs differ in anything but the six widths of each module (named by path), a reduce
-            width is 0 in one and not in the other (named by module), or the model is not one of `spec`.
+            width is 0 in one and not in the other (named by module), or the model is not one of `spec`
+            (SpecMismatchError, naming the first differing layer).
     """
     if importance not in IMPORTANCES:
         raise ValueError(f"importance must be one of {', '.join(IMPORTANCES)}; got {importance!r}")
     check_inheritable(spec, child_spec, fresh_heads)
+    check_model_spec(model, spec, "the parent's spec")
     from inception_keras.builder import build_model
 
     child = build_model(child_spec, precision=precision)
@@ -68,37 +66,44 @@ def narrow(model: keras.Model, spec: NetworkSpec, child_spec: NetworkSpec, impor
     return child
 
 
-def check_inheritable(spec: NetworkSpec, child_spec: NetworkSpec, fresh_heads: bool = False) -> None:
-    """Raise NarrowError unless the two specs differ only in module widths (and with `fresh_heads`, class count and
-    input size), with bottlenecks in the same places."""
-    check_same_network(spec, child_spec, fresh_heads)
-    for name, parent, child in zip(spec.module_names(), _modules(spec), _modules(child_spec)):
-        for width in ("ch3x3_reduce", "ch5x5_reduce"):
-            before, after = getattr(parent, width), getattr(child, width)
-            if (before == 0) != (after == 0):
-                raise NarrowError(f"inception_{name}: {width} is {after} in the child spec and {before} in the "
-                                  f"parent's: a branch {'without' if after == 0 else 'with'} a bottleneck cannot "
-                                  f"inherit the weights of one {'with' if after == 0 else 'without'}")
+def spec_mismatch(model: keras.Model, spec: NetworkSpec) -> str | None:
+    """Where `spec` does not describe `model`, in words (the input, or the first layer whose name, type, output shape
+    or parameter count differs, in the model's order, then a layer of the spec the model lacks); None where it does.
+    The cost model gives each layer's expected name, type, shape and count without building anything."""
+    from inception_keras.cost import network_cost
+
+    given = tuple(model.inputs[0].shape[1:]) if len(model.inputs) == 1 else None
+    if given != tuple(spec.input_shape):
+        return f"the model takes {_shape(given)} inputs, the spec {_shape(spec.input_shape)}"
+    expected = {layer.name: layer for layer in network_cost(spec).layers()}
+    names = set()
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "InputLayer":
+            continue
+        names.add(layer.name)
+        cost = expected.get(layer.name)
+        if cost is None:
+            return f"the model's layer {layer.name} ({kind}) is not in the spec"
+        shape, params = tuple(layer.output.shape[1:]), layer.count_params()
+        if (kind, shape, params) != (cost.type, tuple(cost.output_shape), cost.params):
+            kernel = f", kernel {_shape(layer.kernel.shape)}" if hasattr(layer, "kernel") else ""
+            return (f"layer {layer.name}: the model's is a {kind} of {params:,} params{kernel}, output "
+                    f"{_shape(shape)}; the spec's a {cost.type} of {cost.params:,} params, output "
+                    f"{_shape(cost.output_shape)}")
+    missing = [name for name in expected if name not in names]
+    return f"the spec's layer {missing[0]} ({expected[missing[0]].type}) is not in the model" if missing else None
 
 
-def check_same_network(spec: NetworkSpec, other: NetworkSpec, fresh_heads: bool = False) -> None:
-    """Raise NarrowError, naming the first field, unless the specs differ only in module widths (and with
-    `fresh_heads`, class count and input size)."""
-    difference = _first_difference(_comparable(spec, fresh_heads), _comparable(other, fresh_heads))
-    if difference is not None:
-        path, ours, theirs = difference
-        allowed = " (and the class count and input size)" if fresh_heads else ""
-        raise NarrowError(f"child spec {path}: {theirs!r}, the parent's is {ours!r}; only the six widths of each "
-                          f"Inception module{allowed} may differ")
+def check_model_spec(model: keras.Model, spec: NetworkSpec, what: str = "the spec") -> None:
+    """Raise SpecMismatchError, naming the first differing layer, unless `spec` describes `model`."""
+    problem = spec_mismatch(model, spec)
+    if problem is not None:
+        raise SpecMismatchError(f"{what} ({spec.name!r}) does not describe the model: {problem}")
 
 
-def inheritable(spec: NetworkSpec, child_spec: NetworkSpec, fresh_heads: bool = False) -> bool:
-    """Whether `narrow` can give `child_spec` the weights of a model of `spec`."""
-    try:
-        check_inheritable(spec, child_spec, fresh_heads)
-    except NarrowError:
-        return False
-    return True
+def _shape(shape) -> str:
+    return "x".join("?" if n is None else str(n) for n in shape) if shape is not None else "several"
 
 
 def model_spec(model: keras.Model) -> NetworkSpec:
@@ -126,38 +131,6 @@ def model_spec(model: keras.Model) -> NetworkSpec:
         raise NarrowError(f"model {model.name!r} has {model.count_params():,} parameters, the registered spec of its "
                           f"name {network_cost(spec).total_params:,}; give its spec (--parent-spec)")
     return spec
-
-
-def _modules(spec: NetworkSpec):
-    return [module for stage in spec.stages for module in stage.modules]
-
-
-def _comparable(spec: NetworkSpec, fresh_heads: bool) -> dict:
-    """`spec.to_dict()` without what may differ: the name, the module widths (and the classes and input size)."""
-    data = spec.to_dict()
-    stages = [{**stage, "modules": [{key: value for key, value in module.items() if key not in WIDTHS}
-                                    for module in stage["modules"]]} for stage in data["stages"]]
-    data = {**data, "stages": stages, "name": None}
-    if fresh_heads:
-        data = {**data, "input_shape": data["input_shape"][2:], "head": {**data["head"], "classes": None}}
-    return data
-
-
-def _first_difference(ours, theirs, path: str = ""):
-    """(path, ours, theirs) of the first leaf where two plain values differ, or None."""
-    if isinstance(ours, dict) and isinstance(theirs, dict):
-        for key in list(ours) + [key for key in theirs if key not in ours]:
-            found = _first_difference(ours.get(key), theirs.get(key), f"{path}.{key}" if path else key)
-            if found:
-                return found
-        return None
-    if isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs):
-        for i, (a, b) in enumerate(zip(ours, theirs)):
-            found = _first_difference(a, b, f"{path}[{i}]")
-            if found:
-                return found
-        return None
-    return None if ours == theirs else (path, ours, theirs)
 
 
 def _inherit(layer, source, parent: keras.Model, inputs: list[np.ndarray]) -> np.ndarray:

@@ -82,13 +82,15 @@ def available() -> int:
     return min(found) if found else 1 << 62
 
 
-def check(cost: NetworkCost, what: str, needed: int) -> None:
-    """Raise a UserError giving both numbers if `needed` bytes are more than this machine has available."""
+def check(cost: NetworkCost, what: str, needed: int, advice: str = "use a smaller input size or narrower widths") \
+        -> None:
+    """Raise a UserError giving both numbers, and `advice`, if `needed` bytes are more than this machine has
+    available."""
     free = available()
     if needed > free:
         raise ResourceError(f"{cost.spec_name} at input {'x'.join(map(str, cost.input_shape))}: {what} needs about "
                            f"{human(needed)} (estimated from the spec), but only {human(free)} of memory is "
-                           f"available; use a smaller --batch-size, --input-size or widths")
+                           f"available; {advice}")
 
 
 def human(size: int) -> str:

@@ -18,7 +18,7 @@ import yaml
 
 from inception_keras.utils.atomic import atomic_write_text
 from inception_keras.cost import validate
-from inception_keras.utils.errors import error_text
+from inception_keras.utils.errors import UserError, error_text
 from inception_keras.spec import NetworkSpec, SpecError, show
 
 
@@ -257,3 +257,28 @@ def save_spec(spec: NetworkSpec, path: str | os.PathLike) -> Path:
     """Write `spec` as JSON (`.json`) or YAML (anything else), atomically."""
     text = spec_to_json(spec) if Path(path).suffix.lower() == ".json" else spec_to_yaml(spec)
     return atomic_write_text(path, text)
+
+
+RUN_MODEL_FILE = "best.keras"  # a training run's files (inception_keras.training.run_dir writes them)
+RUN_SPEC_FILE = "spec.yaml"
+RUN_RECORD_FILE = "run.json"
+
+
+class RunFilesError(UserError):
+    """A path that is neither a finished training run directory nor a `.keras` file."""
+
+
+def run_files(run: str | os.PathLike) -> tuple[Path, Path | None, Path | None]:
+    """(model file, spec file or None, class-names file or None) of a training run directory (`best.keras`,
+    `spec.yaml`, `class_names.txt`) or of a `.keras` file (the spec and class names beside it, where they are);
+    found without reading the model, so what the spec allows can be checked before Keras is loaded."""
+    run = Path(run)
+    if run.is_dir():
+        missing = [name for name in (RUN_MODEL_FILE, RUN_SPEC_FILE, CLASS_NAMES_FILE) if not (run / name).exists()]
+        if missing:
+            raise RunFilesError(f"{run} is not a finished training run: missing {', '.join(missing)}")
+        return run / RUN_MODEL_FILE, run / RUN_SPEC_FILE, run / CLASS_NAMES_FILE
+    if run.suffix == ".keras" and run.is_file():
+        beside = [run.parent / name for name in (RUN_SPEC_FILE, CLASS_NAMES_FILE)]
+        return run, *(path if path.exists() else None for path in beside)
+    raise RunFilesError(f"{run} is neither a training run directory nor a .keras file")

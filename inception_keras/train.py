@@ -220,7 +220,8 @@ def _check_inputs(spec: NetworkSpec, data: DataSplits, config: TrainConfig) -> N
     require_classes(spec.head.classes, data, f"spec {spec.name!r}",
                     f"use spec.with_classes({len(data.class_names)})")
     needed = memory.estimate(cost, config.batch_size, config.optimizer, config.ema).training
-    memory.check(cost, f"training at batch {config.batch_size}", needed)
+    memory.check(cost, f"training at batch {config.batch_size}", needed,
+                 "use a smaller --batch-size, --input-size or widths")
 
 
 def _diverged_message(stop: Diverged, run_dir: Path | None, best: dict | None) -> str:

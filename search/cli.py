@@ -7,11 +7,14 @@ import argparse
 import os
 from pathlib import Path
 
-from inception_keras.cli.common import CommandError, non_negative_int, positive_float, positive_int
+from inception_keras.cli.common import (CommandError, import_tensorflow_quietly, int_between, non_negative_int,
+                                        positive_float, positive_int)
 from inception_keras.cli.commands import add_train_arguments, fit_classes, load_data_or_exit
 from inception_keras.cli.commands import train_config_from_args
 
 DEFAULT_PORT = 8000
+MAX_STEPS = 100_000  # a trial's training steps with --parent: 100 epochs of 60,000 images at batch 64
+MAX_RECALIBRATE_BATCHES = 10_000
 MAX_PORT = 65535
 
 
@@ -46,7 +49,8 @@ def cmd_search(args) -> int:
     if args.action:
         if args.action[0] != "report" or len(args.action) != 2:
             raise CommandError("usage: inception-keras search [options] | inception-keras search report DIR [--export]")
-        return cmd_report(Path(args.action[1]), args)
+        return cmd_report(Path(args.action[1]), args)  # JSON and matplotlib: no TensorFlow unless --export
+    import_tensorflow_quietly()
     from search.budget import BudgetError
     from search.driver import DEFAULT_RECALIBRATE_BATCHES, configure_distributed, run_search
     from search.space import get_space
@@ -95,6 +99,7 @@ def cmd_report(directory: Path, args, print_table: bool = True) -> int:
         print(report_text(records, read_budget(directory), read_parent(directory, warn_damaged=False)))
         print(f"written: {', '.join(str(path) for path in written)}")
     if args.export:
+        import_tensorflow_quietly()
         from search.budget import BudgetError
         from search.driver import export_best
 
@@ -147,15 +152,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--parent", metavar="RUN_DIR|MODEL.keras",
                         help="every trial inherits the weights of this trained model of the space's base spec "
                              "(narrowed by channel importance), recalibrates batch norm, then trains")
-    parser.add_argument("--recalibrate-batches", type=non_negative_int, default=None, metavar="N",
-                        help="with --parent: training batches to re-estimate batch-norm statistics on "
-                             "(default 20; none for specs without batch norm)")
-    parser.add_argument("--steps", type=non_negative_int, metavar="N",
-                        help="with --parent: train each trial N steps instead of --epochs epochs; 0: score it "
-                             "after recalibration alone (ranked best and cheapest in make bench-ranking)")
+    parser.add_argument("--recalibrate-batches", type=int_between(0, MAX_RECALIBRATE_BATCHES), default=None,
+                        metavar="N", help="with --parent: training batches to re-estimate batch-norm statistics on, "
+                        f"0 to {MAX_RECALIBRATE_BATCHES:,} (default 20; none for specs without batch norm)")
+    parser.add_argument("--steps", type=int_between(0, MAX_STEPS), metavar="N",
+                        help=f"with --parent: train each trial N steps (0 to {MAX_STEPS:,}) instead of --epochs "
+                             "epochs; 0: score it after recalibration alone (ranked best and cheapest in make "
+                             "bench-ranking)")
     parser.add_argument("--executions-per-trial", type=positive_int, default=1, metavar="N",
                         help="train each trial N times; its score is the mean (records keep the std)")
     parser.add_argument("--export", action="store_true", help="export the best model when done (or with report)")
     parser.add_argument("--export-dir", type=_non_empty, default="saved_models")
     parser.add_argument("--verbose", action="store_true", help="Keras progress lines inside each trial")
-    parser.set_defaults(func=cmd_search)
+    parser.set_defaults(func=cmd_search, needs_tensorflow=False)  # `search report` needs none

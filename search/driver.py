@@ -19,10 +19,11 @@ from pathlib import Path
 
 from inception_keras.data import DataSplits, require_classes, training_pipelines
 from inception_keras.utils.atomic import atomic_write_text
-from inception_keras.utils.errors import error_text
+from inception_keras.utils.errors import error_text, short_repr
 from inception_keras.training.locking import DirectoryLock
 from inception_keras.training.owned import clear_owned, temporaries
 from inception_keras.cost import network_cost
+from inception_keras.inherit_rules import network_difference
 from inception_keras.serialize import CLASS_NAMES_FILE, load_document, read_class_names, write_class_names
 from inception_keras.train import TrainConfig, output_names, precision_note
 
@@ -247,6 +248,9 @@ def check_resume(space: SearchSpace, directory: Path, class_names: list[str], pa
         if not isinstance(saved, dict):
             saved = {}
         differ = [key for key in current if saved.get(key) != current[key]]
+        if differ == ["parent"]:
+            raise SearchError(f"{directory} holds a search {_parent_change(saved.get('parent'), current['parent'])}; "
+                              f"use another --dir, or --overwrite to start afresh")
         if differ:
             raise SearchError(f"{directory} holds a search of another space ({', '.join(differ)} differ: it searched "
                               f"{saved.get('name')!r} with budget {saved.get('budget')!r}); use another --dir, or "
@@ -257,6 +261,26 @@ def check_resume(space: SearchSpace, directory: Path, class_names: list[str], pa
             raise SearchError(f"{directory} holds a search on other classes ({len(saved_names)}: "
                               f"{', '.join(saved_names[:5])}{', ...' if len(saved_names) > 5 else ''}) than this "
                               f"dataset's ({len(class_names)}); use another --dir, or --overwrite to start afresh")
+
+
+def _parent_words(parent) -> str:
+    if not isinstance(parent, dict):
+        return "no parent"
+    return f"{parent.get('source')} (SHA-256 {parent.get('sha256')})"
+
+
+def _parent_change(saved, current) -> str:
+    """How the parent a search in a directory inherited from differs from this run's, in words."""
+    if not isinstance(saved, dict) or current is None:
+        return f"of the same space with {_parent_words(saved)} as its parent, not {_parent_words(current)}"
+    if saved.get("source") == current["source"] and saved.get("sha256") != current["sha256"]:
+        return (f"inheriting from {current['source']}, whose model changed since: SHA-256 {saved.get('sha256')} "
+                f"recorded, {current['sha256']} now")
+    if saved.get("source") != current["source"]:
+        return f"inheriting from {_parent_words(saved)}, not from {_parent_words(current)}"
+    settings = [f"{key} {saved.get(key)} recorded, {current[key]} now" for key in ("recalibrate_batches", "steps")
+                if saved.get(key) != current[key]]
+    return f"inheriting from {current['source']} with other settings ({'; '.join(settings)})"
 
 
 def _save_space(space: SearchSpace, directory: Path, class_names: list[str], parent=None,
@@ -299,10 +323,18 @@ def run_search(space: SearchSpace, data: DataSplits, directory: str | Path, tune
     inherit = None
     if parent is not None:
         inherit = load_parent(parent, space, recalibrate_batches, steps)
+        difference = network_difference(inherit.spec, space.base, fresh_heads=True)
+        if difference is not None:
+            field, theirs, base = difference
+            print(f"[search] note: the parent ({inherit.spec.name}) is another network than the base of space "
+                  f"{space.name!r} ({field}: {short_repr(theirs)} in the parent, {short_repr(base)} in the base): "
+                  f"the space's widths are searched on the parent's network", flush=True)
         space, left_out = inherit.restrict(parent_space(space, inherit))
-        print(f"[search] every trial inherits from {parent} ({inherit.spec.name}): batch norm recalibrated on "
-              f"{inherit.recalibrate_batches} batches, then {_training(steps, epochs)}; "
-              f"{_count(left_out)} points of the space cannot inherit and are left out", flush=True)
+        recalibration = f"batch norm recalibrated on {inherit.recalibrate_batches} batches, then " \
+            if inherit.spec.normalization == "batch_norm" else "no batch norm to recalibrate; "
+        print(f"[search] every trial inherits from {parent} ({inherit.spec.name}): {recalibration}"
+              f"{_training(steps, epochs)}; {_count(left_out)} points of the space cannot inherit and are left out",
+              flush=True)
     point_cost = check_feasible(space)
     start = time.perf_counter()
     _prepare_directory(directory)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from inception_keras.cli.common import (CommandError, add_spec_arguments, fraction, host_port, non_negative_float,
-                                        non_negative_int, positive_float, positive_float_at_most, positive_int,
-                                        spec_from_args)
+from inception_keras.cli.common import (CommandError, add_spec_arguments, fraction, host_port,
+                                        import_tensorflow_quietly, int_between, non_negative_float, non_negative_int,
+                                        positive_float, positive_float_at_most, positive_int, spec_from_args)
 from inception_keras.training.distribute import (BACKENDS, DEFAULT_COORDINATOR, DEFAULT_PORT, MAX_COORDINATOR_TIMEOUT,
                                                  cluster_in_environment)
 from inception_keras.utils.image_header import MAX_IMAGE_PIXELS
@@ -20,6 +20,8 @@ EXPORT_FORMATS = ("saved_model", "onnx", "litert", "openvino")  # export.FORMATS
 DEMO_DATASET = "cluttered_digits"  # the embedded target where widths matter: the demo's search inherits from this run
 DEMO_EPOCHS = 4
 DEMO_LEARNING_RATE = 0.003
+# export.quantize's defaults and bound, known here without importing TensorFlow
+DEFAULT_CALIBRATION_STEPS, DEFAULT_MAX_ACCURACY_DROP, MAX_CALIBRATION_STEPS = 20, 1.0, 10_000
 
 
 def add_data_arguments(parser, default: str | None = "sklearn_digits",
@@ -108,23 +110,31 @@ def export_run(run: Path, base_dir: str, name: str | None = None, images=None, f
     from inception_keras.export import ExportError, export_model, load_run
 
     try:
+        dataset = _int8_dataset(int8_args, run, format) if int8_args is not None else None
         model, spec, class_names = load_run(run)
-        int8 = _int8_options(int8_args, run, format) if int8_args is not None else None
+        int8 = _int8_options(int8_args, dataset, format) if int8_args is not None else None
         result = export_model(model, spec, class_names, base_dir, name, format=format, images=images, int8=int8)
     except ExportError as error:
         raise CommandError(str(error)) from None
     print(result.describe())
 
 
-def _int8_options(args: argparse.Namespace, run: Path, format: str):
-    """The calibration and validation data of `export --int8`: --dataset, else the dataset the run trained on."""
-    from inception_keras.export.quantize import Int8Options, require
-
-    require(format)  # before the data is loaded
+def _int8_dataset(args: argparse.Namespace, run: Path, format: str) -> str:
+    """The dataset `export --int8` calibrates and checks on: --dataset, else the one the run trained on."""
+    if format not in EXPORT_FORMATS[1:]:
+        raise CommandError(f"--int8 is for {', '.join(EXPORT_FORMATS[1:])}, not {format}")
     dataset = args.dataset or _run_dataset(run)
     if dataset is None:
         raise CommandError(f"--int8 calibrates on training images and checks on validation ones: give --dataset "
                            f"(a .keras file does not record what it was trained on: {run})")
+    return dataset
+
+
+def _int8_options(args: argparse.Namespace, dataset: str, format: str):
+    """The calibration and validation data of `export --int8`."""
+    from inception_keras.export.quantize import Int8Options, require
+
+    require(format)  # before the data is loaded
     print(f"int8: calibrating on {args.calibration_steps} batches of {dataset}'s training images")
     data = load_data_or_exit(dataset, args.data_dir, download=not args.no_download,
                              max_image_pixels=args.max_image_pixels)
@@ -133,14 +143,13 @@ def _int8_options(args: argparse.Namespace, run: Path, format: str):
 
 def _run_dataset(run: Path) -> str | None:
     """The dataset recorded in a run directory's run.json; None for a `.keras` file or an older run."""
-    from inception_keras.serialize import load_document
+    from inception_keras.serialize import RUN_RECORD_FILE, load_document
     from inception_keras.spec import SpecError
-    from inception_keras.training.run_dir import RUN_RECORD
 
-    if not (run / RUN_RECORD).is_file():
+    if not (run / RUN_RECORD_FILE).is_file():
         return None
     try:
-        record = load_document(run / RUN_RECORD, "run record")
+        record = load_document(run / RUN_RECORD_FILE, "run record")
     except SpecError as error:
         raise CommandError(str(error)) from None
     dataset = record.get("dataset") if isinstance(record, dict) else None
@@ -225,9 +234,10 @@ def distribution_from_args(args):
 
 
 def cmd_export(args) -> int:
-    from inception_keras.export import check_export
-
     if args.check:
+        import_tensorflow_quietly()
+        from inception_keras.export import check_export
+
         try:
             measured = check_export(args.check, args.model)
         except OSError as error:
@@ -240,11 +250,13 @@ def cmd_export(args) -> int:
     if not args.int8 and (args.calibration_steps is not None or args.max_accuracy_drop is not None):
         raise CommandError("--calibration-steps and --max-accuracy-drop go with --int8")
     if args.int8:
-        from inception_keras.export.quantize import DEFAULT_CALIBRATION_STEPS, DEFAULT_MAX_ACCURACY_DROP
-
         args.calibration_steps = args.calibration_steps or DEFAULT_CALIBRATION_STEPS
         if args.max_accuracy_drop is None:
             args.max_accuracy_drop = DEFAULT_MAX_ACCURACY_DROP
+        _int8_dataset(args, Path(args.run), args.format)  # refused before TensorFlow loads
+    if not Path(args.run).exists():
+        raise CommandError(f"{args.run} does not exist: give a training run directory or a .keras file")
+    import_tensorflow_quietly()
     export_run(Path(args.run), args.base_dir, args.name, format=args.format, int8_args=args if args.int8 else None)
     return 0
 
@@ -335,12 +347,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     int8.add_argument("--int8", action="store_true",
                       help="post-training quantization: int8 weights per channel, activations calibrated on "
                            "training images; refused if validation accuracy drops more than --max-accuracy-drop")
-    int8.add_argument("--calibration-steps", type=positive_int, metavar="N",
-                      help="batches of 32 training images to calibrate activation ranges on (default 20)")
+    int8.add_argument("--calibration-steps", type=int_between(1, MAX_CALIBRATION_STEPS), metavar="N",
+                      help=f"batches of 32 training images to calibrate activation ranges on, 1 to "
+                           f"{MAX_CALIBRATION_STEPS:,} (default 20)")
     int8.add_argument("--max-accuracy-drop", type=non_negative_float, metavar="POINTS",
                       help="refuse the export if its top-1 accuracy is more than POINTS below float32's (default 1)")
     add_data_arguments(int8, None, "the dataset the run trained on (its run.json)")
-    export.set_defaults(func=cmd_export)
+    export.set_defaults(func=cmd_export, needs_tensorflow=False)  # imported once the arguments are checked
 
     demo = sub.add_parser("demo", help="the README's main job: train googlenet_mini on the embedded "
                                        "cluttered_digits, export, check")

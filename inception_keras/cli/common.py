@@ -32,6 +32,21 @@ def positive_int(text: str) -> int:
     return value
 
 
+def int_between(low: int, high: int):
+    """An argument type: an integer from `low` to `high`, both included."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer from {low} to {high:,}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high:,}, got {text!r}")
+        return value
+
+    return parse
+
+
 def non_negative_int(text: str) -> int:
     """An integer >= 0 (a seed, a process id)."""
     try:
@@ -96,6 +111,31 @@ def fraction(text: str) -> float:
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
     return value
+
+
+def check_output_file(out: str, overwrite: bool, suffix: str = ".keras", flag: str = "--out"):
+    """`out` as a Path once it can be written, checked before any work: the suffix; a file, not a directory, above
+    it; nothing there (a symbolic link counts, even a dangling one) unless `overwrite`, and then only a file."""
+    import os
+    from pathlib import Path
+
+    from inception_keras.utils.atomic import blocking_file
+
+    path = Path(out)
+    if path.suffix != suffix:
+        raise CommandError(f"{flag} {path}: the file name must end in {suffix}")
+    blocked = blocking_file(path)
+    if blocked is not None:
+        raise CommandError(f"{flag} {path}: {blocked} is a file, not a directory")
+    if os.path.lexists(path):
+        if path.is_symlink() and not overwrite:
+            raise CommandError(f"{path} exists (a symbolic link{'' if path.exists() else ' to nothing'}); give "
+                               f"another {flag}, or --overwrite to replace the link")
+        if path.exists() and not path.is_file():
+            raise CommandError(f"{flag} {path} exists and is not a file; --overwrite replaces only a file")
+        if not overwrite:
+            raise CommandError(f"{path} exists; give another {flag}, or --overwrite")
+    return path
 
 
 def import_tensorflow_quietly() -> None:

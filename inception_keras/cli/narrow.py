@@ -1,6 +1,7 @@
 """`inception-keras narrow`: a trained model's weights in a network of other module widths (`inception_keras.narrow`).
 
-Keras and TensorFlow are imported inside the command, so `--help` stays fast.
+Keras and TensorFlow are imported inside the command once the arguments, the output path and what the specs allow
+are checked, so a refusal takes a fraction of a second and `--help` stays fast.
 """
 
 from __future__ import annotations
@@ -8,36 +9,56 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from inception_keras.cli.common import CommandError
+from inception_keras.cli.common import CommandError, check_output_file, import_tensorflow_quietly
 from inception_keras.utils.atomic import atomic_path
 
 
 def cmd_narrow(args) -> int:
+    from inception_keras.inherit_rules import NarrowError, check_inheritable
+    from inception_keras.presets import resolve_spec
+    from inception_keras.serialize import RunFilesError, load_spec, run_files
+
+    out = check_output_file(args.out, args.overwrite)
+    child_spec = resolve_spec(args.child_spec, "CHILD_SPEC")
+    try:
+        model_file, spec_file, _ = run_files(args.parent)
+    except RunFilesError as error:
+        raise CommandError(str(error)) from None
+    if args.parent_spec:
+        spec, spec_file = resolve_spec(args.parent_spec, "--parent-spec"), "--parent-spec"
+    else:
+        spec = load_spec(spec_file) if spec_file is not None else None
+    try:
+        if spec is not None:  # what the specs allow is checked before TensorFlow loads (seconds)
+            check_inheritable(spec, _fitted(child_spec, spec, args.fit))
+        import_tensorflow_quietly()
+        return _narrow_model(args, out, model_file, spec, spec_file, child_spec)
+    except NarrowError as error:
+        raise CommandError(str(error)) from None
+
+
+def _fitted(child_spec, spec, fit: bool):
+    return child_spec.replace(input_shape=spec.input_shape, head=spec.head, aux_heads=spec.aux_heads) if fit \
+        else child_spec
+
+
+def _narrow_model(args, out: Path, model_file: Path, spec, spec_file, child_spec) -> int:
     import numpy as np
 
     from inception_keras.cost import network_cost
-    from inception_keras.export import ExportError, load_run
-    from inception_keras.inherit import model_spec, narrow
-    from inception_keras.presets import resolve_spec
+    from inception_keras.inherit import check_model_spec, model_spec, narrow
+    from inception_keras.pretrained import WeightsError
     from inception_keras.pretrained.convert import load_keras_model
 
-    out = Path(args.out)
-    if out.suffix != ".keras":
-        raise CommandError(f"--out {out}: the file name must end in .keras")
-    if out.exists() and not out.is_file():
-        raise CommandError(f"--out {out} exists and is not a file")
-    if out.exists() and not args.overwrite:
-        raise CommandError(f"{out} exists; give another --out, or --overwrite")
-    child_spec = resolve_spec(args.child_spec, "CHILD_SPEC")
     try:
-        parent, spec, _ = load_run(args.parent)
-    except ExportError as error:
+        parent = load_keras_model(model_file)
+    except WeightsError as error:
         raise CommandError(str(error)) from None
-    if args.parent_spec:
-        spec = resolve_spec(args.parent_spec, "--parent-spec")
-    spec = spec or model_spec(parent)
-    child_spec = child_spec.replace(input_shape=spec.input_shape, head=spec.head, aux_heads=spec.aux_heads) \
-        if args.fit else child_spec
+    if spec is None:
+        spec = model_spec(parent)
+    else:
+        check_model_spec(parent, spec, str(spec_file))
+    child_spec = _fitted(child_spec, spec, args.fit)
     child = narrow(parent, spec, child_spec)
     images = np.random.default_rng(0).uniform(-1, 1, (2, *child_spec.input_shape)).astype("float32")
     try:
@@ -69,4 +90,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--fit", action="store_true", help="take the parent's input size, classes and aux heads for "
                                                            "the child (a registered spec of other widths)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it is a file")
-    parser.set_defaults(func=cmd_narrow)
+    parser.set_defaults(func=cmd_narrow, needs_tensorflow=False)  # imported once the arguments are checked

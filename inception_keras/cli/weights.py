@@ -9,8 +9,8 @@ import argparse
 import os
 from pathlib import Path
 
-from inception_keras.utils.atomic import atomic_path, blocking_file
-from inception_keras.cli.common import CommandError, error_text, positive_int
+from inception_keras.cli.common import CommandError, check_output_file, error_text, positive_int
+from inception_keras.utils.atomic import atomic_path
 from inception_keras.utils.image_header import MAX_IMAGE_PIXELS, image_problem
 
 IMAGENET_CROP = 0.875  # 224 of 256: the central crop torchvision, TF-slim and Caffe evaluate on
@@ -23,16 +23,7 @@ def cmd_weights_import(args) -> int:
     from inception_keras.pretrained.convert import SOURCE_NAMES, load_weights, read_source
     from inception_keras.pretrained.convert import source_spec
 
-    out = Path(args.out)
-    if out.suffix != ".keras":
-        raise CommandError(f"--out {out}: the file name must end in .keras")
-    if out.is_dir():
-        raise CommandError(f"--out {out} is a directory; --overwrite replaces only a file")
-    blocked = blocking_file(out)
-    if blocked is not None:
-        raise CommandError(f"--out {out}: {blocked} is not a directory")
-    if out.exists() and not args.overwrite:
-        raise CommandError(f"{out} exists; give another --out, or --overwrite")
+    out = check_output_file(args.out, args.overwrite)
     try:
         weights = read_source(args.path)
         if weights.source == "keras":

@@ -40,8 +40,8 @@ from inception_keras.builder import float32_model, inference_model  # also regis
 from inception_keras.data import to_model_input
 from inception_keras.export.folding import fold_batch_norm
 from inception_keras.layers import xla
-from inception_keras.serialize import (CLASS_NAMES_FILE, load_spec, read_class_names, read_text_file, spec_to_yaml,
-                                       write_class_names)
+from inception_keras.serialize import (CLASS_NAMES_FILE, RunFilesError, load_spec, read_class_names, read_text_file,
+                                       run_files, spec_to_yaml, write_class_names)
 from inception_keras.spec import NetworkSpec, SpecError
 from inception_keras.utils.atomic import atomic_write_bytes, atomic_write_text
 from inception_keras.utils.errors import UserError, error_text
@@ -746,26 +746,21 @@ def load_run(run: str | Path) -> tuple[keras.Model, NetworkSpec | None, list[str
     A run directory holds `best.keras`, `spec.yaml` and `class_names.txt`. A `.keras` file takes
     `spec.yaml` and `class_names.txt` from beside it when they are there; a 1000- or 1001-class
     model without them is taken to be an ImageNet classifier; otherwise classes are named 0, 1, ...
+    A spec is checked against the model it is found with (`inherit.check_model_spec`: an ExportError naming the
+    first layer that differs).
     """
-    run = Path(run)
-    if run.is_dir():
-        missing = [f for f in ("best.keras", "spec.yaml", CLASS_NAMES_FILE) if not (run / f).exists()]
-        if missing:
-            raise ExportError(f"{run} is not a finished training run: missing {', '.join(missing)}")
-        model_file, folder = run / "best.keras", run
-    elif run.suffix == ".keras" and run.is_file():
-        model_file, folder = run, run.parent
-    else:
-        raise ExportError(f"{run} is neither a training run directory nor a .keras file")
+    from inception_keras.inherit import NarrowError, check_model_spec
     from inception_keras.pretrained import WeightsError
     from inception_keras.pretrained.convert import load_keras_model
 
     try:
+        model_file, spec_file, names_file = run_files(run)
+        spec = load_spec(spec_file) if spec_file is not None else None
         model = load_keras_model(model_file)
-        spec = load_spec(folder / "spec.yaml") if (folder / "spec.yaml").exists() else None
-        names_file = folder / CLASS_NAMES_FILE
-        names = read_class_names(names_file) if names_file.exists() else default_class_names(output_classes(model))
-    except (WeightsError, SpecError, OSError, UnicodeDecodeError) as error:
+        if spec is not None:
+            check_model_spec(model, spec, str(spec_file))
+        names = read_class_names(names_file) if names_file else default_class_names(output_classes(model))
+    except (RunFilesError, WeightsError, SpecError, NarrowError, OSError, UnicodeDecodeError) as error:
         raise ExportError(str(error)) from None
     classes = output_classes(model)
     if len(names) != classes:

@@ -33,16 +33,16 @@ import keras
 import numpy as np
 
 from inception_keras.data import DataSplits
-from inception_keras.serialize import CLASS_NAMES_FILE, save_spec, write_class_names
+from inception_keras.serialize import CLASS_NAMES_FILE, RUN_MODEL_FILE, RUN_RECORD_FILE, save_spec, write_class_names
 from inception_keras.spec import NetworkSpec
 from inception_keras.training.owned import clear_owned, temporaries
 from inception_keras.utils.atomic import atomic_path, atomic_write_text
 from inception_keras.utils.errors import UserError, error_text
 
-RUN_RECORD = "run.json"
+RUN_RECORD = RUN_RECORD_FILE
 RUN_FORMAT = 1
 HEAD_DIR = "head"  # a two-phase fine-tuning's first phase, a run directory inside the second's
-BEST_FILE = "best.keras"
+BEST_FILE = RUN_MODEL_FILE
 BEST_RECORD = "inception_keras_best.json"  # a member of best.keras: the epoch and score of the model it holds
 RUN_FILES = ("backup", "history.csv", BEST_FILE, "logs", "summary.json", RUN_RECORD, "spec.yaml", CLASS_NAMES_FILE)
 RESUMABLE = ("epochs", "early_stopping_patience")  # TrainConfig fields a resumed run may change

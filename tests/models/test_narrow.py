@@ -1,6 +1,7 @@
 """Narrowing and widening a trained model to other module widths: exact equalities on small inputs."""
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -220,3 +221,88 @@ def keras_model(model, layer):
     import keras
 
     return keras.Model(model.inputs[0], model.get_layer(layer).output)
+
+
+@pytest.fixture(scope="module")
+def mini_file(tmp_path_factory):
+    """googlenet_mini saved with trained-like weights, in a folder of its own (no spec.yaml beside it)."""
+    folder = tmp_path_factory.mktemp("mini")
+    trained_like(get_spec("googlenet_mini")).save(folder / "mini.keras")
+    return folder / "mini.keras"
+
+
+def _beside(model_file, tmp_path, spec):
+    """A copy of `model_file` with `spec` as the spec.yaml beside it."""
+    import shutil
+
+    from inception_keras.serialize import save_spec
+
+    shutil.copy(model_file, tmp_path / "model.keras")
+    save_spec(spec, tmp_path / "spec.yaml")
+    return tmp_path / "model.keras"
+
+
+def test_a_spec_that_describes_another_network_is_refused_naming_the_first_layer(mini_file, tmp_path, capsys):
+    from inception_keras.cli import main
+    from inception_keras.inherit import SpecMismatchError, check_model_spec
+    from inception_keras.pretrained.convert import load_keras_model
+    from inception_keras.serialize import save_spec
+
+    spec = get_spec("googlenet_mini")
+    model = load_keras_model(mini_file)
+    check_model_spec(model, spec)
+    narrower = with_widths(spec, {"3b": {"ch1x1": 8}})
+    other_kernel = with_widths(spec, {"3a": {"ch5x5_kernel": 3}})
+    cases = {
+        narrower: "layer inception_3b_1x1_conv: the model's is a Conv2D of ",
+        spec.without_aux(): "the model's layer aux_1_pool (AveragePooling2D) is not in the spec",
+        other_kernel: "layer inception_3a_5x5_conv: the model's is a Conv2D of ",
+        spec.with_input_size(40): "the model takes 32x32x3 inputs, the spec 40x40x3",
+    }
+    for wrong, problem in cases.items():
+        with pytest.raises(SpecMismatchError, match=re.escape(f"does not describe the model: {problem}")):
+            check_model_spec(model, wrong)
+        with pytest.raises(NarrowError, match=re.escape(problem)):  # Python's narrow() too, not a numpy ValueError
+            narrow(model, wrong, wrong)
+        model_file = _beside(mini_file, tmp_path, wrong)
+        out = tmp_path / "child.keras"
+        for argv in (["narrow", str(model_file), str(tmp_path / "spec.yaml"), "--out", str(out)],
+                     ["export", str(model_file), "--base-dir", str(tmp_path / "exports")],
+                     ["predict", str(model_file), str(tmp_path / "missing.png")]):
+            assert main(argv) == 2, argv
+            line = capsys.readouterr().err.strip()
+            assert line.startswith(f"error: {tmp_path / 'spec.yaml'} ('googlenet_mini') does not describe the "
+                                   f"model: {problem}"), (argv, line)
+        assert not out.exists() and not (tmp_path / "exports").exists()
+    save_spec(other_kernel, tmp_path / "other.yaml")
+    (tmp_path / "spec.yaml").unlink()
+    assert main(["narrow", str(tmp_path / "model.keras"), str(tmp_path / "other.yaml"), "--out",
+                 str(tmp_path / "c.keras"), "--parent-spec", str(tmp_path / "other.yaml")]) == 2
+    assert capsys.readouterr().err.startswith("error: --parent-spec ('googlenet_mini') does not describe the model: "
+                                              "layer inception_3a_5x5_conv")
+
+
+def test_narrow_checks_its_output_and_the_specs_before_loading_tensorflow(mini_file, tmp_path):
+    import subprocess
+    import sys
+
+    from inception_keras.serialize import save_spec
+
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "dangling.keras").symlink_to(tmp_path / "nowhere")
+    model_file = _beside(mini_file, tmp_path, get_spec("googlenet_mini"))
+    save_spec(get_spec("googlenet_mini").with_input_size(40), tmp_path / "big.yaml")
+    cases = [(["--out", str(tmp_path / "afile" / "x.keras")], f"--out {tmp_path / 'afile' / 'x.keras'}: "
+                                                                f"{tmp_path / 'afile'} is a file, not a directory"),
+             (["--out", str(tmp_path / "dangling.keras")], f"{tmp_path / 'dangling.keras'} exists (a symbolic link to "
+                                                            f"nothing); give another --out, or --overwrite to replace the link"),
+             (["--out", str(tmp_path / "c.keras"), str(tmp_path / "big.yaml")],
+              "child spec input_shape[0]: 40, the parent's is 32")]
+    code = ("import sys\nfrom inception_keras.cli import main\ncode = main(sys.argv[1:])\n"
+            "print(code, 'tensorflow' in sys.modules)")
+    for extra, message in cases:
+        argv = ["narrow", str(model_file), *(extra[2:] or ["googlenet_mini"]), *extra[:2]]
+        run = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+        assert run.stdout.split() == ["2", "False"], (argv, run.stdout, run.stderr)
+        assert run.stderr.strip() == f"error: {message}", run.stderr
+    assert (tmp_path / "dangling.keras").is_symlink() and not (tmp_path / "c.keras").exists()

@@ -136,3 +136,16 @@ def test_a_record_of_bad_executions_is_skipped(tmp_path, capsys):
     assert capsys.readouterr().err.splitlines() == [
         f"warning: skipping {directory / 'records' / 'trial_03.json'}: executions of the wrong type",
         f"warning: skipping {directory / 'records' / 'trial_04.json'}: val_accuracy_std of the wrong type"]
+
+
+def test_the_report_command_imports_no_tensorflow(tmp_path):
+    import subprocess
+    import sys
+
+    search_dir(tmp_path)
+    code = ("import sys\nfrom inception_keras.cli import main\ncode = main(sys.argv[1:])\n"
+            "print(code, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code, "search", "report", str(tmp_path)], capture_output=True,
+                         text=True, timeout=120)
+    assert run.stdout.split()[-3:] == ["0", "False", "False"], (run.stdout, run.stderr)
+    assert (tmp_path / "pareto.png").stat().st_size > 0 and (tmp_path / "results.csv").exists()

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -184,7 +185,7 @@ def test_search_cli_errors(space_file, capsys):
     assert "a worker needs --tuner-id" in capsys.readouterr().err
 
 
-def parent_run(folder, spec, classes):
+def parent_run(folder, spec, classes, seed=0):
     """A run directory of `spec` with random weights and batch-norm statistics, as a finished training leaves it."""
     import numpy as np
 
@@ -192,7 +193,7 @@ def parent_run(folder, spec, classes):
     from inception_keras.serialize import write_class_names
 
     model = build_model(spec)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     model.set_weights([rng.uniform(0.5, 2.0, w.shape).astype("float32") if v.path.endswith("variance")
                        else rng.normal(0, 0.2, w.shape).astype("float32") for v, w in zip(model.weights,
                                                                                        model.get_weights())])
@@ -231,8 +232,18 @@ def test_an_inherited_search_starts_each_trial_from_the_parent(space_file, folde
     assert parent_space(space, Parent(parent, space.base, "p")).base == space.base
     other = tmp_path / "other"
     parent_run(other, space.base, folder_data.class_names)
-    with pytest.raises(SearchError, match=r"holds a search of another space \(parent differ"):
+    with pytest.raises(SearchError, match=rf"holds a search inheriting from {tmp_path / 'parent'} \(SHA-256 "
+                                          rf"[0-9a-f]{{64}}\), not from {other} \(SHA-256 [0-9a-f]{{64}}\); use another"):
         run_search(space, folder_data, tmp_path / "s", max_trials=1, epochs=1, config=tiny, parent=other, steps=1)
+    recorded = json.loads((tmp_path / "s" / "space.json").read_text())["parent"]["sha256"]
+    shutil.copy(tmp_path / "parent" / "best.keras", tmp_path / "saved.keras")
+    parent_run(tmp_path / "changed", space.base, folder_data.class_names, seed=1)
+    shutil.copy(tmp_path / "changed" / "best.keras", tmp_path / "parent" / "best.keras")
+    with pytest.raises(SearchError, match=rf"holds a search inheriting from {tmp_path / 'parent'}, whose model "
+                                          rf"changed since: SHA-256 {recorded} recorded, [0-9a-f]{{64}} now"):
+        run_search(space, folder_data, tmp_path / "s", max_trials=1, epochs=1, config=tiny, parent=tmp_path / "parent",
+                   steps=1, recalibrate_batches=2)
+    shutil.copy(tmp_path / "saved.keras", tmp_path / "parent" / "best.keras")
     # scored after recalibration alone on all 3 batches of the 24 training images: each execution takes them in
     # another shuffled order, and the pooled statistics, so the score, do not depend on it
     untrained = run_search(space, folder_data, tmp_path / "s", max_trials=1, epochs=1, config=tiny, steps=0,
@@ -291,7 +302,11 @@ def test_a_pretrained_googlenet_is_compressed_by_an_inherited_search_and_exporte
     outcome = run_search(space, folder_data, tmp_path / "s", max_trials=1, epochs=1, config=CONFIG,
                          parent=tmp_path / "googlenet.keras", steps=0)
     printed = capsys.readouterr().out
-    assert "batch norm recalibrated on 0 batches, then scored without training" in printed  # it has no batch norm
+    assert "every trial inherits from" in printed and "no batch norm to recalibrate; scored without training" in \
+        printed and "recalibrated on" not in printed  # it has no batch norm
+    assert "note: the parent (googlenet) is another network than the base of space 'googlenet_bottlenecks' " \
+           "(input_conversion: 'caffe' in the parent, 'none' in the base): the space's widths are searched on the " \
+           "parent's network" in printed
     [record] = outcome.records
     assert record["params"] <= parent_params - 10**6 and record["spec"]["input_conversion"] == "caffe"
     assert read_parent(tmp_path / "s")["params"] == parent_params  # its accuracy: not on these classes
