@@ -18,22 +18,10 @@ LIBRARIES = ("tensorflow", "keras", "keras-tuner", "torch", "onnxruntime", "ai-e
 
 
 def cpu_name() -> str:
-    """The CPU's model name and family, and the instruction sets that matter for bf16 (AVX-512 BF16, AMX)."""
-    from inception_keras.utils.cpu import cpu_flags
+    """The CPU's model name and family, and the instruction sets that matter (`inception_keras.utils.cpu`)."""
+    from inception_keras.utils.cpu import cpu_model
 
-    try:
-        info = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
-    flags = cpu_flags()
-    sets = [name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_vnni", "AVX512-VNNI"),
-                                    ("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16")) if flag in flags]
-    if "amx_bf16" not in flags:
-        sets.append("no AMX")
-    return (f"{fields.get('model name', 'unknown CPU')} (family {fields.get('cpu family', '?')} model "
-            f"{fields.get('model', '?')}; {', '.join(sets)})")
+    return cpu_model()
 
 
 def machine() -> dict:

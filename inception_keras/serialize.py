@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
 from inception_keras.utils.atomic import atomic_write_text
+from inception_keras.utils.files import mode_problem
 from inception_keras.cost import validate
 from inception_keras.utils.errors import UserError, error_text
 from inception_keras.spec import NetworkSpec, SpecError, show
@@ -87,8 +87,8 @@ def read_text_file(path: str | os.PathLike, what: str = "spec file") -> str:
         raise SpecError(name, f"cannot read {what}: {getattr(error, 'strerror', None) or error}") from None
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise SpecError(name, f"cannot read {what}: not a regular file ({_file_kind(info.st_mode)})")
+        if mode_problem(info.st_mode):
+            raise SpecError(name, f"cannot read {what}: {mode_problem(info.st_mode)}")
         if info.st_size > MAX_FILE_BYTES:
             raise SpecError(name, f"{what} too large: {info.st_size:,} bytes, the limit is {MAX_FILE_BYTES:,}")
         with os.fdopen(os.dup(fd), "rb") as handle:
@@ -109,12 +109,6 @@ def file_label(path: str | os.PathLike) -> str:
     """A file's path as error messages name it: as given, or a bounded repr when it is long or not printable."""
     name = os.fspath(path)
     return name if len(name) <= 200 and name.isprintable() else show(name, 120)
-
-
-def _file_kind(mode: int) -> str:
-    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-    return next((kind for test, kind in kinds if test(mode)), "not a plain file")
 
 
 def parse_document(text: str, source: str = "<string>", fmt: str = "yaml") -> Any:

@@ -138,7 +138,7 @@ def _int8_options(args: argparse.Namespace, dataset: str, format: str):
     print(f"int8: calibrating on {args.calibration_steps} batches of {dataset}'s training images")
     data = load_data_or_exit(dataset, args.data_dir, download=not args.no_download,
                              max_image_pixels=args.max_image_pixels)
-    return Int8Options(data, args.calibration_steps, args.max_accuracy_drop)
+    return Int8Options(data, args.calibration_steps, args.max_accuracy_drop, full_range=args.int8_full_range)
 
 
 def _run_dataset(run: Path) -> str | None:
@@ -247,8 +247,9 @@ def cmd_export(args) -> int:
         return 0
     if not args.run:
         raise CommandError("inception-keras export: give a training run directory, or --check DIR")
-    if not args.int8 and (args.calibration_steps is not None or args.max_accuracy_drop is not None):
-        raise CommandError("--calibration-steps and --max-accuracy-drop go with --int8")
+    if not args.int8 and (args.calibration_steps is not None or args.max_accuracy_drop is not None
+                          or args.int8_full_range):
+        raise CommandError("--calibration-steps, --max-accuracy-drop and --int8-full-range go with --int8")
     if args.int8:
         args.calibration_steps = args.calibration_steps or DEFAULT_CALIBRATION_STEPS
         if args.max_accuracy_drop is None:
@@ -352,6 +353,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                            f"{MAX_CALIBRATION_STEPS:,} (default 20)")
     int8.add_argument("--max-accuracy-drop", type=non_negative_float, metavar="POINTS",
                       help="refuse the export if its top-1 accuracy is more than POINTS below float32's (default 1)")
+    int8.add_argument("--int8-full-range", action="store_true",
+                      help="onnx, openvino: 8-bit weights instead of 7-bit, only for a target CPU with VNNI or AMX "
+                           "(or ARM): on x86 without them (AVX2 only) 8-bit dot products saturate and lose accuracy")
     add_data_arguments(int8, None, "the dataset the run trained on (its run.json)")
     export.set_defaults(func=cmd_export, needs_tensorflow=False)  # imported once the arguments are checked
 

@@ -6,11 +6,11 @@ Keras and TensorFlow are imported inside each command, so `--help` stays fast.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from inception_keras.cli.common import CommandError, check_output_file, error_text, positive_int
 from inception_keras.utils.atomic import atomic_path
+from inception_keras.utils.files import file_problem
 from inception_keras.utils.image_header import MAX_IMAGE_PIXELS, image_problem
 
 IMAGENET_CROP = 0.875  # 224 of 256: the central crop torchvision, TF-slim and Caffe evaluate on
@@ -75,8 +75,8 @@ def load_image(path: str, crop: float, max_pixels: int):
     its header is not read or claims more than `max_pixels` pixels."""
     import tensorflow as tf
 
-    if os.path.exists(path) and not os.path.isfile(path):
-        raise CommandError(f"{path}: cannot read this image: not a regular file")
+    if file_problem(path):
+        raise CommandError(f"{path}: cannot read this image: {file_problem(path)}")
     try:
         data = tf.io.read_file(path)
         problem = image_problem(data.numpy(), max_pixels)

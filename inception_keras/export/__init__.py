@@ -44,7 +44,7 @@ from inception_keras.serialize import (CLASS_NAMES_FILE, RunFilesError, load_spe
                                        run_files, spec_to_yaml, write_class_names)
 from inception_keras.spec import NetworkSpec, SpecError
 from inception_keras.utils.atomic import atomic_write_bytes, atomic_write_text
-from inception_keras.utils.errors import UserError, error_text
+from inception_keras.utils.errors import UserError, error_text, short_repr
 
 if TYPE_CHECKING:
     from inception_keras.export.quantize import Int8Options
@@ -621,9 +621,11 @@ def export_model(model: keras.Model, spec: NetworkSpec | None, class_names: list
         _refuse_non_finite(model, float_probabilities, f"cannot export {name}")
         batch = reference_batch(input_shape, np.round((validation[:quantize.CHECK_IMAGES] + 1) * 127.5),
                                 count=quantize.CHECK_IMAGES)
-        write_artifact = functools.partial(quantize.write_int8, model, format, calibration=calibration)
+        write_artifact = functools.partial(quantize.write_int8, model, format, calibration=calibration,
+                                           full_range=int8.full_range)
         manifest["quantization"] = {"weights": "int8, per output channel", "activations": "8-bit, per tensor",
-                                    "calibration_images": len(calibration)}
+                                    "calibration_images": len(calibration),
+                                    **quantize.int8_assumptions(format, int8.full_range)}
     expected = np.asarray(model.predict(to_model_input(batch, tuple(input_shape[:2]), input_shape[2]), verbose=0))
     _refuse_non_finite(model, expected, f"cannot export {name}")
 
@@ -655,7 +657,8 @@ def export_model(model: keras.Model, spec: NetworkSpec | None, class_names: list
 
 
 def _read_manifest(path: Path) -> dict:
-    """The manifest of a format export: its format and input shape checked; a damaged one is an ExportError."""
+    """The manifest of a format export: its format, input shape and artifact (the format's file name, in `path`, a
+    regular file whose first bytes are of the format) checked; a damaged one is an ExportError."""
     from inception_keras.export import formats as export_formats
 
     try:
@@ -669,6 +672,13 @@ def _read_manifest(path: Path) -> dict:
     if (fmt not in export_formats.FORMATS or not isinstance(shape, list) or len(shape) != 4
             or not all(type(n) is int and 0 < n <= MAX_INPUT_SIDE for n in shape[1:]) or shape[3] not in (1, 3)):
         raise ExportError(f"{path / MANIFEST_FILE} is damaged: format {fmt!r}, input shape {shape!r}")
+    expected = export_formats.ARTIFACTS[fmt]
+    if manifest.get("artifact") != expected:
+        raise ExportError(f"{path / MANIFEST_FILE} is damaged: its artifact is {short_repr(manifest.get('artifact'))}, "
+                          f"the {fmt} format's is {expected!r}, in the export's directory")
+    problem = export_formats.artifact_problem(path / expected, fmt)
+    if problem is not None:
+        raise ExportError(f"{problem}: {path} is not a complete {fmt} export; export the model again")
     return manifest
 
 
@@ -704,9 +714,9 @@ def check_format_export(path: str | Path, keras_model: keras.Model | str | Path 
     if manifest.get("quantization"):
         from inception_keras.export.quantize import agreement_check
 
-        required = manifest["quantization"].get("check_agreement") if isinstance(manifest["quantization"], dict) \
-            else None
-        return {"runtime": runtime, **agreement_check(served, expected, f"{path}: {runtime}", required)}
+        quantization = manifest["quantization"] if isinstance(manifest["quantization"], dict) else {}
+        return {"runtime": runtime, **agreement_check(served, expected, f"{path}: {runtime}",
+                                                      quantization.get("check_agreement"), quantization)}
     return {"runtime": runtime, "images": len(images), **compare_with_spread(served, expected, f"{path}: {runtime}")}
 
 

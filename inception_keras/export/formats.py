@@ -34,6 +34,23 @@ NEEDS = {"onnx": (("tf2onnx", "tf2onnx"), ("onnx", "onnx"), ("onnxruntime", "onn
          "openvino": (("openvino", "openvino"),)}
 
 
+def artifact_problem(path: Path, fmt: str) -> str | None:
+    """What makes `path` not an artifact of `fmt`, from its first bytes (an ONNX ModelProto begins with its IR
+    version, field 1; a TFLite flatbuffer has the identifier TFL3 at byte 4; an OpenVINO IR is XML with a <net>
+    element and a model.bin beside it); None where it looks like one."""
+    if path.is_symlink() or not path.is_file():
+        return f"{path} is missing or not a regular file"
+    with path.open("rb") as handle:
+        head = handle.read(1024)
+    looks = {"onnx": head[:1] == b"\x08", "litert": head[4:8] == b"TFL3",
+             "openvino": head.lstrip().startswith(b"<?xml") and b"<net" in head}[fmt]
+    if not looks:
+        return f"{path} is not {'an' if fmt == 'onnx' else 'a'} {fmt} model (its first bytes say otherwise)"
+    if fmt == "openvino" and not path.with_suffix(".bin").is_file():
+        return f"{path.with_suffix('.bin')} (the IR's weights) is missing"
+    return None
+
+
 def require(fmt: str, runtime_only: bool = False) -> None:
     """An ExportError naming the extra to install unless the packages `fmt` needs (or only its runtime) import."""
     needed = NEEDS[fmt][-1:] if runtime_only else NEEDS[fmt]

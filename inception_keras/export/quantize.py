@@ -7,7 +7,17 @@ batches of training images preprocessed as in training (`make_pipeline`, shuffle
   `TFLITE_BUILTINS_INT8` only); float32 input and output, quantized inside.
 - ONNX: onnxruntime's `quantize_static` on the float export (QDQ format, int8 weights per channel, uint8
   activations, min-max calibration), after its `quant_pre_process` graph optimization.
-- OpenVINO: NNCF's `quantize` on the float IR (its default: int8 weights per channel, activations per tensor).
+- OpenVINO: NNCF's `quantize` on the float IR (int8 weights per channel, activations per tensor).
+
+Weights in 7 bits by default (ONNX and OpenVINO). x86 CPUs without VNNI (AVX2-only: AMD Zen 1-3, Intel before
+Cascade Lake) multiply u8 activations by s8 weights with `vpmaddubsw`, which sums pairs in 16 bits and
+saturates: with full-range 8-bit weights an int8 model loses accuracy there, silently, though it was exported and
+checked on a VNNI machine (measured on an AMD EPYC Zen 3: googlenet_mini on the embedded digits, ONNX Runtime,
+95.28 % against float32's 99.17 %). Weights within [-64, 63] cannot saturate: onnxruntime's `reduce_range`, NNCF's
+`overflow_fix`. `Int8Options.full_range` (`--int8-full-range`) keeps the 8-bit range, for a target known to have
+VNNI or AMX (or an ARM CPU). LiteRT's int8 kernels (XNNPACK) widen to 16 bits before they multiply, on every CPU:
+its weights keep the full range either way. The manifest records which, and the CPU the export was verified on
+(`int8_assumptions`); `export --check` on another CPU says so when its agreement falls short.
 
 Then the quantized artifact and the float Keras model classify the same validation images: the export is refused,
 with both numbers, when its accuracy falls more than `max_accuracy_drop` points below the float model's.
@@ -48,6 +58,7 @@ class Int8Options:
     calibration_steps: int = DEFAULT_CALIBRATION_STEPS
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP
     validation_images: int = DEFAULT_VALIDATION_IMAGES
+    full_range: bool = False  # 8-bit weights: only for a target CPU with VNNI or AMX (see the module docstring)
 
     def __post_init__(self):
         if not 1 <= self.calibration_steps <= 10_000:
@@ -96,8 +107,27 @@ def validation_inputs(options: Int8Options, input_shape: tuple, classes: int) ->
     return _batches(data.validation, input_shape, classes, options.validation_images, False, data.validation_size)
 
 
-def write_int8(model: keras.Model, fmt: str, folder: Path, input_shape: tuple, calibration: np.ndarray) -> Path:
-    """`model` quantized to int8 as `folder/ARTIFACTS[fmt]`, its activation ranges calibrated on `calibration`.
+def weight_range(fmt: str, full_range: bool) -> str:
+    """The range of the int8 weights `fmt`'s export writes."""
+    return "8-bit [-128, 127]" if full_range or fmt == "litert" else "7-bit [-64, 63]"
+
+
+def int8_assumptions(fmt: str, full_range: bool, flags: frozenset[str] | None = None) -> dict:
+    """What an int8 export of `fmt` assumes of the CPU it runs on, and the CPU it is verified on (this one)."""
+    from inception_keras.utils.cpu import cpu_flags, cpu_model, int8_dot_product_flags
+
+    flags = cpu_flags() if flags is None else flags
+    saturates = full_range and fmt != "litert"
+    return {"weights_range": weight_range(fmt, full_range),
+            "assumes": "a CPU with VNNI or AMX, or an ARM CPU (8-bit dot products saturate on x86 without VNNI)"
+                       if saturates else "any CPU (no 8-bit dot product can saturate)",
+            "verified_on": {"cpu": cpu_model(), "int8_dot_product": sorted(int8_dot_product_flags(flags)) or None}}
+
+
+def write_int8(model: keras.Model, fmt: str, folder: Path, input_shape: tuple, calibration: np.ndarray,
+               full_range: bool = False) -> Path:
+    """`model` quantized to int8 as `folder/ARTIFACTS[fmt]`, its activation ranges calibrated on `calibration`;
+    weights in 7 bits unless `full_range` (or LiteRT).
 
     Raises:
         ExportError: the converter or quantizer fails (its message, shortened).
@@ -105,7 +135,7 @@ def write_int8(model: keras.Model, fmt: str, folder: Path, input_shape: tuple, c
     require(fmt)
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # the quantizers print progress bars
-            return _WRITERS[fmt](model, folder, input_shape, calibration)
+            return _WRITERS[fmt](model, folder, input_shape, calibration, full_range)
     except (OSError, ExportError):
         raise
     except Exception as error:  # tflite, onnxruntime and nncf raise many types
@@ -123,7 +153,8 @@ def _float_export(model: keras.Model, fmt: str, folder: Path, input_shape: tuple
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _litert(model: keras.Model, folder: Path, input_shape: tuple, calibration: np.ndarray) -> Path:
+def _litert(model: keras.Model, folder: Path, input_shape: tuple, calibration: np.ndarray, full_range: bool) \
+        -> Path:
     import tensorflow as tf
 
     path = folder / export_formats.ARTIFACTS["litert"]
@@ -140,7 +171,8 @@ def _litert(model: keras.Model, folder: Path, input_shape: tuple, calibration: n
     return path
 
 
-def _onnx(model: keras.Model, folder: Path, input_shape: tuple, calibration: np.ndarray) -> Path:
+def _onnx(model: keras.Model, folder: Path, input_shape: tuple, calibration: np.ndarray, full_range: bool) \
+        -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -157,18 +189,21 @@ def _onnx(model: keras.Model, folder: Path, input_shape: tuple, calibration: np.
         optimized = float_path.with_name("optimized.onnx")
         quant_pre_process(str(float_path), str(optimized), skip_symbolic_shape=True)
         quantize_static(str(optimized), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, reduce_range=not full_range)
     return path
 
 
-def _openvino(model: keras.Model, folder: Path, input_shape: tuple, calibration: np.ndarray) -> Path:
+def _openvino(model: keras.Model, folder: Path, input_shape: tuple, calibration: np.ndarray, full_range: bool) \
+        -> Path:
     import nncf
     import openvino
 
     path = folder / export_formats.ARTIFACTS["openvino"]
     with _float_export(model, "openvino", folder, input_shape) as float_path:
         float_model = openvino.Core().read_model(str(float_path))
-        quantized = nncf.quantize(float_model, nncf.Dataset(list(calibration[:, None])), subset_size=len(calibration))
+        overflow_fix = nncf.OverflowFix.DISABLE if full_range else nncf.OverflowFix.ENABLE
+        quantized = nncf.quantize(float_model, nncf.Dataset(list(calibration[:, None])), subset_size=len(calibration),
+                                  advanced_parameters=nncf.AdvancedQuantizationParameters(overflow_fix=overflow_fix))
         openvino.save_model(quantized, str(path), compress_to_fp16=False)
     return path
 
@@ -195,10 +230,32 @@ def accuracy_check(float_probabilities: np.ndarray, int8_probabilities: np.ndarr
     return record
 
 
-def agreement_check(served: np.ndarray, expected: np.ndarray, what: str, required: float | None = None) -> dict:
+def cpu_note(quantization, flags: frozenset[str] | None = None, machine: str | None = None) -> str:
+    """Where an int8 export was verified, against this CPU, in words for a failed check: with 8-bit weights on an
+    x86 CPU without VNNI or AMX, that its dot products saturate here."""
+    import platform
+
+    from inception_keras.utils.cpu import X86_64, cpu_model, int8_dot_product_flags
+
+    verified = quantization.get("verified_on") if isinstance(quantization, dict) else None
+    if not isinstance(verified, dict):
+        return ""
+    here, cpu = int8_dot_product_flags(flags), cpu_model()
+    text = f"; it was exported and verified on {verified.get('cpu')!s:.120}"
+    if str(quantization.get("weights_range", "")).startswith("8-bit") and not here \
+            and (machine or platform.machine()).lower() in X86_64:
+        return (f"{text}, and its 8-bit weights assume VNNI or AMX, which this CPU ({cpu}) lacks: its 8-bit dot "
+                f"products saturate here; export it again without --int8-full-range (7-bit weights run alike "
+                f"everywhere)")
+    return text if verified.get("cpu") == cpu else f"{text}, not on this CPU ({cpu})"
+
+
+def agreement_check(served: np.ndarray, expected: np.ndarray, what: str, required: float | None = None,
+                    quantization: dict | None = None) -> dict:
     """`export --check` of an int8 export: top-1 agreement with the float model's stored outputs on the stored
     validation images, at least `required` (the manifest's: what the export measured, at most
-    MIN_CHECK_AGREEMENT; a damaged or missing value means MIN_CHECK_AGREEMENT); else an ExportError."""
+    MIN_CHECK_AGREEMENT; a damaged or missing value means MIN_CHECK_AGREEMENT); else an ExportError, which says
+    on which CPU the export was verified (`quantization`: the manifest's record) where that is another."""
     if not (isinstance(required, (int, float)) and 0 <= required <= MIN_CHECK_AGREEMENT):
         required = MIN_CHECK_AGREEMENT
     if served.shape != expected.shape:
@@ -209,5 +266,6 @@ def agreement_check(served: np.ndarray, expected: np.ndarray, what: str, require
     agreement = float((served.argmax(axis=1) == expected.argmax(axis=1)).mean())
     if agreement < required:
         raise ExportError(f"{what} agrees with the float model on the top-1 class of {agreement:.1%} of "
-                          f"{len(expected)} stored validation images (at least {required:.0%} needed)")
+                          f"{len(expected)} stored validation images (at least {required:.0%} needed)"
+                          f"{cpu_note(quantization)}")
     return {"images": len(expected), "top1_agreement": agreement, "min_agreement": required}

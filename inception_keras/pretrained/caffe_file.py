@@ -37,13 +37,13 @@ import functools
 import itertools
 import math
 import os
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from inception_keras.pretrained import WeightsError
+from inception_keras.utils.files import mode_problem
 
 MAX_BYTES = 1 << 28
 """256 MiB, as the torch reader's storages: 5x the largest GoogLeNet (13,378,280 values) in float32, 2.5x in
@@ -153,8 +153,8 @@ def _read_bytes(path: str) -> bytes:
     too_large = f"more than the {MAX_BYTES:,} a GoogLeNet .caffemodel may hold"
     try:
         info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode):
-            raise WeightsError(f"{path}: not a regular file")
+        if mode_problem(info.st_mode):
+            raise WeightsError(f"{path}: {mode_problem(info.st_mode)}")
         if info.st_size == 0:
             raise WeightsError(f"{path}: empty file, not a Caffe model")
         if info.st_size > MAX_BYTES:

@@ -7,7 +7,6 @@ naming the tensor, never a half-loaded model.
 
 from __future__ import annotations
 
-import stat
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import numpy as np
 from inception_keras.pretrained import WeightsError
 from inception_keras.pretrained.sources import SOURCES, Source
 from inception_keras.spec import NetworkSpec
+from inception_keras.utils.files import mode_problem
 
 TF_TABLE_MAGIC = bytes.fromhex("57fb808b247547db")  # last 8 bytes of a TF checkpoint table (V1 file, V2 .index)
 CLASSIFIERS = ("predictions", "aux_1", "aux_2")
@@ -60,11 +60,11 @@ def detect_source(path: str | Path) -> str:
     if path.is_dir() or name.endswith(".index") or Path(f"{path}.index").exists() or ".data-" in name:
         return "slim"
     try:
-        mode = path.stat().st_mode
+        problem = mode_problem(path.stat().st_mode)
     except OSError as error:
         raise WeightsError(f"{path}: {'no such file' if not path.exists() else error.strerror}") from None
-    if not stat.S_ISREG(mode):
-        raise WeightsError(f"{path}: not a regular file (a device, FIFO or socket cannot be a weights file)")
+    if problem:
+        raise WeightsError(f"{path}: {problem}")
     with path.open("rb") as handle:
         head = handle.read(4)
         handle.seek(max(path.stat().st_size - 8, 0))

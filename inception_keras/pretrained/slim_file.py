@@ -7,12 +7,12 @@ from __future__ import annotations
 import glob
 import os
 import re
-import stat
 from pathlib import Path
 
 import numpy as np
 
 from inception_keras.pretrained import WeightsError
+from inception_keras.utils.files import file_problem
 from inception_keras.utils.errors import UserError, error_text
 
 _SUFFIX = re.compile(r"\.(index|meta|data-\d{5}-of-\d{5})$")
@@ -48,8 +48,8 @@ def _check_files(prefix: str) -> None:
     """Refuse checkpoint files that are not regular files, and a table whose footer points outside it."""
     table = f"{prefix}.index" if os.path.exists(f"{prefix}.index") else prefix
     for name in [table, *glob.glob(glob.escape(prefix) + ".data-*")]:
-        if os.path.exists(name) and not stat.S_ISREG(os.stat(name).st_mode):
-            raise WeightsError(f"{name}: not a regular file")
+        if file_problem(name):
+            raise WeightsError(f"{name}: {file_problem(name)}")
     if not os.path.isfile(table):
         return  # TensorFlow names what is missing
     size = os.path.getsize(table)

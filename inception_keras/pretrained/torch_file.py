@@ -23,7 +23,6 @@ import math
 import os
 import pickle
 import pickletools
-import stat
 import struct
 import zipfile
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
@@ -34,6 +33,7 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 
 from inception_keras.pretrained import WeightsError
+from inception_keras.utils.files import mode_problem
 
 __all__ = ["read_torch_state_dict"]
 
@@ -596,8 +596,9 @@ def _tensor_refs(obj: Any, source: str) -> OrderedDict[str, _TensorRef]:
 
 def _sniff(source: str) -> str:
     """``"zip"`` or ``"legacy"`` from the file's first bytes; anything else is refused with a hint."""
-    if not stat.S_ISREG(os.stat(source).st_mode):
-        raise WeightsError(f"cannot read {source}: not a regular file")
+    problem = mode_problem(os.stat(source).st_mode)
+    if problem:
+        raise WeightsError(f"cannot read {source}: {problem}")
     with open(source, "rb") as file:
         head = file.read(512)
     if not head:

@@ -25,6 +25,7 @@ from collections.abc import Mapping, MutableMapping
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 X86_64 = ("x86_64", "amd64")
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # u8 x s8 dot products in 32 bits, no saturation
 ONEDNN_DEFAULT_FLAGS = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")  # TF turns it on
 
 
@@ -43,6 +44,31 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
     except OSError:
         pass
     return frozenset()
+
+
+def int8_dot_product_flags(flags: frozenset[str] | None = None) -> frozenset[str]:
+    """The flags among INT8_DOT_PRODUCT_FLAGS this CPU has: x86 without them sums u8 x s8 products in 16 bits."""
+    return (cpu_flags() if flags is None else flags) & frozenset(INT8_DOT_PRODUCT_FLAGS)
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name and family, and the instruction sets that matter here: e.g. 'AMD EPYC (family 25 model
+    1; AVX2, no AMX)'."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as file:
+            info = file.read().split("\n\n")[0]
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = cpu_flags(cpuinfo)
+    sets = [name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_vnni", "AVX512-VNNI"),
+                                    ("avx_vnni", "AVX-VNNI"), ("avx512_bf16", "AVX512-BF16"),
+                                    ("amx_bf16", "AMX-BF16")) if flag in flags]
+    if "amx_bf16" not in flags:
+        sets.append("no AMX")
+    return (f"{fields.get('model name', 'unknown CPU')} (family {fields.get('cpu family', '?')} model "
+            f"{fields.get('model', '?')}; {', '.join(sets)})")
 
 
 def native_bf16(flags: frozenset[str] | None = None, machine: str | None = None) -> bool | None:

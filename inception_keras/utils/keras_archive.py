@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import zipfile
 
 from inception_keras.utils.errors import UserError, error_text
+from inception_keras.utils.files import mode_problem
 
 CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE = "config.json", "metadata.json", "model.weights.h5"
 MAX_ENTRIES = 1000
@@ -50,8 +50,8 @@ def check_keras_file(path: str | os.PathLike) -> None:
         info = os.stat(name)
     except OSError as error:
         raise KerasFileError(f"{name}: cannot read this .keras file: {error.strerror or error}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise KerasFileError(f"{name}: cannot read this .keras file: not a regular file")
+    if mode_problem(info.st_mode):
+        raise KerasFileError(f"{name}: cannot read this .keras file: {mode_problem(info.st_mode)}")
     if info.st_size == 0:
         raise KerasFileError(f"{name}: not a readable .keras file: the file is empty")
     try:

@@ -25,7 +25,7 @@ def test_train_then_export_from_the_cli(image_folder, tmp_path, capsys):
 def test_cli_data_errors_are_one_line_and_fast(tmp_path, capsys):
     start = time.perf_counter()
     assert main(["train", "googlenet_mini", "--dataset", "mnist", "--data-dir", str(tmp_path)]) == 2
-    assert time.perf_counter() - start < 10
+    assert time.perf_counter() - start < 60  # a hang guard: tfds retries for ~205 s without download=False
     err = capsys.readouterr().err
     assert err.startswith("error: dataset 'mnist' is not prepared in") and len(err.strip().splitlines()) == 1
     assert main(["train", "googlenet_mini", "--label-smoothing", "2"]) == 2

@@ -102,9 +102,9 @@ def test_predict_refuses_a_fifo_or_directory_before_reading(models, tmp_path, ca
     release.start()
     start = time.perf_counter()
     try:
-        for path in (fifo, tmp_path):
+        for path, kind in ((fifo, "a FIFO"), (tmp_path, "a directory")):
             assert main(["predict", str(models / "image" / "m.keras"), str(path)]) == 2
-            assert one_line_error(capsys) == f"error: {path}: cannot read this image: not a regular file"
+            assert one_line_error(capsys) == f"error: {path}: cannot read this image: not a regular file ({kind})"
     finally:
         release.cancel()
     assert time.perf_counter() - start < 20
@@ -180,10 +180,10 @@ def test_weights_import_refuses_an_out_it_cannot_write_before_reading(tmp_path, 
     source = str(tmp_path / "missing.pth")  # never read: --out is checked first
     (tmp_path / "folder.keras").mkdir()
     assert main(["weights", "import", source, "--out", str(tmp_path / "folder.keras"), "--overwrite"]) == 2
-    assert one_line_error(capsys) == (f"error: --out {tmp_path / 'folder.keras'} is a directory; --overwrite replaces "
-                                      f"only a file")
+    assert one_line_error(capsys) == (f"error: --out {tmp_path / 'folder.keras'} exists and is not a file; --overwrite "
+                                      f"replaces only a file")
     (tmp_path / "file.keras").write_text("x")
     for out in (tmp_path / "file.keras" / "m.keras", tmp_path / "file.keras" / "sub" / "m.keras"):
         assert main(["weights", "import", source, "--out", str(out)]) == 2
-        assert one_line_error(capsys) == f"error: --out {out}: {tmp_path / 'file.keras'} is not a directory"
+        assert one_line_error(capsys) == f"error: --out {out}: {tmp_path / 'file.keras'} is a file, not a directory"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.keras", "folder.keras"]

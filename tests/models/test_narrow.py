@@ -294,8 +294,9 @@ def test_narrow_checks_its_output_and_the_specs_before_loading_tensorflow(mini_f
     save_spec(get_spec("googlenet_mini").with_input_size(40), tmp_path / "big.yaml")
     cases = [(["--out", str(tmp_path / "afile" / "x.keras")], f"--out {tmp_path / 'afile' / 'x.keras'}: "
                                                                 f"{tmp_path / 'afile'} is a file, not a directory"),
-             (["--out", str(tmp_path / "dangling.keras")], f"{tmp_path / 'dangling.keras'} exists (a symbolic link to "
-                                                            f"nothing); give another --out, or --overwrite to replace the link"),
+             (["--out", str(tmp_path / "dangling.keras")],
+              f"{tmp_path / 'dangling.keras'} exists (a symbolic link to nothing); give another --out, or --overwrite "
+              f"to replace the link"),
              (["--out", str(tmp_path / "c.keras"), str(tmp_path / "big.yaml")],
               "child spec input_shape[0]: 40, the parent's is 32")]
     code = ("import sys\nfrom inception_keras.cli import main\ncode = main(sys.argv[1:])\n"

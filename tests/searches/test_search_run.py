@@ -233,7 +233,7 @@ def test_an_inherited_search_starts_each_trial_from_the_parent(space_file, folde
     other = tmp_path / "other"
     parent_run(other, space.base, folder_data.class_names)
     with pytest.raises(SearchError, match=rf"holds a search inheriting from {tmp_path / 'parent'} \(SHA-256 "
-                                          rf"[0-9a-f]{{64}}\), not from {other} \(SHA-256 [0-9a-f]{{64}}\); use another"):
+                                          rf"[0-9a-f]{{64}}\), not from {other} \(SHA-256 [0-9a-f]{{64}}\); use "):
         run_search(space, folder_data, tmp_path / "s", max_trials=1, epochs=1, config=tiny, parent=other, steps=1)
     recorded = json.loads((tmp_path / "s" / "space.json").read_text())["parent"]["sha256"]
     shutil.copy(tmp_path / "parent" / "best.keras", tmp_path / "saved.keras")

@@ -159,7 +159,7 @@ def test_space_files_refuse_bad_numbers_and_huge_ranges_with_one_line(tmp_path, 
     start = time.perf_counter()
     with pytest.raises(SpecError) as info:
         load_space(path)
-    assert time.perf_counter() - start < 1
+    assert time.perf_counter() - start < 30  # a hang guard: a range of 10**18 values is never enumerated
     assert str(info.value).startswith(f"{path}: {message}"), str(info.value)
 
 
