@@ -14,6 +14,8 @@ from inception_keras.cli.common import (CommandError, add_spec_arguments, fracti
                                         positive_float, positive_float_at_most, positive_int, spec_from_args)
 from inception_keras.training.distribute import (BACKENDS, DEFAULT_COORDINATOR, DEFAULT_PORT, MAX_COORDINATOR_TIMEOUT,
                                                  cluster_in_environment)
+from inception_keras.serialize import RUN_RECORD_FILE
+from inception_keras.utils.atomic import blocking_file
 from inception_keras.utils.image_header import MAX_IMAGE_PIXELS
 
 EXPORT_FORMATS = ("saved_model", "onnx", "litert", "openvino")  # export.FORMATS, without importing TensorFlow
@@ -171,6 +173,9 @@ def cmd_train(args) -> int:
     if args.freeze and distribution_requested(args):
         raise CommandError("--freeze runs on one device; leave out --distribute / --coordinator / --num-processes "
                            "and unset the KERAS_DISTRIBUTION_* variables")
+    blocked = blocking_file(Path(args.out) / RUN_RECORD_FILE) if args.out else None
+    if blocked is not None:
+        raise CommandError(f"--out {args.out}: {blocked} is a file, not a directory")
     if args.weights:
         from inception_keras.pretrained import WeightsError
         from inception_keras.pretrained.convert import detect_source

@@ -187,3 +187,39 @@ def test_weights_import_refuses_an_out_it_cannot_write_before_reading(tmp_path, 
         assert main(["weights", "import", source, "--out", str(out)]) == 2
         assert one_line_error(capsys) == f"error: --out {out}: {tmp_path / 'file.keras'} is a file, not a directory"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.keras", "folder.keras"]
+
+
+def test_cheap_refusals_come_before_tensorflow_loads(digits_run, tmp_path):
+    """Arguments, output paths and what the run records are checked before TensorFlow and a model load (~10 s)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "afile").write_text("x")
+    cases = {("export", str(digits_run), "--format", "saved_model", "--int8"):
+             "--int8 is for onnx, litert, openvino, not saved_model",
+             ("export", str(digits_run / "best.keras"), "--format", "onnx", "--int8"):
+             "--int8 calibrates on training images and checks on validation ones: give --dataset",
+             ("export", str(tmp_path / "missing")): f"{tmp_path / 'missing'} does not exist",
+             ("train", "googlenet_mini", "--out", str(tmp_path / "afile" / "run")):
+             f"--out {tmp_path / 'afile' / 'run'}: {tmp_path / 'afile'} is a file, not a directory",
+             ("search", "--steps", "100001"): "--steps: must be from 0 to 100,000, got '100001'",
+             ("search", "--recalibrate-batches", "10001"): "--recalibrate-batches: must be from 0 to 10,000"}
+    code = ("import sys\nfrom inception_keras.cli import main\ncode = main(sys.argv[1:])\n"
+            "print(code, 'tensorflow' in sys.modules)")
+    for argv, message in cases.items():
+        run = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+        code, tensorflow = run.stdout.split()[-2:]
+        assert code == "2" and message in run.stderr and len(run.stderr.strip().splitlines()) == 1, (argv, run.stderr)
+        assert tensorflow == "False" or argv[0] == "train", argv  # train imports it first, then checks --out
+
+
+def test_a_memory_refusal_suggests_only_what_every_command_has(monkeypatch):
+    from inception_keras import memory
+    from inception_keras.builder import build_model
+    from inception_keras.presets import get_spec
+    from inception_keras.utils.errors import UserError
+
+    monkeypatch.setattr(memory, "available", lambda: 1000)
+    with pytest.raises(UserError, match=r"building it needs about .* of memory is available; use a smaller input "
+                                        r"size or narrower widths$"):
+        build_model(get_spec("googlenet_mini"))

@@ -313,3 +313,15 @@ def test_a_pretrained_googlenet_is_compressed_by_an_inherited_search_and_exporte
     assert main(["search", "report", str(tmp_path / "s"), "--export", "--export-dir", str(tmp_path / "exp")]) == 0
     assert "parent: " in capsys.readouterr().out
     assert (tmp_path / "exp" / "googlenet_searched" / "1" / "saved_model.pb").exists()
+
+
+def test_a_parent_whose_spec_describes_another_network_is_refused(space_file, folder_data, tmp_path):
+    from inception_keras import save_spec
+
+    space = tiny_space(space_file, max_params=10**6)
+    parent_run(tmp_path / "parent", space.base, folder_data.class_names)
+    save_spec(space.base.without_aux(), tmp_path / "parent" / "spec.yaml")
+    with pytest.raises(SearchError, match=rf"^--parent {tmp_path / 'parent'}: {tmp_path / 'parent' / 'spec.yaml'} "
+                                          rf"\('tiny'\) does not describe the model: the model's layer aux_1_pool"):
+        run_search(space, folder_data, tmp_path / "s", max_trials=1, epochs=1, config=CONFIG, parent=tmp_path / "parent")
+    assert not (tmp_path / "s").exists()
