@@ -323,5 +323,6 @@ def test_a_parent_whose_spec_describes_another_network_is_refused(space_file, fo
     save_spec(space.base.without_aux(), tmp_path / "parent" / "spec.yaml")
     with pytest.raises(SearchError, match=rf"^--parent {tmp_path / 'parent'}: {tmp_path / 'parent' / 'spec.yaml'} "
                                           rf"\('tiny'\) does not describe the model: the model's layer aux_1_pool"):
-        run_search(space, folder_data, tmp_path / "s", max_trials=1, epochs=1, config=CONFIG, parent=tmp_path / "parent")
+        run_search(space, folder_data, tmp_path / "s", max_trials=1, epochs=1, config=CONFIG,
+                   parent=tmp_path / "parent")
     assert not (tmp_path / "s").exists()
