@@ -15,6 +15,7 @@ import sys
 
 from inception_keras.cost import network_cost, validate
 from inception_keras.presets import get_spec, list_specs, resolve_spec
+from inception_keras.scaling import scale_to_budget, scale_widths
 from inception_keras.serialize import load_spec, save_spec, spec_to_yaml
 from inception_keras.spec import (AuxHeadSpec, ConvSpec, HeadSpec, InceptionSpec, LRNSpec, NetworkSpec, PoolSpec,
                                   SpecError, StageSpec)
@@ -90,4 +91,5 @@ def __getattr__(name):
 
 __all__ = ["AuxHeadSpec", "ConvSpec", "HeadSpec", "InceptionSpec", "LRNSpec", "NetworkSpec", "PoolSpec", "SpecError",
            "StageSpec", "build_model", "get_spec", "inference_model", "list_specs", "load_spec", "network_cost",
-           "narrow", "resolve_spec", "save_spec", "spec_to_yaml", "validate", "LocalResponseNormalization"]
+           "narrow", "resolve_spec", "save_spec", "scale_to_budget", "scale_widths", "spec_to_yaml", "validate",
+           "LocalResponseNormalization"]

@@ -1,7 +1,8 @@
 """Which specs can inherit a model's weights (`inception_keras.inherit.narrow`): the rules, on specs alone, without
 Keras, so a command refuses what cannot work before it loads TensorFlow and a model.
 
-A child spec inherits from a parent's when the two differ only in the six widths of each Inception module (and,
+A child spec inherits from a parent's when the two differ only in the six widths of each Inception module and the
+filters of the stem's convolutions (and,
 for a pretrained parent searched on other data, the class count and input size), with bottlenecks in the same
 places (a reduce width is 0 in both or in neither).
 """
@@ -66,11 +67,14 @@ def _modules(spec: NetworkSpec):
 
 
 def _comparable(spec: NetworkSpec, fresh_heads: bool) -> dict:
-    """`spec.to_dict()` without what may differ: the name, the module widths (and the classes and input size)."""
+    """`spec.to_dict()` without what may differ: the name, the module widths, the stem convolutions' filters (and
+    the classes and input size)."""
     data = spec.to_dict()
     stages = [{**stage, "modules": [{key: value for key, value in module.items() if key not in WIDTHS}
                                     for module in stage["modules"]]} for stage in data["stages"]]
-    data = {**data, "stages": stages, "name": None}
+    stem = [{kind: {key: value for key, value in fields.items() if kind != "conv" or key != "filters"}
+             for kind, fields in layer.items()} if isinstance(layer, dict) else layer for layer in data["stem"]]
+    data = {**data, "stages": stages, "stem": stem, "name": None}
     if fresh_heads:
         data = {**data, "input_shape": data["input_shape"][2:], "head": {**data["head"], "classes": None}}
     return data

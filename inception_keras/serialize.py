@@ -8,6 +8,7 @@ the parser (`parse_document`: one YAML loader, bounded size and depth) and name-
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -276,3 +277,34 @@ def run_files(run: str | os.PathLike) -> tuple[Path, Path | None, Path | None]:
         beside = [run.parent / name for name in (RUN_SPEC_FILE, CLASS_NAMES_FILE)]
         return run, *(path if path.exists() else None for path in beside)
     raise RunFilesError(f"{run} is neither a training run directory nor a .keras file")
+
+
+_SUFFIXES = {"": 1, "k": 10**3, "K": 10**3, "m": 10**6, "M": 10**6, "g": 10**9, "G": 10**9}
+MAX_COUNT = 10**15
+_COUNT = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([kKmMgG]?)\s*")
+
+
+def parse_count(text: Any, where: str = "budget") -> int:
+    """`2.5M` -> 2500000, `600M`, `1.2G`, `150k`, or a plain number.
+
+    Raises:
+        SpecError: naming `where`: not a count, not finite, not > 0, or above 10^15.
+    """
+    number = _count_number(text, where)
+    if isinstance(number, float) and not math.isfinite(number):
+        raise SpecError(where, f"must be a finite count, got {show(text)}")
+    if number > MAX_COUNT:
+        raise SpecError(where, f"must be at most 10^15, got {show(text)}")
+    value = round(number)
+    if value <= 0:
+        raise SpecError(where, f"must be > 0, got {show(text)}")
+    return value
+
+
+def _count_number(text: Any, where: str) -> int | float:
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return text
+    match = _COUNT.fullmatch(text) if isinstance(text, str) and len(text) <= 40 else None
+    if not match:
+        raise SpecError(where, f"must be a count such as 2500000, 2.5M, 600M or 1.2G; got {show(text)}")
+    return float(match.group(1)) * _SUFFIXES[match.group(2)]

@@ -17,51 +17,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from inception_keras import NetworkSpec, SpecError, list_specs, resolve_spec
-from inception_keras.serialize import file_label, load_document, name_or_file, within_file
+from inception_keras.serialize import MAX_COUNT, file_label, load_document, name_or_file, parse_count, within_file
 from inception_keras.spec import MAX_INT, StageSpec, key_text, name_list, show
 
+MAX_VALUES = 10_000  # per dimension
 WIDTH_FIELDS = ("ch1x1", "ch3x3_reduce", "ch3x3", "ch5x5_reduce", "ch5x5", "pool_proj")
 BOTTLENECK_FIELDS = ("ch3x3_reduce", "ch5x5_reduce", "pool_proj")
 REDUCE_FIELDS = ("ch3x3_reduce", "ch5x5_reduce")
 BUDGET_MODELS = ("inference", "training")
-_SUFFIXES = {"": 1, "k": 10**3, "K": 10**3, "m": 10**6, "M": 10**6, "g": 10**9, "G": 10**9}
-MAX_COUNT = 10**15
-MAX_VALUES = 10_000  # per dimension
-_COUNT = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([kKmMgG]?)\s*")
-
-
-def parse_count(text: Any, where: str = "budget") -> int:
-    """`2.5M` -> 2500000, `600M`, `1.2G`, `150k`, or a plain number.
-
-    Raises:
-        SpecError: naming `where`: not a count, not finite, not > 0, or above 10^15.
-    """
-    number = _count_number(text, where)
-    if isinstance(number, float) and not math.isfinite(number):
-        raise SpecError(where, f"must be a finite count, got {show(text)}")
-    if number > MAX_COUNT:
-        raise SpecError(where, f"must be at most 10^15, got {show(text)}")
-    value = round(number)
-    if value <= 0:
-        raise SpecError(where, f"must be > 0, got {show(text)}")
-    return value
-
-
-def _count_number(text: Any, where: str) -> int | float:
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return text
-    match = _COUNT.fullmatch(text) if isinstance(text, str) and len(text) <= 40 else None
-    if not match:
-        raise SpecError(where, f"must be a count such as 2500000, 2.5M, 600M or 1.2G; got {show(text)}")
-    return float(match.group(1)) * _SUFFIXES[match.group(2)]
-
-
 @dataclass(frozen=True)
 class Dimension:
     """One varying width: module `3a`'s `ch3x3_reduce` takes one of `values` (ascending)."""

@@ -11,16 +11,18 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import sys
 from importlib.metadata import entry_points
 
-from inception_keras.cli.common import (Parser, add_spec_arguments, import_tensorflow_quietly, positive_int,
-                                        spec_from_args)
+from inception_keras.cli.common import (CommandError, Parser, add_spec_arguments, import_tensorflow_quietly,
+                                        positive_int, spec_from_args)
 from inception_keras.utils.errors import UserError, error_text
 from inception_keras.cost import network_cost
-from inception_keras.presets import get_spec, list_specs, resolve_spec
-from inception_keras.serialize import spec_to_yaml
+from inception_keras.presets import list_specs, resolve_spec
+from inception_keras.scaling import DIVISOR
+from inception_keras.serialize import parse_count, spec_to_yaml
 
 BUILT_IN = ("inception_keras.cli.commands", "inception_keras.cli.weights", "inception_keras.cli.narrow")
 MESSAGE_LIMIT = 600  # characters of an error line; longer ones (an absurd argument echoed) are cut
@@ -36,8 +38,44 @@ def cmd_specs(args) -> int:
 
 
 def cmd_spec(args) -> int:
-    print(spec_to_yaml(get_spec(args.name)), end="")
+    from inception_keras.scaling import scale_to_budget, scale_widths
+
+    spec = resolve_spec(args.name, "NAME")
+    if args.width_multiplier is not None and args.fit_budget is not None:
+        raise CommandError("give --width-multiplier or --fit-budget, not both")
+    if args.width_multiplier is not None:
+        spec = scale_widths(spec, args.width_multiplier, args.divisor)
+        print(f"# {args.name} with every module and stem width scaled by {args.width_multiplier:g} (multiples of "
+              f"{args.divisor})")
+    elif args.fit_budget is not None:
+        spec, multiplier = scale_to_budget(spec, **args.fit_budget, model=args.budget_model, divisor=args.divisor)
+        cost = network_cost(spec)
+        params, macs = (cost.inference_params, cost.inference_macs) if args.budget_model == "inference" else \
+            (cost.total_params, cost.total_macs)
+        print(f"# {args.name} scaled by {multiplier:g}, the largest width multiplier within the budget "
+              f"({params:,} params, {macs:,} multiply-adds, {args.budget_model} model)")
+    elif args.divisor != DIVISOR:
+        raise CommandError("--divisor goes with --width-multiplier or --fit-budget")
+    print(spec_to_yaml(spec), end="")
     return 0
+
+
+def fit_budget(text: str) -> dict:
+    """`params=60k,macs=20M`: the bounds of `spec --fit-budget`, as `scale_to_budget`'s keywords."""
+    from inception_keras.spec import SpecError
+
+    keys = {"params": "max_params", "macs": "max_macs"}
+    bounds = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        if key.strip() not in keys or not value.strip():
+            raise argparse.ArgumentTypeError(f"must be params=N and/or macs=N, comma-separated (e.g. params=60k), "
+                                             f"got {text!r}")
+        try:
+            bounds[keys[key.strip()]] = parse_count(value.strip(), key.strip())
+        except SpecError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return bounds
 
 
 def cmd_summary(args) -> int:
@@ -58,14 +96,37 @@ def cmd_summary(args) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("specs", help="list the registered specs").set_defaults(func=cmd_specs, needs_tensorflow=False)
-    spec = sub.add_parser("spec", help="print a registered spec as YAML, to start a custom one from")
-    spec.add_argument("name", metavar="NAME")
+    spec = sub.add_parser("spec", help="print a registered spec as YAML, to start a custom one from (or scaled by a "
+                                       "width multiplier)")
+    spec.add_argument("name", metavar="NAME", help="a registered spec name or a YAML/JSON spec file")
+    spec.add_argument("--width-multiplier", type=multiplier, metavar="A",
+                      help="scale every Inception-module width and stem convolution by A (0.01 to 8), MobileNet's "
+                           "width multiplier; a reduce width of 0 stays 0")
+    spec.add_argument("--fit-budget", type=fit_budget, metavar="params=N,macs=N",
+                      help="the largest width multiplier whose network is within these bounds, e.g. params=60k")
+    spec.add_argument("--budget-model", choices=("inference", "training"), default="inference",
+                      help="what --fit-budget counts: the inference model (default) or the training one (aux heads)")
+    spec.add_argument("--divisor", type=positive_int, default=DIVISOR, metavar="N",
+                      help=f"round scaled widths to multiples of N, at least N (default {DIVISOR}: every registered "
+                           f"spec is itself at A = 1)")
     spec.set_defaults(func=cmd_spec, needs_tensorflow=False)
     summary = sub.add_parser("summary", help="Table 1-style layer table with exact params and multiply-adds")
     add_spec_arguments(summary)
     summary.add_argument("--json", action="store_true", help="print the per-layer costs as JSON")
     summary.add_argument("--batch-size", type=positive_int, default=64, help="batch of the training-memory estimate")
     summary.set_defaults(func=cmd_summary, needs_tensorflow=False)
+
+
+def multiplier(text: str) -> float:
+    from inception_keras.scaling import MAX_MULTIPLIER, MIN_MULTIPLIER
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not MIN_MULTIPLIER <= value <= MAX_MULTIPLIER:
+        raise argparse.ArgumentTypeError(f"must be a number from {MIN_MULTIPLIER} to {MAX_MULTIPLIER:g}, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -307,3 +307,27 @@ def test_narrow_checks_its_output_and_the_specs_before_loading_tensorflow(mini_f
         assert run.stdout.split() == ["2", "False"], (argv, run.stdout, run.stderr)
         assert run.stderr.strip() == f"error: {message}", run.stderr
     assert (tmp_path / "dangling.keras").is_symlink() and not (tmp_path / "c.keras").exists()
+
+
+def test_width_multiplier_networks_inherit_through_the_stem():
+    """A spec scaled by a width multiplier (stem convolutions included) narrows and widens from its base: widening
+    by 1.5 computes what the parent computes; narrowing by 0.5 keeps the parent's most important stem channels."""
+    from inception_keras import scale_widths
+
+    spec = get_spec("googlenet_bn").with_input_size(96).with_classes(5)
+    parent = trained_like(spec)
+    wider = narrow(parent, spec, scale_widths(spec, 1.5))
+    assert wider.get_layer("conv1_conv").get_weights()[0].shape[-1] == 96
+    assert_close(outputs(parent, images(spec)), outputs(wider, images(spec)), 1e-4)
+    half = scale_widths(spec, 0.5)
+    child = narrow(parent, spec, half)
+    assert child.count_params() == network_cost(half).total_params
+    kept = np.sort(np.argsort(-_importance(parent, "conv1"), kind="stable")[:32])  # 64 stem filters -> 32
+    np.testing.assert_array_equal(child.get_layer("conv1_conv").get_weights()[0],
+                                  parent.get_layer("conv1_conv").get_weights()[0][..., kept])
+
+
+def _importance(model, prefix):
+    from inception_keras.inherit import channel_importance
+
+    return channel_importance(model.get_layer(f"{prefix}_conv"), model)

@@ -10,7 +10,7 @@ PACKAGE = Path(inception_keras.__file__).parent
 # lowest first: a module may import from its own layer and any below it
 LAYERS = [
     ("utils",),
-    ("spec", "serialize", "presets", "cost", "memory", "report", "examples", "inherit_rules"),
+    ("spec", "serialize", "presets", "cost", "memory", "report", "examples", "inherit_rules", "scaling"),
     ("layers",),
     ("builder", "inherit", "pretrained", "applications"),
     ("data",),
