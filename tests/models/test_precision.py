@@ -9,6 +9,7 @@ from inception_keras.builder import float32_model
 from inception_keras.data import load_data, to_model_input
 from inception_keras.export import check_saved_model, export_saved_model
 from inception_keras.train import TrainConfig, train
+from inception_keras.utils.cpu import native_bf16
 
 
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
@@ -34,12 +35,20 @@ def test_sensitive_layers_stay_float32_and_the_model_takes_and_returns_float32(p
         np.testing.assert_array_equal(value, twin(images)[name])
 
 
-def test_bf16_trains_the_mini_to_95_percent_and_exports_float32(digits_dir, tmp_path):
+NATIVE_BF16 = native_bf16() is not False  # AVX512-BF16 or AMX (or not x86): elsewhere bf16 is emulated, ~4x slower
+
+
+@pytest.mark.parametrize("epochs, accuracy", [
+    pytest.param(6, 0.95, marks=() if NATIVE_BF16 else pytest.mark.slow),
+    pytest.param(2, 0.8, marks=pytest.mark.skipif(NATIVE_BF16, reason="the 6-epoch run checks it on this CPU"))])
+def test_bf16_trains_the_mini_and_exports_float32(epochs, accuracy, digits_dir, tmp_path):
+    """6 epochs reach 95 %; where bf16 is emulated (2.2 min for them on a 2-core Zen 3), `make test` checks the same
+    properties after 2 epochs (91 % measured) and `make test-slow` runs the 6."""
     data = load_data("sklearn_digits", digits_dir)
-    config = TrainConfig(epochs=6, optimizer="adam", learning_rate=3e-3, ema=False, precision="mixed_bfloat16")
+    config = TrainConfig(epochs=epochs, optimizer="adam", learning_rate=3e-3, ema=False, precision="mixed_bfloat16")
     model, result = train(get_spec("googlenet_mini"), data, tmp_path / "run", config, verbose=0)
     assert model.get_layer("inception_4a_3x3_conv").compute_dtype == "bfloat16"
-    assert result.best_val_accuracy >= 0.95
+    assert result.best_val_accuracy >= accuracy
     export = export_saved_model(model, get_spec("googlenet_mini"), [str(i) for i in range(10)], tmp_path / "models")
     # compared with the float32 copy of the same weights, within twice the bf16 models' own distance from it
     assert 2e-2 <= export.tolerance <= 0.5 and export.max_abs_diff <= export.tolerance

@@ -87,7 +87,8 @@ spec = NetworkSpec.from_dict({  # batch norm (googlenet_mini's normalization) an
 data = load_data("sklearn_digits", data_dir)
 data = dataclasses.replace(data, train=data.train.take(1024), train_size=1024, validation=data.validation.take(64),
                            validation_size=64)
-config = TrainConfig(epochs=3, batch_size=32, optimizer="adam", learning_rate=1e-2, ema=True, ema_momentum=0.5)
+config = TrainConfig(epochs=3, batch_size=32, optimizer="adam", learning_rate=1e-2, ema=True, ema_momentum=0.5,
+                     jit=True)  # XLA-compiled steps: 60 s for 3 epochs here, 160 s op by op on a 2-core Zen 3
 try:  # callbacks run after the standard ones: the first epoch is backed up before the interrupt
     train(spec, data, out / "run", config, callbacks=[InterruptAfterFirstEpoch()], verbose=0)
 except Interrupt:
@@ -110,5 +111,5 @@ space = space_from_dict({"name": "tiny_bottlenecks", "base": str(out / "tiny.yam
                          "vary": [{"widths": ["ch3x3_reduce", "ch5x5_reduce"], "choices": [0, 2, 4, 8]}],
                          "budget": {"max_params": 6_000}})
 outcome = run_search(space, dataclasses.replace(data, train=data.train.take(64), train_size=64), out / "search",
-                     max_trials=1, epochs=1, config=TrainConfig(epochs=1, batch_size=32, optimizer="adam", ema=False))
+                     max_trials=1, epochs=1, config=dataclasses.replace(config, epochs=1, ema=False))
 check("search", [len(outcome.records), outcome.records[0]["params"] <= space.budget.max_params])
