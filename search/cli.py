@@ -89,14 +89,15 @@ def cmd_report(directory: Path, args, print_table: bool = True) -> int:
     A damaged trial record is skipped with a warning; a directory with no finished trial yet is
     an error (exit 2) and nothing is written.
     """
-    from search.report import read_budget, read_parent, read_records, report_text, write_results
+    from search.report import read_baseline, read_budget, read_parent, read_records, report_text, write_results
 
     if not (directory / "records").is_dir():
         raise CommandError(f"{directory} holds no search (no records/ directory)")
     records = read_records(directory)
     written = write_results(directory, records)
     if print_table:
-        print(report_text(records, read_budget(directory), read_parent(directory, warn_damaged=False)))
+        print(report_text(records, read_budget(directory), read_parent(directory, warn_damaged=False),
+                          read_baseline(directory, warn_damaged=False)))
         print(f"written: {', '.join(str(path) for path in written)}")
     if args.export:
         import_tensorflow_quietly()

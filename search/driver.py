@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import socket
+import statistics
 import threading
 import time
 from dataclasses import dataclass
@@ -23,21 +25,24 @@ from inception_keras.utils.errors import error_text, short_repr
 from inception_keras.training.locking import DirectoryLock
 from inception_keras.training.owned import clear_owned, temporaries
 from inception_keras.cost import network_cost
+from inception_keras.scaling import scale_to_budget
+from inception_keras.spec import SpecError
 from inception_keras.inherit_rules import network_difference
 from inception_keras.serialize import CLASS_NAMES_FILE, load_document, read_class_names, write_class_names
 from inception_keras.train import TrainConfig, output_names, precision_note
 
 from search.budget import BudgetError, check_feasible, cheapest
-from search.report import SearchError, read_parent, read_records, report_text, write_results
+from search.report import (BASELINE_FILE, PARENT_FILE, SearchError, read_baseline, read_parent, read_records,
+                           report_text, write_results)
 from search.space import SearchSpace
 
 CHIEF_ID = "chief"
 RESULT_FILES = ("results.json", "results.csv", "pareto.png", "best_spec.yaml", "space.json", "class_names.txt")
-PARENT_FILE = "parent.json"
 DEFAULT_RECALIBRATE_BATCHES = 20
 _EVENTS = {"events.out.tfevents.*": None}
 SEARCH_TREE = {  # what a search writes (inception_keras.training.owned): --overwrite removes these and nothing else
-    **{name: None for name in RESULT_FILES + (PARENT_FILE,)}, **temporaries(*RESULT_FILES, PARENT_FILE),
+    **{name: None for name in RESULT_FILES + (PARENT_FILE, BASELINE_FILE)},
+    **temporaries(*RESULT_FILES, PARENT_FILE, BASELINE_FILE),
     "records": {"trial_*.json": None, ".trial_*.json.*": None},
     "kt": {"*.json": None, "trial_*": {"*.json": None, "checkpoint*": None}},  # KerasTuner's project
     "logs": {"*": {"execution*": {**_EVENTS, "train": _EVENTS, "validation": _EVENTS}}},  # TensorBoard, per trial
@@ -397,6 +402,8 @@ def _run(*, space, data, directory, tuner, max_trials, epochs, config, overwrite
     finally:
         if timer:
             timer.cancel()
+    if not is_worker() and not (directory / BASELINE_FILE).exists() and read_records(directory, warn_damaged=False):
+        _score_baseline(kt_tuner.hypermodel, space, train_ds, val_ds, epochs, executions_per_trial, directory)
     oracle = kt_tuner.oracle
     records = read_records(directory)
     outcome = SearchOutcome(records, getattr(oracle, "screened", 0), getattr(oracle, "rejected", 0),
@@ -408,12 +415,43 @@ def _run(*, space, data, directory, tuner, max_trials, epochs, config, overwrite
                           f"widths.")
     if not is_worker():
         write_results(directory, records)
-        print(report_text(outcome.records, space.budget.describe(), read_parent(directory, warn_damaged=False)))
+        print(report_text(outcome.records, space.budget.describe(), read_parent(directory, warn_damaged=False),
+                          read_baseline(directory, warn_damaged=False)))
         print(f"[search] {len(outcome.records)} trials in {outcome.seconds:.1f} s; candidates screened "
               f"{outcome.screened:,}, rejected by the budget before any trial {outcome.rejected:,}, repaired "
               f"{outcome.repaired:,}; results in {directory}/results.csv, plot {directory}/pareto.png, best spec "
               f"{directory}/best_spec.yaml", flush=True)
     return outcome
+
+
+def _score_baseline(hypermodel, space: SearchSpace, train_ds, val_ds, epochs: int, executions: int,
+                    directory: Path) -> None:
+    """The width-multiplier baseline: the space's base with every width scaled by the largest factor within the
+    budget (`inception_keras.scale_to_budget`), trained and scored as a trial is (same proxy, same executions),
+    into `DIR/baseline.json`. Without a budget there is nothing to scale to."""
+    budget = space.budget
+    if budget.max_params is None and budget.max_macs is None:
+        return
+    try:
+        spec, multiplier = scale_to_budget(space.base, budget)
+    except SpecError as error:
+        print(f"[search] no width-multiplier baseline: {error.message}", flush=True)
+        return
+    start = time.perf_counter()
+    scores = hypermodel.score(spec, train_ds, val_ds, epochs, executions)
+    seconds = time.perf_counter() - start
+    cost = network_cost(spec)
+    inference = budget.model == "inference"
+    accuracy = statistics.fmean(scores)
+    point = {"multiplier": multiplier, "params": cost.inference_params if inference else cost.total_params,
+             "macs": cost.inference_macs if inference else cost.total_macs,
+             "val_accuracy": accuracy if math.isfinite(accuracy) else None,
+             "val_accuracy_std": statistics.stdev(scores) if len(scores) > 1 else 0.0, "executions": len(scores),
+             "train_seconds": round(seconds, 2), "spec": spec.to_dict()}
+    atomic_write_text(directory / BASELINE_FILE, json.dumps(point, indent=1))
+    print(f"[search] width-multiplier baseline (every width of {space.base.name} x{multiplier:g}): "
+          f"{point['params']:,} params, {point['macs']:,} multiply-adds, val accuracy {accuracy:.4f}, "
+          f"{seconds:.1f} s", flush=True)
 
 
 @contextlib.contextmanager

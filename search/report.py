@@ -2,10 +2,11 @@
 
 Reads `DIR/records/trial_*.json` (one per finished trial; with KerasTuner's executions per trial, `val_accuracy`
 is their mean, `val_accuracy_std` their standard deviation and `executions` their number), `DIR/space.json` (the
-budget and base spec) and `DIR/parent.json` (the point of the model a search inherits from), all through the spec
-files' bounded reader; a damaged one, or one that is not a regular file, is skipped with a one-line warning.
-Writes `DIR/results.json`, `DIR/results.csv`, `DIR/pareto.png` (with the budget lines, the parent's point or the
-base spec's cost, and error bars) and `DIR/best_spec.yaml`.
+budget and base spec), `DIR/parent.json` (the point of the model a search inherits from) and `DIR/baseline.json`
+(the width-multiplier baseline's point), all through the spec files' bounded reader; a damaged one, or one that
+is not a regular file, is skipped with a one-line warning. Writes `DIR/results.json`, `DIR/results.csv`,
+`DIR/pareto.png` (with the budget lines, the parent's point or the base spec's cost, the baseline, and error
+bars) and `DIR/best_spec.yaml`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ COLUMNS = ("trial_id", "worker", "val_accuracy", "val_accuracy_std", "executions
 NUMBER_FIELDS = ("val_accuracy", "params", "macs", "train_seconds")
 RECORD_TYPES = {"trial_id": str, "values": dict, "spec": dict}
 PARENT_FIELDS = ("params", "macs", "val_accuracy")
+BASELINE_FIELDS = ("multiplier", "params", "macs", "val_accuracy")
+PARENT_FILE, BASELINE_FILE = "parent.json", "baseline.json"
 # What Budget.describe() writes, e.g. "params <= 120,000 and multiply-adds <= 600,000,000 (inference model)".
 _BUDGET_TEXT = re.compile(r"(?:params <= ([0-9,]{1,25}))?(?: and )?(?:multiply-adds <= ([0-9,]{1,25}))?"
                           r"(?:no budget)? \((\w{1,20}) model\)")
@@ -175,21 +178,56 @@ def parent_problem(parent) -> str | None:
     return f"{', '.join(wrong)} of the wrong type" if wrong else None
 
 
-def read_parent(directory: str | Path, warn_damaged: bool = True) -> dict | None:
-    """The parent model's point (`DIR/parent.json`), None when the search inherits from none or the file is
-    damaged (skipped with a warning on stderr)."""
-    path = Path(directory, "parent.json")
+def baseline_problem(baseline) -> str | None:
+    """What makes `baseline` (baseline.json's data) not the width-multiplier baseline's point, or None."""
+    if not isinstance(baseline, dict):
+        return f"a JSON {type(baseline).__name__}, not an object"
+    missing = [key for key in BASELINE_FIELDS if key not in baseline]
+    if missing:
+        return f"no {', '.join(missing)}"
+    wrong = [key for key in BASELINE_FIELDS if not _is_number(baseline[key])
+             and not (key == "val_accuracy" and baseline[key] is None)]
+    return f"{', '.join(wrong)} of the wrong type" if wrong else None
+
+
+def _read_point(directory: str | Path, name: str, what: str, problem_of, warn_damaged: bool) -> dict | None:
+    path = Path(directory, name)
     if not path.exists():
         return None
     try:
-        parent = load_document(path, "parent record")
+        point = load_document(path, what)
     except SpecError as error:
         problem = error.message
     else:
-        problem = parent_problem(parent)
+        problem = problem_of(point)
     if problem and warn_damaged:
         warn(f"skipping {path}: {problem}")
-    return None if problem else parent
+    return None if problem else point
+
+
+def read_parent(directory: str | Path, warn_damaged: bool = True) -> dict | None:
+    """The parent model's point (`DIR/parent.json`), None when the search inherits from none or the file is
+    damaged (skipped with a warning on stderr)."""
+    return _read_point(directory, PARENT_FILE, "parent record", parent_problem, warn_damaged)
+
+
+def read_baseline(directory: str | Path, warn_damaged: bool = True) -> dict | None:
+    """The width-multiplier baseline's point (`DIR/baseline.json`: the base scaled to the budget, scored as a trial),
+    None when there is none (no budget) or the file is damaged (skipped with a warning on stderr)."""
+    return _read_point(directory, BASELINE_FILE, "baseline record", baseline_problem, warn_damaged)
+
+
+def baseline_text(baseline: dict, best: dict | None) -> str:
+    """The baseline's line of the report, and how the best trial compares."""
+    accuracy = baseline["val_accuracy"]
+    text = (f"width-multiplier baseline: the base with every width x{baseline['multiplier']:g}, val accuracy "
+            f"{accuracy_text(baseline) if accuracy is not None else 'not measured'}, {baseline['params']:,} params, "
+            f"{baseline['macs']:,} multiply-adds")
+    if best is not None and accuracy is not None:
+        gap = best["val_accuracy"] - accuracy
+        text += f"; the best trial is {abs(gap):.4f} {'above' if gap > 0 else 'below'} it" if gap else \
+            "; the best trial is level with it"
+    return text
 
 
 def pareto_front(records: list[dict], cost: str) -> list[dict]:
@@ -216,8 +254,10 @@ def table(records: list[dict], title: str = "") -> str:
     return "\n".join(([title] if title else []) + format_table(rows, {2, 3, 4, 5}))
 
 
-def report_text(records: list[dict], budget: str = "", parent: dict | None = None) -> str:
-    """The trials table, both Pareto fronts, the best trial and the parent model's point (`read_parent`)."""
+def report_text(records: list[dict], budget: str = "", parent: dict | None = None, baseline: dict | None = None) \
+        -> str:
+    """The trials table, both Pareto fronts, the best trial, the parent model's point (`read_parent`) and the
+    width-multiplier baseline's (`read_baseline`)."""
     if not records:
         return "no finished trials yet"
     best = best_record(records)
@@ -232,6 +272,8 @@ def report_text(records: list[dict], budget: str = "", parent: dict | None = Non
             f"{parent['val_accuracy']:.4f}"
         parts.append(f"parent: {file_label(parent['source'])}, val accuracy {accuracy}, "
                      f"{parent['params']:,} params, {parent['macs']:,} multiply-adds")
+    if baseline:
+        parts.append(baseline_text(baseline, best))
     return "\n".join(parts)
 
 
@@ -256,7 +298,7 @@ def _draw_point(axis, x: float, accuracy: float | None, label: str, style: dict)
 
 
 def pareto_figure(records: list[dict], budget: Budget | None = None, parent: dict | None = None,
-                  base: dict | None = None):
+                  base: dict | None = None, baseline: dict | None = None):
     """The Pareto plot as a matplotlib Figure: accuracy against parameters and against multiply-adds.
 
     Args:
@@ -266,6 +308,7 @@ def pareto_figure(records: list[dict], budget: Budget | None = None, parent: dic
             its cost where its accuracy was not measured).
         base: the base spec's point (`base_point`), drawn only without a parent: a diamond, or a dotted vertical
             line at its cost when its accuracy is None.
+        baseline: the width-multiplier baseline's point (`read_baseline`): a cross labelled "width xA".
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -291,6 +334,9 @@ def pareto_figure(records: list[dict], budget: Budget | None = None, parent: dic
             _draw_point(axis, parent[cost], parent["val_accuracy"], "parent", {"color": "C2", "marker": "*"})
         elif base:
             _draw_point(axis, base[cost], base["val_accuracy"], "base spec", {"color": "C1", "marker": "D"})
+        if baseline:
+            _draw_point(axis, baseline[cost], baseline["val_accuracy"], f"width x{baseline['multiplier']:g}",
+                        {"color": "C4", "marker": "X"})
         axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: human_count(value)))
         axis.ticklabel_format(axis="y", style="plain", useOffset=False)
         axis.set_xlabel(label)
@@ -302,10 +348,10 @@ def pareto_figure(records: list[dict], budget: Budget | None = None, parent: dic
 
 
 def plot(records: list[dict], path: Path, budget: Budget | None = None, parent: dict | None = None,
-         base: dict | None = None) -> Path:
-    """Write `pareto_figure(records, budget, parent, base)` to `path` as a PNG."""
+         base: dict | None = None, baseline: dict | None = None) -> Path:
+    """Write `pareto_figure(records, budget, parent, base, baseline)` to `path` as a PNG."""
     buffer = io.BytesIO()
-    pareto_figure(records, budget, parent, base).savefig(buffer, format="png", dpi=110)
+    pareto_figure(records, budget, parent, base, baseline).savefig(buffer, format="png", dpi=110)
     return atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -346,16 +392,16 @@ def write_results(directory: str | Path, records: list[dict] | None = None) -> l
                           f"record); nothing written")
     best = best_record(records)
     space, _ = _read_space(directory)
-    parent = read_parent(directory)
+    parent, baseline = read_parent(directory), read_baseline(directory)
     budget = budget_from_text(space["budget"]) if space else None
     base = base_point(space, budget, records) if budget and not parent else None
     summary = json.dumps({"trials": records,
                           "pareto_params": [r["trial_id"] for r in pareto_front(records, "params")],
                           "pareto_macs": [r["trial_id"] for r in pareto_front(records, "macs")],
-                          "parent": parent}, indent=1)
+                          "parent": parent, "baseline": baseline}, indent=1)
     written = [_write(directory / "results.json", lambda path: atomic_write_text(path, summary)),
                _write(directory / "results.csv", lambda path: atomic_write_text(path, _csv_text(records))),
-               _write(directory / "pareto.png", lambda path: plot(records, path, budget, parent, base))]
+               _write(directory / "pareto.png", lambda path: plot(records, path, budget, parent, base, baseline))]
     if best:
         best_yaml = spec_to_yaml(NetworkSpec.from_dict(best["spec"]))
         written.append(_write(directory / "best_spec.yaml", lambda path: atomic_write_text(path, best_yaml)))

@@ -242,6 +242,22 @@ def load_space(path: str | Path) -> SearchSpace:
         raise SpecError(file_label(path), "nested too deeply") from None
 
 
+AROUND_BASE = (0.5, 0.75, 1.0, 1.25, 1.5)  # cluttered_widths: each width's choices, as factors of its base value
+
+
+def widths_around(base: str, factors: tuple[float, ...] = AROUND_BASE) -> list[dict]:
+    """`vary` entries giving each of the six widths of each module of registered spec `base` the choices
+    `factors` x its own value (rounded as the width multiplier rounds: multiples of 2, at least 2)."""
+    from inception_keras.presets import get_spec
+    from inception_keras.scaling import scale_width
+
+    spec = get_spec(base)
+    return [{"modules": [name], "widths": [width],
+             "choices": sorted({scale_width(getattr(module, width), factor) for factor in factors})}
+            for name, module in zip(spec.module_names(), (m for stage in spec.stages for m in stage.modules))
+            for width in WIDTH_FIELDS if getattr(module, width)]
+
+
 _NAMED = {
     "mini_bottlenecks": {
         "base": "googlenet_mini",
@@ -253,6 +269,11 @@ _NAMED = {
         "base": "googlenet_mini",
         "vary": [{"widths": list(BOTTLENECK_FIELDS), "choices": [2, 4, 8, 16, 24, 32]}],
         "budget": {"max_params": 110_000},
+    },
+    "cluttered_widths": {  # every width of every module, so where the channels go under a multiply-add budget matters
+        "base": "googlenet_mini",
+        "vary": widths_around("googlenet_mini"),
+        "budget": {"max_macs": 4_750_000},  # half of the base's 9.48M
     },
     "googlenet_bottlenecks": {
         "base": "googlenet",

@@ -92,7 +92,10 @@ class InceptionHyperModel(kt.HyperModel):
                 for dim in self.space.dimensions}
 
     def build(self, hp):
-        spec = self.space.spec_for(self.declare(hp))
+        return self.build_spec(self.space.spec_for(self.declare(hp)))
+
+    def build_spec(self, spec: NetworkSpec):
+        """The compiled model of `spec` as a trial starts it: fresh, or inherited from the parent."""
         if self.parent is None:
             model = build_model(spec, precision=self.config.precision)
         else:
@@ -123,6 +126,19 @@ class InceptionHyperModel(kt.HyperModel):
                 callback.set_model(model)
                 callback.on_epoch_end(0, logs)
         return logs
+
+
+    def score(self, spec: NetworkSpec, train_ds, val_ds, epochs: int, executions: int = 1) -> list[float]:
+        """`spec` trained and scored as a trial is (`build_spec`, `fit`): its best validation accuracy, once per
+        execution (the width-multiplier baseline, which is no point of the space)."""
+        monitor, scores = monitor_name(spec), []
+        for _ in range(executions):
+            model = self.build_spec(spec)
+            history = self.fit(None, model, train_ds, validation_data=val_ds, epochs=epochs, verbose=0)
+            logs = history.history if hasattr(history, "history") else {key: [value] for key, value in
+                                                                         history.items()}
+            scores.append(float(max(logs.get(monitor, [float("nan")]))))
+        return scores
 
 
 class BudgetMixin:

@@ -149,3 +149,26 @@ def test_the_report_command_imports_no_tensorflow(tmp_path):
                          text=True, timeout=120)
     assert run.stdout.split()[-3:] == ["0", "False", "False"], (run.stdout, run.stderr)
     assert (tmp_path / "pareto.png").stat().st_size > 0 and (tmp_path / "results.csv").exists()
+
+
+BASELINE = {"multiplier": 0.7249, "params": 96_000, "macs": 24_000_000, "val_accuracy": 0.905, "executions": 1,
+            "val_accuracy_std": 0.0}
+
+
+def test_the_width_multiplier_baseline_is_reported_beside_the_trials_and_drawn(tmp_path):
+    from search.report import pareto_figure, read_baseline, write_results
+
+    directory = search_dir(tmp_path)
+    (directory / "baseline.json").write_text(json.dumps(BASELINE))
+    assert read_baseline(directory) == BASELINE
+    text = report_text(RECORDS, "", None, BASELINE)
+    assert text.endswith("width-multiplier baseline: the base with every width x0.7249, val accuracy 0.9050, "
+                         "96,000 params, 24,000,000 multiply-adds; the best trial is 0.0250 above it")
+    figure = pareto_figure(RECORDS, baseline=BASELINE)
+    for axis, cost in zip(figure.axes, ("params", "macs")):
+        [marker] = labelled(axis, "width x0.7249")
+        assert list(marker.get_xdata()) == [BASELINE[cost]] and list(marker.get_ydata()) == [0.905]
+    write_results(directory)
+    assert json.loads((directory / "results.json").read_text())["baseline"] == BASELINE
+    (directory / "baseline.json").write_text(json.dumps({**BASELINE, "params": "many"}))
+    assert read_baseline(directory, warn_damaged=False) is None

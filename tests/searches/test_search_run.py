@@ -14,7 +14,7 @@ from dataclasses import replace
 import pytest
 import yaml
 
-from inception_keras import build_model, load_spec, network_cost
+from inception_keras import build_model, load_spec, network_cost, scale_to_budget, scale_widths
 from inception_keras.cli import main
 from inception_keras.data import load_data
 from inception_keras.train import TrainConfig
@@ -68,14 +68,22 @@ def test_random_search_trials_are_all_within_budget_and_reported(space_file, fol
         assert record["params"] <= limit and cost.within(record["values"])
         assert record["params"] == cost(record["values"])[0]
         assert 0 <= record["val_accuracy"] <= 1 and record["train_seconds"] > 0 and record["worker"] == "tuner0"
-    for name in ("results.json", "results.csv", "pareto.png", "best_spec.yaml", "space.json"):
+    for name in ("results.json", "results.csv", "pareto.png", "best_spec.yaml", "space.json", "baseline.json"):
         assert (tmp_path / "s" / name).exists(), name
+    baseline = json.loads((tmp_path / "s" / "baseline.json").read_text())  # the obvious answer, scored alike
+    expected, multiplier = scale_to_budget(space.base, space.budget)
+    assert (baseline["multiplier"], baseline["spec"]) == (multiplier, expected.to_dict())
+    assert baseline["params"] == network_cost(expected).inference_params <= limit
+    assert network_cost(scale_widths(space.base, multiplier + 1e-4)).inference_params > limit
+    assert 0 <= baseline["val_accuracy"] <= 1 and baseline["executions"] == 1
+    assert json.loads((tmp_path / "s" / "results.json").read_text())["baseline"] == baseline
     best = max(outcome.records, key=lambda r: (r["val_accuracy"], -r["params"]))
     assert load_spec(tmp_path / "s" / "best_spec.yaml") == space.spec_for(best["values"])
     capsys.readouterr()
     assert main(["search", "report", str(tmp_path / "s"), "--export", "--export-dir", str(tmp_path / "exp")]) == 0
     printed = capsys.readouterr().out
     assert "Pareto front, params vs accuracy" in printed and "Pareto front, multiply-adds vs accuracy" in printed
+    assert f"width-multiplier baseline: the base with every width x{multiplier:g}, val accuracy " in printed
     assert "exported" in printed and (tmp_path / "exp" / "tiny_searched" / "1" / "saved_model.pb").exists()
     again = run_search(space, folder_data, tmp_path / "s", "random", max_trials=1, epochs=1, config=CONFIG,
                        overwrite=True)

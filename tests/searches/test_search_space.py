@@ -190,3 +190,24 @@ def test_long_base_names_still_give_valid_searched_specs():
     base = get_spec("googlenet_mini").replace(name="n" * 100)
     space = SearchSpace("long", base, space_from_dict({"base": "googlenet_mini"}).dimensions)
     assert space.spec_for(space.smallest()).name == "n" * 91 + "_searched"
+
+
+def test_cluttered_widths_varies_every_width_around_the_base_and_inherits():
+    import random
+
+    from inception_keras import build_model, narrow, network_cost
+    from inception_keras.inherit_rules import inheritable
+
+    space = get_space("cluttered_widths")
+    base = space.base
+    assert len(space.dimensions) == 6 * len(base.module_names())  # googlenet_mini has no zero width
+    modules = dict(zip(base.module_names(), (m for stage in base.stages for m in stage.modules)))
+    for dim in space.dimensions:
+        value = getattr(modules[dim.module], dim.width)
+        assert value in dim.values and min(dim.values) == max(2, value // 2) and max(dim.values) >= value * 1.25
+    cheapest = space.spec_for({dim.name: dim.values[0] for dim in space.dimensions})
+    assert network_cost(cheapest).inference_macs <= space.budget.max_macs < network_cost(base).inference_macs
+    rng = random.Random(0)
+    point = space.spec_for({dim.name: rng.choice(dim.values) for dim in space.dimensions})
+    assert inheritable(base, point)
+    assert narrow(build_model(base), base, point).count_params() == network_cost(point).total_params
