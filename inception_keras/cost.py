@@ -29,6 +29,8 @@ class LayerCost:
     params: int = 0
     trainable_params: int = 0
     macs: int = 0
+    kernel: int = 0  # a convolution's or pool's window side
+    in_channels: int = 0  # a convolution's input channels
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,7 @@ class _Tracer:
             layers.append(LayerCost(f"{prefix}_pad", "ZeroPadding2D", (h + 2 * padding, w + 2 * padding, c)))
         params = conv_params(c, filters, kernel, bias=not self.bn)
         layers.append(LayerCost(f"{prefix}_conv", "Conv2D", out, params, params,
-                                conv_macs(out[0] * out[1], c, filters, kernel)))
+                                conv_macs(out[0] * out[1], c, filters, kernel), kernel, c))
         if self.bn:
             layers.append(LayerCost(f"{prefix}_bn", "BatchNormalization", out,
                                     *batch_norm_params(filters, self.spec.bn_scale)))
@@ -189,7 +191,7 @@ class _Tracer:
 
     def pool(self, name: str, shape: Shape, pool: PoolSpec, where: str) -> Shape:
         out = (*_window(shape, pool.size, pool.stride, pool.padding, where), shape[2])
-        layer = LayerCost(name, "MaxPooling2D" if pool.kind == "max" else "AveragePooling2D", out)
+        layer = LayerCost(name, "MaxPooling2D" if pool.kind == "max" else "AveragePooling2D", out, kernel=pool.size)
         patch = f"{pool.size}x{pool.size}/{pool.stride}"
         self.blocks.append(BlockCost(name, f"{pool.kind} pool", out, (layer,), patch))
         return out
@@ -228,7 +230,7 @@ class _Tracer:
                 layers += reduce_layers
             layers += self.conv(f"{prefix}_{label}", branch_in, width, kernel, activate=False)[1]
         pool_type = "MaxPooling2D" if module.pool == "max" else "AveragePooling2D"
-        layers.append(LayerCost(f"{prefix}_pool", pool_type, shape))
+        layers.append(LayerCost(f"{prefix}_pool", pool_type, shape, kernel=module.pool_size))
         layers += self.conv(f"{prefix}_pool_proj", shape, module.pool_proj, 1, activate=False)[1]
         out = (shape[0], shape[1], module.out_channels)
         layers.append(LayerCost(f"{prefix}_concat", "Concatenate", out))

@@ -20,11 +20,15 @@ class BudgetError(UserError, ValueError):
 
 
 class PointCost:
-    """Exact (params, multiply-adds) of the budgeted model for a dict of hp values."""
+    """Exact (params, multiply-adds) of the budgeted model for a dict of hp values; with `latency` (a function of a
+    spec: its predicted milliseconds, `inception_keras.export.latency.Predictor.predict`) a latency budget screens
+    too."""
 
-    def __init__(self, space: SearchSpace):
+    def __init__(self, space: SearchSpace, latency=None):
         base = space.base
-        self.space = space
+        self.space, self.latency = space, latency
+        if space.budget.max_latency_ms is not None and latency is None:
+            raise ValueError("a latency budget needs a latency predictor")
         self.bn = base.normalization == "batch_norm"
         self.include_aux = space.budget.model == "training"
         cost = network_cost(base)
@@ -84,7 +88,15 @@ class PointCost:
             over += params / budget.max_params - 1
         if budget.max_macs and macs > budget.max_macs:
             over += macs / budget.max_macs - 1
+        if budget.max_latency_ms:
+            predicted = self.predicted_ms(values)
+            if predicted > budget.max_latency_ms:
+                over += predicted / budget.max_latency_ms - 1
         return over
+
+    def predicted_ms(self, values) -> float:
+        """The predicted latency of the point's inference model."""
+        return self.latency(self.space.spec_for(values).without_aux())
 
     def within(self, values) -> bool:
         return self.excess(values) == 0.0
@@ -128,9 +140,10 @@ def check_feasible(space: SearchSpace, cost: PointCost | None = None) -> PointCo
     budget = space.budget
     if (budget.max_params and min_params > budget.max_params) or (budget.max_macs and min_macs > budget.max_macs) \
             or not cost.within(cheapest(cost)):
+        latency = f" and {cost.predicted_ms(space.smallest()):.3g} ms predicted" if budget.max_latency_ms else ""
         raise BudgetError(f"impossible budget for search space {space.name!r}: {budget.describe()}, but the smallest "
-                          f"achievable is {min_params:,} params and {min_macs:,} multiply-adds. Loosen the budget, or "
-                          f"let smaller widths into the space.")
+                          f"achievable is {min_params:,} params and {min_macs:,} multiply-adds{latency}. Loosen the "
+                          f"budget, or let smaller widths into the space.")
     return cost
 
 

@@ -32,6 +32,17 @@ def _count(text: str) -> int:
                                          f"got {text!r}") from None
 
 
+def _milliseconds(text: str) -> float:
+    from inception_keras.spec import SpecError
+
+    from search.space import parse_milliseconds
+
+    try:
+        return parse_milliseconds(text, "--budget-latency")
+    except SpecError as error:
+        raise argparse.ArgumentTypeError(error.message) from None
+
+
 def _port(text: str) -> int:
     value = positive_int(text)
     if value > MAX_PORT:
@@ -61,7 +72,10 @@ def cmd_search(args) -> int:
         configure_distributed(args.role, args.tuner_id, args.oracle_ip, args.oracle_port)
     except ValueError as error:
         raise CommandError(str(error)) from None
-    space = get_space(args.space).with_budget(args.budget_params, args.budget_macs)
+    space = get_space(args.space).with_budget(args.budget_params, args.budget_macs, args.budget_latency, args.runtime)
+    if args.runtime and space.budget.max_latency_ms is None:
+        raise CommandError("--runtime is where a latency budget is measured: give --budget-latency too (or a space "
+                           "whose budget has max_latency_ms)")
     base = space.base.with_input_size(args.input_size) if args.input_size else space.base
     data = load_data_or_exit(args.dataset, args.data_dir, download=not args.no_download,
                              max_image_pixels=args.max_image_pixels)
@@ -114,7 +128,7 @@ def cmd_report(directory: Path, args, print_table: bool = True) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from search.space import list_spaces
+    from search.space import LATENCY_RUNTIMES, list_spaces
 
     parser = sub.add_parser(
         "search", help="budgeted architecture search over bottleneck widths (KerasTuner); `search report DIR`",
@@ -126,6 +140,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--space", help=f"search space: a YAML/JSON file or one of {', '.join(list_spaces())}")
     parser.add_argument("--budget-params", type=_count, metavar="N", help="max parameters, e.g. 2.5M")
     parser.add_argument("--budget-macs", type=_count, metavar="N", help="max multiply-adds, e.g. 600M")
+    parser.add_argument("--budget-latency", type=_milliseconds, metavar="MS",
+                        help="max latency of the inference model at batch 1 in --runtime on this machine, e.g. 1.2ms: "
+                             "candidates are screened by a predictor fitted once per machine and runtime, each "
+                             "trial's latency is then measured")
+    parser.add_argument("--runtime", choices=LATENCY_RUNTIMES, help="where --budget-latency is measured "
+                                                                    "(default onnxruntime)")
     parser.add_argument("--tuner", choices=("random", "bayesian", "hyperband"), default="random")
     parser.add_argument("--max-trials", type=positive_int, default=10)
     parser.add_argument("--initial-points", type=positive_int, help="bayesian: random trials before the GP")

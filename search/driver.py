@@ -31,7 +31,7 @@ from inception_keras.inherit_rules import network_difference
 from inception_keras.serialize import CLASS_NAMES_FILE, load_document, read_class_names, write_class_names
 from inception_keras.train import TrainConfig, output_names, precision_note
 
-from search.budget import BudgetError, check_feasible, cheapest
+from search.budget import BudgetError, PointCost, check_feasible, cheapest
 from search.report import (BASELINE_FILE, PARENT_FILE, SearchError, read_baseline, read_parent, read_records,
                            report_text, write_results)
 from search.space import SearchSpace
@@ -340,7 +340,8 @@ def run_search(space: SearchSpace, data: DataSplits, directory: str | Path, tune
         print(f"[search] every trial inherits from {parent} ({inherit.spec.name}): {recalibration}"
               f"{_training(steps, epochs)}; {_count(left_out)} points of the space cannot inherit and are left out",
               flush=True)
-    point_cost = check_feasible(space)
+    latency = _latency_predictor(space) if space.budget.max_latency_ms is not None else None
+    point_cost = check_feasible(space, PointCost(space, latency.predict if latency else None))
     start = time.perf_counter()
     _prepare_directory(directory)
     with contextlib.ExitStack() as held:
@@ -383,7 +384,7 @@ def _run(*, space, data, directory, tuner, max_trials, epochs, config, overwrite
         kt_tuner = make_tuner(tuner, space, config, -(-data.train_size // config.batch_size), directory, max_trials,
                               epochs, seed, overwrite and not is_worker(), initial_points, max_attempts, strategy,
                               dataset=data.name, parent=parent, executions_per_trial=executions_per_trial,
-                              max_image_pixels=data.max_image_pixels)
+                              max_image_pixels=data.max_image_pixels, point_cost=point_cost)
     train_ds, val_ds, _ = training_pipelines(data, space.base.input_shape, space.base.head.classes,
                                              config.batch_size, output_names(space.base), config.augment, seed)
     if parent is not None and not is_worker() and not (directory / PARENT_FILE).exists():
@@ -403,7 +404,8 @@ def _run(*, space, data, directory, tuner, max_trials, epochs, config, overwrite
         if timer:
             timer.cancel()
     if not is_worker() and not (directory / BASELINE_FILE).exists() and read_records(directory, warn_damaged=False):
-        _score_baseline(kt_tuner.hypermodel, space, train_ds, val_ds, epochs, executions_per_trial, directory)
+        _score_baseline(kt_tuner.hypermodel, space, train_ds, val_ds, epochs, executions_per_trial, directory,
+                        point_cost.latency)
     oracle = kt_tuner.oracle
     records = read_records(directory)
     outcome = SearchOutcome(records, getattr(oracle, "screened", 0), getattr(oracle, "rejected", 0),
@@ -424,16 +426,32 @@ def _run(*, space, data, directory, tuner, max_trials, epochs, config, overwrite
     return outcome
 
 
+def _latency_predictor(space: SearchSpace):
+    """The latency predictor of the space's base structure in the budget's runtime (cached, or fitted now)."""
+    from inception_keras.export import ExportError
+    from inception_keras.export.latency import build_predictor
+
+    print(f"[search] latency budget: predicting each candidate's latency in {space.budget.runtime} on this machine "
+          f"(the predictor of {space.base.name}'s structure, fitted on measured width variants once and cached)",
+          flush=True)
+    try:
+        return build_predictor(space.base, space.budget.runtime)
+    except ExportError as error:
+        raise SearchError(f"cannot predict latency in {space.budget.runtime}: {error}") from None
+
+
 def _score_baseline(hypermodel, space: SearchSpace, train_ds, val_ds, epochs: int, executions: int,
-                    directory: Path) -> None:
+                    directory: Path, latency=None) -> None:
     """The width-multiplier baseline: the space's base with every width scaled by the largest factor within the
     budget (`inception_keras.scale_to_budget`), trained and scored as a trial is (same proxy, same executions),
     into `DIR/baseline.json`. Without a budget there is nothing to scale to."""
+    from search.tuner import latency_fields
+
     budget = space.budget
-    if budget.max_params is None and budget.max_macs is None:
+    if not budget.bounded():
         return
     try:
-        spec, multiplier = scale_to_budget(space.base, budget)
+        spec, multiplier = scale_to_budget(space.base, budget, latency=latency)
     except SpecError as error:
         print(f"[search] no width-multiplier baseline: {error.message}", flush=True)
         return
@@ -447,7 +465,8 @@ def _score_baseline(hypermodel, space: SearchSpace, train_ds, val_ds, epochs: in
              "macs": cost.inference_macs if inference else cost.total_macs,
              "val_accuracy": accuracy if math.isfinite(accuracy) else None,
              "val_accuracy_std": statistics.stdev(scores) if len(scores) > 1 else 0.0, "executions": len(scores),
-             "train_seconds": round(seconds, 2), "spec": spec.to_dict()}
+             "train_seconds": round(seconds, 2), "spec": spec.to_dict(),
+             **(latency_fields(spec, budget, latency) if latency else {})}
     atomic_write_text(directory / BASELINE_FILE, json.dumps(point, indent=1))
     print(f"[search] width-multiplier baseline (every width of {space.base.name} x{multiplier:g}): "
           f"{point['params']:,} params, {point['macs']:,} multiply-adds, val accuracy {accuracy:.4f}, "

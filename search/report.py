@@ -27,17 +27,19 @@ from inception_keras.report import format_table
 from inception_keras.serialize import file_label, load_document, spec_to_yaml
 from inception_keras.spec import SpecError
 
-from search.space import Budget, parse_count
+from search.space import DEFAULT_RUNTIME, Budget, parse_count
 
-COLUMNS = ("trial_id", "worker", "val_accuracy", "val_accuracy_std", "executions", "params", "macs", "train_seconds")
+COLUMNS = ("trial_id", "worker", "val_accuracy", "val_accuracy_std", "executions", "params", "macs", "train_seconds",
+           "latency_ms", "predicted_latency_ms", "over_budget")
+LATENCY_FIELDS = ("latency_ms", "latency_p90_ms", "predicted_latency_ms")  # a latency budget's trials have them
 NUMBER_FIELDS = ("val_accuracy", "params", "macs", "train_seconds")
 RECORD_TYPES = {"trial_id": str, "values": dict, "spec": dict}
 PARENT_FIELDS = ("params", "macs", "val_accuracy")
 BASELINE_FIELDS = ("multiplier", "params", "macs", "val_accuracy")
 PARENT_FILE, BASELINE_FILE = "parent.json", "baseline.json"
 # What Budget.describe() writes, e.g. "params <= 120,000 and multiply-adds <= 600,000,000 (inference model)".
-_BUDGET_TEXT = re.compile(r"(?:params <= ([0-9,]{1,25}))?(?: and )?(?:multiply-adds <= ([0-9,]{1,25}))?"
-                          r"(?:no budget)? \((\w{1,20}) model\)")
+_BUDGET_TEXT = re.compile(r"(?:params <= ([0-9,]{1,25}))?(?: and )?(?:multiply-adds <= ([0-9,]{1,25}))?(?: and )?"
+                          r"(?:latency <= ([0-9.e+-]{1,25}) ms on (\w{1,20}))?(?:no budget)? \((\w{1,20}) model\)")
 
 
 class SearchError(UserError):
@@ -62,7 +64,7 @@ def record_problem(record) -> str | None:
         return f"no {', '.join(missing)}"
     wrong = [key for key, kind in RECORD_TYPES.items() if not isinstance(record[key], kind)]
     wrong += [key for key in NUMBER_FIELDS if not _is_number(record[key])]
-    wrong += [key for key in ("val_accuracy_std",) if key in record and not _is_number(record[key])]
+    wrong += [key for key in ("val_accuracy_std", *LATENCY_FIELDS) if key in record and not _is_number(record[key])]
     if "executions" in record and (isinstance(record["executions"], bool) or not isinstance(record["executions"], int)
                                    or record["executions"] < 1):
         wrong.append("executions")
@@ -142,10 +144,11 @@ def budget_from_text(text) -> Budget | None:
     match = _BUDGET_TEXT.fullmatch(text) if isinstance(text, str) else None
     if not match:
         return None
-    params, macs, model = match.groups()
+    params, macs, latency, runtime, model = match.groups()
     try:
-        budget = Budget(*(parse_count(limit.replace(",", "")) if limit else None for limit in (params, macs)), model)
-    except SpecError:
+        budget = Budget(*(parse_count(limit.replace(",", "")) if limit else None for limit in (params, macs)), model,
+                        float(latency) if latency else None, runtime or DEFAULT_RUNTIME)
+    except (SpecError, ValueError):
         return None
     return budget if budget.describe() == text else None
 
@@ -223,6 +226,8 @@ def baseline_text(baseline: dict, best: dict | None) -> str:
     text = (f"width-multiplier baseline: the base with every width x{baseline['multiplier']:g}, val accuracy "
             f"{accuracy_text(baseline) if accuracy is not None else 'not measured'}, {baseline['params']:,} params, "
             f"{baseline['macs']:,} multiply-adds")
+    if _is_number(baseline.get("latency_ms")):
+        text += f", {latency_text(baseline)} ms measured"
     if best is not None and accuracy is not None:
         gap = best["val_accuracy"] - accuracy
         text += f"; the best trial is {abs(gap):.4f} {'above' if gap > 0 else 'below'} it" if gap else \
@@ -247,11 +252,21 @@ def best_record(records: list[dict]) -> dict | None:
     return max(scored, key=lambda r: (r["val_accuracy"], -r["params"]), default=None)
 
 
+def latency_text(record: dict) -> str:
+    """`0.412` (ms measured), `0.512 *` when measured over the latency budget; `-` when not measured."""
+    if "latency_ms" not in record:
+        return "-"
+    return f"{record['latency_ms']:.3f}{' *' if record.get('over_budget') else ''}"
+
+
 def table(records: list[dict], title: str = "") -> str:
-    rows = [("trial", "worker", "val acc", "params", "multiply-adds", "seconds")]
+    latency = any("latency_ms" in r for r in records)
+    rows = [("trial", "worker", "val acc", "params", "multiply-adds", *(("latency ms",) if latency else ()),
+             "seconds")]
     rows += [(str(r["trial_id"]), str(r["worker"])[:12], accuracy_text(r), f"{r['params']:,}",
-              f"{r['macs']:,}", f"{r['train_seconds']:.1f}") for r in records]
-    return "\n".join(([title] if title else []) + format_table(rows, {2, 3, 4, 5}))
+              f"{r['macs']:,}", *((latency_text(r),) if latency else ()), f"{r['train_seconds']:.1f}")
+             for r in records]
+    return "\n".join(([title] if title else []) + format_table(rows, set(range(2, len(rows[0])))))
 
 
 def report_text(records: list[dict], budget: str = "", parent: dict | None = None, baseline: dict | None = None) \
@@ -264,6 +279,13 @@ def report_text(records: list[dict], budget: str = "", parent: dict | None = Non
     parts = [table(records, f"trials ({len(records)} finished){': budget ' + budget if budget else ''}"),
              table(pareto_front(records, "params"), "\nPareto front, params vs accuracy"),
              table(pareto_front(records, "macs"), "\nPareto front, multiply-adds vs accuracy")]
+    timed = [r for r in records if "latency_ms" in r]
+    if timed:
+        parts.append(table(pareto_front(timed, "latency_ms"), "\nPareto front, measured latency vs accuracy"))
+        over = [r["trial_id"] for r in timed if r.get("over_budget")]
+        if over:
+            parts.append(f"* measured over the latency budget (screened by the prediction): trial "
+                         f"{', '.join(map(str, over))}")
     if best:
         parts.append(f"\nbest: trial {best['trial_id']}, val accuracy {accuracy_text(best)}, "
                      f"{best['params']:,} params, {best['macs']:,} multiply-adds")
@@ -314,30 +336,40 @@ def pareto_figure(records: list[dict], budget: Budget | None = None, parent: dic
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
 
-    figure = Figure(figsize=(11, 4.2))
+    panels = [("params", "parameters"), ("macs", "multiply-adds")]
+    if any("latency_ms" in r for r in records):
+        panels.append(("latency_ms", f"latency (ms{', ' + budget.runtime if budget else ''}, measured)"))
+    figure = Figure(figsize=(5.5 * len(panels), 4.2))
     FigureCanvasAgg(figure)
-    limits = {"params": budget.max_params, "macs": budget.max_macs} if budget else {}
-    repeated = [r for r in records if executions(r) > 1]
-    for index, (cost, label) in enumerate((("params", "parameters"), ("macs", "multiply-adds"))):
-        axis = figure.add_subplot(1, 2, index + 1)
+    limits = {"params": budget.max_params, "macs": budget.max_macs, "latency_ms": budget.max_latency_ms} \
+        if budget else {}
+    for index, (cost, label) in enumerate(panels):
+        axis = figure.add_subplot(1, len(panels), index + 1)
+        shown = [r for r in records if cost in r]  # latency: the trials measured
+        repeated = [r for r in shown if executions(r) > 1]
         if repeated:
             axis.errorbar([r[cost] for r in repeated], [r["val_accuracy"] for r in repeated],
                           yerr=[accuracy_std(r) for r in repeated], fmt="none", ecolor="0.45", elinewidth=1,
                           capsize=3, label="± std over executions")
-        axis.scatter([r[cost] for r in records], [r["val_accuracy"] for r in records], color="0.6", label="trials")
-        front = pareto_front(records, cost)
+        axis.scatter([r[cost] for r in shown], [r["val_accuracy"] for r in shown], color="0.6", label="trials")
+        over = [r for r in shown if cost == "latency_ms" and r.get("over_budget")]
+        if over:
+            axis.scatter([r[cost] for r in over], [r["val_accuracy"] for r in over], facecolors="none",
+                         edgecolors="C3", s=120, label="measured over budget")
+        front = pareto_front(shown, cost)
         axis.step([r[cost] for r in front], [r["val_accuracy"] for r in front], where="post", color="C3",
                   marker="o", label="Pareto front")
         if limits.get(cost):
             axis.axvline(limits[cost], color="C0", linestyle="--", linewidth=1.5, label="budget")
-        if parent:
+        if parent and cost in parent:
             _draw_point(axis, parent[cost], parent["val_accuracy"], "parent", {"color": "C2", "marker": "*"})
-        elif base:
+        elif base and cost in base:
             _draw_point(axis, base[cost], base["val_accuracy"], "base spec", {"color": "C1", "marker": "D"})
-        if baseline:
+        if baseline and _is_number(baseline.get(cost)):
             _draw_point(axis, baseline[cost], baseline["val_accuracy"], f"width x{baseline['multiplier']:g}",
                         {"color": "C4", "marker": "X"})
-        axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: human_count(value)))
+        if cost != "latency_ms":
+            axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: human_count(value)))
         axis.ticklabel_format(axis="y", style="plain", useOffset=False)
         axis.set_xlabel(label)
         axis.set_ylabel("validation accuracy")
@@ -362,7 +394,7 @@ def _csv_text(records: list[dict]) -> str:
     writer.writerow([*COLUMNS, *names])
     for r in records:
         row = {**r, "val_accuracy_std": accuracy_std(r), "executions": executions(r)}
-        writer.writerow([*(row[c] for c in COLUMNS), *(r["values"].get(name, "") for name in names)])
+        writer.writerow([*(row.get(c, "") for c in COLUMNS), *(r["values"].get(name, "") for name in names)])
     return rows.getvalue()
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -30,6 +31,9 @@ WIDTH_FIELDS = ("ch1x1", "ch3x3_reduce", "ch3x3", "ch5x5_reduce", "ch5x5", "pool
 BOTTLENECK_FIELDS = ("ch3x3_reduce", "ch5x5_reduce", "pool_proj")
 REDUCE_FIELDS = ("ch3x3_reduce", "ch5x5_reduce")
 BUDGET_MODELS = ("inference", "training")
+LATENCY_RUNTIMES = ("onnxruntime", "openvino", "litert", "keras")  # inception_keras.export.latency.RUNTIMES
+DEFAULT_RUNTIME = "onnxruntime"
+MAX_LATENCY_MS = 1_000_000
 @dataclass(frozen=True)
 class Dimension:
     """One varying width: module `3a`'s `ch3x3_reduce` takes one of `values` (ascending)."""
@@ -45,11 +49,14 @@ class Dimension:
 
 @dataclass(frozen=True)
 class Budget:
-    """Upper bounds on the parameters and multiply-adds of the inference (or training) model."""
+    """Upper bounds on the parameters and multiply-adds of the inference (or training) model, and on the inference
+    model's latency in milliseconds at batch 1 in a deployment runtime (predicted to screen, measured per trial)."""
 
     max_params: int | None = None
     max_macs: int | None = None
     model: str = "inference"
+    max_latency_ms: float | None = None
+    runtime: str = DEFAULT_RUNTIME
 
     def __post_init__(self):
         for name in ("max_params", "max_macs"):
@@ -59,11 +66,22 @@ class Budget:
                 raise SpecError(f"budget.{name}", f"must be an integer count in 1..10^15, got {show(value)}")
         if self.model not in BUDGET_MODELS:
             raise SpecError("budget.model", f"must be one of {', '.join(BUDGET_MODELS)}; got {show(self.model)}")
+        latency = self.max_latency_ms
+        if latency is not None and (isinstance(latency, bool) or not isinstance(latency, (int, float))
+                                    or not 0 < latency <= MAX_LATENCY_MS):
+            raise SpecError("budget.max_latency_ms", f"must be a number of milliseconds in (0, {MAX_LATENCY_MS:,}], "
+                                                     f"got {show(latency)}")
+        if self.runtime not in LATENCY_RUNTIMES:
+            raise SpecError("budget.runtime", f"must be one of {', '.join(LATENCY_RUNTIMES)}; got {show(self.runtime)}")
 
     def describe(self) -> str:
         parts = [f"params <= {self.max_params:,}" if self.max_params else "",
-                 f"multiply-adds <= {self.max_macs:,}" if self.max_macs else ""]
+                 f"multiply-adds <= {self.max_macs:,}" if self.max_macs else "",
+                 f"latency <= {self.max_latency_ms:g} ms on {self.runtime}" if self.max_latency_ms else ""]
         return (" and ".join(p for p in parts if p) or "no budget") + f" ({self.model} model)"
+
+    def bounded(self) -> bool:
+        return any(value is not None for value in (self.max_params, self.max_macs, self.max_latency_ms))
 
 
 @dataclass(frozen=True)
@@ -99,9 +117,12 @@ class SearchSpace:
     def with_base(self, base: NetworkSpec) -> "SearchSpace":
         return dataclasses.replace(self, base=base)
 
-    def with_budget(self, max_params: int | None = None, max_macs: int | None = None) -> "SearchSpace":
+    def with_budget(self, max_params: int | None = None, max_macs: int | None = None,
+                    max_latency_ms: float | None = None, runtime: str | None = None) -> "SearchSpace":
         budget = dataclasses.replace(self.budget, max_params=max_params or self.budget.max_params,
-                                     max_macs=max_macs or self.budget.max_macs)
+                                     max_macs=max_macs or self.budget.max_macs,
+                                     max_latency_ms=max_latency_ms or self.budget.max_latency_ms,
+                                     runtime=runtime or self.budget.runtime)
         return dataclasses.replace(self, budget=budget)
 
 
@@ -200,18 +221,37 @@ def _entry_targets(entry: Any, at: str, base: NetworkSpec) -> tuple[list[str], l
     return names, widths
 
 
+def parse_milliseconds(text: Any, where: str = "budget.max_latency_ms") -> float:
+    """`1.2ms`, `1.2 ms` or `1.2` -> 1.2 (milliseconds; `s` and `us` suffixes too), in (0, MAX_LATENCY_MS]."""
+    scale = {"ms": 1.0, "s": 1000.0, "us": 0.001}
+    value = text
+    if isinstance(text, str) and len(text) <= 40:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|us)?\s*", text)
+        value = float(match.group(1)) * scale[match.group(2) or "ms"] if match else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_LATENCY_MS:
+        raise SpecError(where, f"must be a latency such as 1.2ms (0 to {MAX_LATENCY_MS:,} ms), got {show(text)}")
+    return float(value)
+
+
 def budget_from(data: Any, where: str = "budget") -> Budget:
-    """A Budget from `{max_params, max_macs, model}` (counts such as 2.5M); None is no budget."""
+    """A Budget from `{max_params, max_macs, model, max_latency_ms, runtime}` (counts such as 2.5M, latencies
+    such as 1.2ms); None is no budget."""
+    keys = ("max_params", "max_macs", "model", "max_latency_ms", "runtime")
     if data is None:
         return Budget()
-    if not isinstance(data, Mapping) or _unknown_key(data, ("max_params", "max_macs", "model")):
-        raise SpecError(where, f"must be {{max_params, max_macs, model}}, got {show(data)}")
+    if not isinstance(data, Mapping) or _unknown_key(data, keys):
+        raise SpecError(where, f"must be {{{', '.join(keys)}}}, got {show(data)}")
     model = data.get("model", "inference")
     if not isinstance(model, str) or model not in BUDGET_MODELS:
         raise SpecError(f"{where}.model", f"must be one of {', '.join(BUDGET_MODELS)}; got {show(model)}")
     count = {key: parse_count(data[key], f"{where}.{key}") if data.get(key) is not None else None
              for key in ("max_params", "max_macs")}
-    return Budget(count["max_params"], count["max_macs"], model)
+    latency = parse_milliseconds(data["max_latency_ms"], f"{where}.max_latency_ms") \
+        if data.get("max_latency_ms") is not None else None
+    runtime = data.get("runtime", DEFAULT_RUNTIME)
+    if not isinstance(runtime, str) or runtime not in LATENCY_RUNTIMES:
+        raise SpecError(f"{where}.runtime", f"must be one of {', '.join(LATENCY_RUNTIMES)}; got {show(runtime)}")
+    return Budget(count["max_params"], count["max_macs"], model, latency, runtime)
 
 
 def space_from_dict(data: Any, source: str = "space") -> SearchSpace:

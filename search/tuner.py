@@ -77,6 +77,18 @@ class Parent:
         return restricted, space.size() - restricted.size()
 
 
+def latency_fields(spec: NetworkSpec, budget, latency) -> dict:
+    """A trial's (or the baseline's) latency under a latency budget: measured in the budget's runtime (its
+    inference model, batch 1), predicted by `latency`, and whether the measurement is over the budget."""
+    from inception_keras.export.latency import measure
+
+    inference = spec.without_aux()
+    timing = measure(inference, budget.runtime)
+    return {"latency_ms": round(timing.median_ms, 4), "latency_p90_ms": round(timing.p90_ms, 4),
+            "predicted_latency_ms": round(latency(inference), 4),
+            "over_budget": bool(timing.median_ms > budget.max_latency_ms)}
+
+
 class InceptionHyperModel(kt.HyperModel):
     """hp -> `space.spec_for` -> `build_model` (or `narrow` of the parent) -> `compile_model` (aux losses weighted as
     the spec says); with a parent, `fit` recalibrates batch norm first."""
@@ -144,9 +156,10 @@ class InceptionHyperModel(kt.HyperModel):
 class BudgetMixin:
     """Screens every newly drawn point with the exact cost model before a trial exists."""
 
-    def __init__(self, *args, space: SearchSpace, max_attempts: int = 10_000, **kwargs):
+    def __init__(self, *args, space: SearchSpace, point_cost: PointCost | None = None, max_attempts: int = 10_000,
+                 **kwargs):
         super().__init__(*args, **kwargs)
-        self.space, self.point_cost, self.max_attempts = space, PointCost(space), max_attempts
+        self.space, self.point_cost, self.max_attempts = space, point_cost or PointCost(space), max_attempts
         self.screened = self.rejected = self.repaired = 0
         self.exhausted = False
 
@@ -231,6 +244,9 @@ class RecordingMixin:
         spread = statistics.stdev(scores) if len(scores) > 1 else 0.0
         parent = getattr(self.hypermodel, "parent", None)
         inference = self.space.budget.model == "inference"
+        point_cost = getattr(self.oracle, "point_cost", None)
+        latency = latency_fields(spec, self.space.budget, point_cost.latency) if point_cost is not None and \
+            self.space.budget.max_latency_ms is not None else {}
         record = {
             "trial_id": trial.trial_id, "worker": self.tuner_id, "values": values,
             "params": cost.inference_params if inference else cost.total_params,
@@ -240,12 +256,14 @@ class RecordingMixin:
             "val_accuracy": accuracy, "val_accuracy_std": spread, "executions": len(scores),
             "train_seconds": round(seconds, 2), "epochs": kwargs.get("epochs"),
             "steps": parent.steps if parent else None, "parent": parent.source if parent else None,
-            "spec": spec.to_dict(),
+            "spec": spec.to_dict(), **latency,
         }
         self._write_record(record)
         shown = f"{accuracy:.4f} ± {spread:.4f} ({len(scores)})" if len(scores) > 1 else f"{accuracy:.4f}"
+        measured = f", {latency['latency_ms']:.3f} ms measured ({latency['predicted_latency_ms']:.3f} predicted" \
+                   f"{'; OVER the budget' if latency['over_budget'] else ''})" if latency else ""
         print(f"[search] trial {trial.trial_id} ({self.tuner_id}): {monitor} {shown}, "
-              f"{record['params']:,} params, {record['macs']:,} multiply-adds, {seconds:.1f} s", flush=True)
+              f"{record['params']:,} params, {record['macs']:,} multiply-adds{measured}, {seconds:.1f} s", flush=True)
         return histories
 
 
@@ -265,24 +283,26 @@ class BudgetHyperband(RecordingMixin, kt.tuners.Hyperband):
 def make_tuner(kind: str, space: SearchSpace, config: TrainConfig, steps_per_epoch: int, directory: Path,
                max_trials: int, epochs: int, seed: int = 0, overwrite: bool = False, initial_points: int | None = None,
                max_attempts: int = 10_000, distribution_strategy=None, dataset: str = "", parent: Parent | None = None,
-               executions_per_trial: int = 1, max_image_pixels: int = MAX_IMAGE_PIXELS):
+               executions_per_trial: int = 1, max_image_pixels: int = MAX_IMAGE_PIXELS,
+               point_cost: PointCost | None = None):
     """A tuner whose oracle screens candidates by the space's budget; `directory/kt` holds its project.
 
     `dataset` (the `load_data` name) and its `max_image_pixels` let a trial that fails reading it name the
     unreadable image. With a `parent` every trial inherits its weights (the space must hold only points that
     can: `Parent.restrict`).
-    A trial trains `executions_per_trial` times; its score is the mean.
+    A trial trains `executions_per_trial` times; its score is the mean. `point_cost` screens the candidates
+    (default: the space's params and multiply-adds budget; a latency budget needs one with a predictor).
     """
     if kind not in TUNERS:
         raise ValueError(f"tuner must be one of {', '.join(TUNERS)}; got {kind!r}")
-    point_cost = PointCost(space)
+    point_cost = point_cost or PointCost(space)
     defaults = cheapest(point_cost)
     hypermodel = InceptionHyperModel(space, config, steps_per_epoch, defaults, parent)
     hp = kt.HyperParameters()
     hypermodel.declare(hp)
     objective = kt.Objective(monitor_name(space.base), "max")
     common = dict(objective=objective, seed=seed, hyperparameters=hp, tune_new_entries=False, space=space,
-                  max_attempts=max_attempts)
+                  point_cost=point_cost, max_attempts=max_attempts)
     if kind == "random":
         oracle = BudgetRandomSearchOracle(max_trials=max_trials, **common)
     elif kind == "bayesian":

@@ -24,7 +24,8 @@ from inception_keras.presets import list_specs, resolve_spec
 from inception_keras.scaling import DIVISOR
 from inception_keras.serialize import parse_count, spec_to_yaml
 
-BUILT_IN = ("inception_keras.cli.commands", "inception_keras.cli.weights", "inception_keras.cli.narrow")
+BUILT_IN = ("inception_keras.cli.commands", "inception_keras.cli.weights", "inception_keras.cli.narrow",
+            "inception_keras.cli.latency")
 MESSAGE_LIMIT = 600  # characters of an error line; longer ones (an absurd argument echoed) are cut
 
 
@@ -40,7 +41,7 @@ def cmd_specs(args) -> int:
 def cmd_spec(args) -> int:
     from inception_keras.scaling import scale_to_budget, scale_widths
 
-    spec = resolve_spec(args.name, "NAME")
+    spec = resolve_spec(args.name)
     if args.width_multiplier is not None and args.fit_budget is not None:
         raise CommandError("give --width-multiplier or --fit-budget, not both")
     if args.width_multiplier is not None:

@@ -49,7 +49,7 @@ def test_specs_and_spec_yaml_round_trip(capsys, tmp_path):
     (["summary", "googlenet", "--classes", "1"], "error: head.classes: must be >= 2, got 1"),
     (["summary", "googlenet", "--input-size", "big"], "--input-size: must be a positive integer, got 'big'"),
     (["summary", "no_such_spec"], "error: spec: 'no_such_spec' is neither a registered spec"),
-    (["spec", "no_such_spec"], "error: spec: unknown spec 'no_such_spec'"),
+    (["spec", "no_such_spec"], "error: spec: 'no_such_spec' is neither a registered spec"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ])
 def test_bad_input_exits_2_with_one_line(args, message, capsys):

@@ -189,12 +189,17 @@ def test_weights_import_refuses_an_out_it_cannot_write_before_reading(tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.keras", "folder.keras"]
 
 
-def test_cheap_refusals_come_before_tensorflow_loads(digits_run, tmp_path):
+def test_cheap_refusals_come_before_tensorflow_loads(tmp_path):
     """Arguments, output paths and what the run records are checked before TensorFlow and a model load (~10 s)."""
     import subprocess
     import sys
 
     (tmp_path / "afile").write_text("x")
+    digits_run = tmp_path / "run"  # what the checks read of a run: its files' names and run.json (no dataset)
+    digits_run.mkdir()
+    for name in ("best.keras", "spec.yaml", "class_names.txt"):
+        (digits_run / name).write_text("never read")
+    (digits_run / "run.json").write_text("{}")
     cases = {("export", str(digits_run), "--format", "saved_model", "--int8"):
              "--int8 is for onnx, litert, openvino, not saved_model",
              ("export", str(digits_run / "best.keras"), "--format", "onnx", "--int8"):
@@ -204,10 +209,11 @@ def test_cheap_refusals_come_before_tensorflow_loads(digits_run, tmp_path):
              f"--out {tmp_path / 'afile' / 'run'}: {tmp_path / 'afile'} is a file, not a directory",
              ("search", "--steps", "100001"): "--steps: must be from 0 to 100,000, got '100001'",
              ("search", "--recalibrate-batches", "10001"): "--recalibrate-batches: must be from 0 to 10,000"}
-    code = ("import sys\nfrom inception_keras.cli import main\ncode = main(sys.argv[1:])\n"
-            "print(code, 'tensorflow' in sys.modules)")
+    script = ("import sys\nfrom inception_keras.cli import main\ncode = main(sys.argv[1:])\n"
+              "print(code, 'tensorflow' in sys.modules)")
     for argv, message in cases.items():
-        run = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+        run = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=120)
+        assert len(run.stdout.split()) >= 2, (argv, run.returncode, run.stdout, run.stderr[-2000:])
         code, tensorflow = run.stdout.split()[-2:]
         assert code == "2" and message in run.stderr and len(run.stderr.strip().splitlines()) == 1, (argv, run.stderr)
         assert tensorflow == "False" or argv[0] == "train", argv  # train imports it first, then checks --out

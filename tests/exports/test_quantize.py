@@ -25,9 +25,15 @@ def int8_weights(folder, fmt: str) -> list[np.ndarray]:
     if fmt == "litert":
         from ai_edge_litert.interpreter import Interpreter
 
-        interpreter = Interpreter(str(path))
-        return [interpreter.get_tensor(d["index"]) for d in interpreter.get_tensor_details()
-                if d["dtype"] == np.int8 and len(d["shape"]) == 4]
+        interpreter = Interpreter(str(path))  # constant tensors hold data before allocation; activations do not
+        found = []
+        for detail in interpreter.get_tensor_details():
+            if detail["dtype"] == np.int8 and len(detail["shape"]) == 4:
+                try:
+                    found.append(interpreter.get_tensor(detail["index"]))
+                except ValueError:
+                    continue
+        return found
     import openvino
 
     return [op.get_data() for op in openvino.Core().read_model(str(path)).get_ops()

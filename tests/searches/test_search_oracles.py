@@ -4,7 +4,7 @@ import keras_tuner as kt
 import pytest
 
 from inception_keras.train import TrainConfig
-from search.budget import PointCost, check_feasible, cheapest
+from search.budget import BudgetError, PointCost, check_feasible, cheapest
 from search.space import get_space
 from search.tuner import (BudgetBayesianOracle, BudgetHyperbandOracle, BudgetRandomSearchOracle,
                           InceptionHyperModel)
@@ -12,10 +12,11 @@ from search.tuner import (BudgetBayesianOracle, BudgetHyperbandOracle, BudgetRan
 OBJECTIVE = kt.Objective("val_predictions_accuracy", "max")
 
 
-def make_oracle(cls, space, tmp_path, **kwargs):
+def make_oracle(cls, space, tmp_path, point_cost=None, **kwargs):
     hp = kt.HyperParameters()
-    InceptionHyperModel(space, TrainConfig(), 10, cheapest(PointCost(space))).declare(hp)
-    oracle = cls(objective=OBJECTIVE, hyperparameters=hp, tune_new_entries=False, space=space, seed=1, **kwargs)
+    InceptionHyperModel(space, TrainConfig(), 10, cheapest(point_cost or PointCost(space))).declare(hp)
+    oracle = cls(objective=OBJECTIVE, hyperparameters=hp, tune_new_entries=False, space=space, seed=1,
+                 point_cost=point_cost, **kwargs)
     oracle._set_project_dir(str(tmp_path), "oracle")
     return oracle
 
@@ -66,3 +67,23 @@ def test_bayesian_proposals_over_budget_are_repaired_not_resampled(tmp_path):
     assert len(created) == 6 and all(cost.within(values) for values in created)
     assert oracle.repaired >= 1
     assert oracle.screened - oracle.rejected == 3  # only the initial points were random draws
+
+
+def test_a_latency_budget_screens_by_the_predicted_latency_before_any_trial(tmp_path):
+    from inception_keras import network_cost
+
+    def predicted_ms(spec):  # a stand-in predictor: 0.1 ms per million multiply-adds, plus 0.2 ms
+        return 0.2 + network_cost(spec).inference_macs * 1e-7
+
+    space = get_space("cluttered_widths").with_budget(max_latency_ms=0.85)
+    space = space.with_budget(max_macs=10**12)  # the latency is the bound that matters
+    cost = PointCost(space, predicted_ms)
+    oracle = make_oracle(BudgetRandomSearchOracle, space, tmp_path, max_trials=6, point_cost=cost)
+    created = run_trials(oracle, 6)
+    assert len(created) == 6 and all(predicted_ms(space.spec_for(values)) <= 0.85 for values in created)
+    assert oracle.rejected > 0
+    with pytest.raises(ValueError, match="a latency budget needs a latency predictor"):
+        PointCost(space)
+    with pytest.raises(BudgetError, match=r"latency <= 0.2 ms on onnxruntime .* and 0\.\d+ ms predicted"):
+        check_feasible(space.with_budget(max_latency_ms=0.2), PointCost(space.with_budget(max_latency_ms=0.2),
+                                                                        predicted_ms))

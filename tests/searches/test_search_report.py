@@ -172,3 +172,19 @@ def test_the_width_multiplier_baseline_is_reported_beside_the_trials_and_drawn(t
     assert json.loads((directory / "results.json").read_text())["baseline"] == BASELINE
     (directory / "baseline.json").write_text(json.dumps({**BASELINE, "params": "many"}))
     assert read_baseline(directory, warn_damaged=False) is None
+
+
+def test_measured_latencies_get_a_column_a_front_and_a_panel_and_over_budget_trials_are_marked():
+    timed = [record("00", 0.9, 95_000, latency_ms=0.41, predicted_latency_ms=0.40, latency_p90_ms=0.5,
+                    over_budget=False),
+             record("01", 0.93, 97_500, latency_ms=0.55, predicted_latency_ms=0.48, latency_p90_ms=0.6,
+                    over_budget=True)]
+    budget = Budget(max_latency_ms=0.5)
+    text = report_text(timed, budget.describe())
+    assert "latency ms" in text and "0.550 *" in text and "Pareto front, measured latency vs accuracy" in text
+    assert "\n* measured over the latency budget (screened by the prediction): trial 01\n" in text
+    figure = pareto_figure(timed, budget)
+    assert len(figure.axes) == 3 and figure.axes[2].get_xlabel() == "latency (ms, onnxruntime, measured)"
+    [line] = labelled(figure.axes[2], "budget")
+    assert list(line.get_xdata()) == [0.5, 0.5]
+    assert len(pareto_figure(RECORDS).axes) == 2  # no latency measured: two panels

@@ -1,0 +1,105 @@
+"""How well the latency predictor (`inception_keras.export.latency`) predicts measured latency, in one sitting.
+
+    make bench-latency
+    python benchmarks/bench_latency.py [--runtime onnxruntime] [--held-out 20] [--candidates 24] [--quick]
+
+For each structure, a predictor is fitted anew (`build_predictor(..., rebuild=True)`: random width variants of
+the base, exported and timed in interleaved rounds), then HELD_OUT random points of a search space over that
+structure, drawn with a fixed seed before anything is measured and none of them a fitting candidate, are
+exported, timed in interleaved rounds, and predicted. The goal (issue 27): at least 90 % of the predictions within
++-10 % of the measured median. Structures: googlenet_mini at 32 px (points of `cluttered_bottlenecks` and
+`cluttered_widths`) and the faithful googlenet at 224 px (points of `googlenet_widths`, every width of every
+module from 16 to 384), batch 1, the runtime's default threads. Writes benchmarks/results/bench_latency.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import inception_keras  # noqa: E402,F401  first: turns oneDNN on where TensorFlow would not (cpu.py)
+from benchlib import Results, cpu_name  # noqa: E402
+
+GOAL_WITHIN, GOAL_SHARE = 0.10, 0.90
+SEED = 2026  # the held-out draws; the predictors' own candidates use seed 0
+STRUCTURES = (("googlenet_mini at 32 px", "googlenet_mini", 32, ("cluttered_bottlenecks", "cluttered_widths")),
+              ("googlenet at 224 px", "googlenet", 224, ("googlenet_widths",)))
+
+
+def held_out(spaces: list, count: int, seed: int) -> list:
+    """`count` random points of `spaces` (in turn), each space's base at its input size, drawn before anything runs."""
+    rng = random.Random(seed)
+    points = []
+    for index in range(count):
+        space = spaces[index % len(spaces)]
+        values = {dim.name: rng.choice(dim.values) for dim in space.dimensions}
+        points.append(space.spec_for(values).without_aux())
+    return points
+
+
+def run(structure: tuple, runtime: str, count: int, candidates: int, results: Results) -> dict:
+    from inception_keras import get_spec, network_cost
+    from inception_keras.export.latency import build_predictor, measure_many, relative_errors
+    from search.space import get_space
+
+    label, name, size, space_names = structure
+    base = get_spec(name).with_input_size(size)
+    spaces = [get_space(space).with_base(get_space(space).base.with_input_size(size)) for space in space_names]
+    points = held_out(spaces, count, SEED)
+    start = time.perf_counter()
+    predictor = build_predictor(base, runtime, rebuild=True, candidates=candidates)
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    measured = [t.median_ms for t in measure_many(points, runtime, progress=print)]
+    measure_seconds = time.perf_counter() - start
+    predicted = [predictor.predict(point) for point in points]
+    errors = relative_errors(predicted, measured)
+    rows = [{"macs": network_cost(p).inference_macs, "measured_ms": m, "predicted_ms": q}
+            for p, m, q in zip(points, measured, predicted)]
+    return {"structure": label, "spaces": list(space_names), "fit": predictor.fit_error,
+            "fit_seconds": round(fit_seconds, 1), "measure_seconds": round(measure_seconds, 1), "errors": errors,
+            "points": rows, "coefficients": dict(zip(predictor.to_dict()["features"], predictor.coefficients))}
+
+
+def table(found: list[dict], runtime: str) -> list[str]:
+    lines = [f"| structure ({runtime}, batch 1) | held-out points | measured ms | within ±10 % | median error | "
+             f"90th pct error | max error | fit: candidates, seconds |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for result in found:
+        errors, times = result["errors"], [row["measured_ms"] for row in result["points"]]
+        lines.append(f"| {result['structure']} ({', '.join(result['spaces'])}) | {errors['count']} | "
+                     f"{min(times):.3f}–{max(times):.3f} | **{errors['within_10_percent']:.0%}** | "
+                     f"{errors['median_abs']:.1%} | {errors['p90_abs']:.1%} | {errors['max_abs']:.1%} | "
+                     f"{result['fit']['candidates']}, {result['fit_seconds']:.0f} s |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runtime", default="onnxruntime")
+    parser.add_argument("--held-out", type=int, default=20)
+    parser.add_argument("--candidates", type=int, default=24)
+    parser.add_argument("--quick", action="store_true", help="the small structure only")
+    args = parser.parse_args()
+    results = Results("bench_latency", "Latency prediction against measurement (`make bench-latency`)",
+                      "bench-latency", __doc__.split("\n\n")[2])
+    print(f"{cpu_name()}; runtime {args.runtime}", flush=True)
+    found = [run(structure, args.runtime, args.held_out, args.candidates, results)
+             for structure in STRUCTURES[:1 if args.quick else None]]
+    results.figures = {"runtime": args.runtime, "results": found}
+    results.add(table(found, args.runtime))
+    met = [r["structure"] for r in found if r["errors"]["within_10_percent"] >= GOAL_SHARE]
+    results.add(f"Goal: at least {GOAL_SHARE:.0%} of the held-out predictions within ±{GOAL_WITHIN:.0%} of the "
+                f"measured median: met for {', '.join(met) or 'none'} of {len(found)} structures.")
+    results.write()
+
+
+if __name__ == "__main__":
+    main()
