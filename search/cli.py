@@ -32,11 +32,21 @@ def _count(text: str) -> int:
                                          f"got {text!r}") from None
 
 
-def _milliseconds(text: str) -> float:
+def _milliseconds(text: str) -> float | tuple[str, float]:
+    """1.2ms -> 1.2; 0.6x -> ("x", 0.6): a fraction of the base network's predicted latency."""
     from inception_keras.spec import SpecError
 
     from search.space import parse_milliseconds
 
+    if text.strip().endswith("x"):
+        try:
+            fraction = float(text.strip()[:-1])
+        except ValueError:
+            fraction = 0.0
+        if not 0 < fraction <= 1:
+            raise argparse.ArgumentTypeError(f"a fraction of the base's latency must be in (0, 1], e.g. 0.6x; got "
+                                             f"{text!r}")
+        return "x", fraction
     try:
         return parse_milliseconds(text, "--budget-latency")
     except SpecError as error:
@@ -72,8 +82,10 @@ def cmd_search(args) -> int:
         configure_distributed(args.role, args.tuner_id, args.oracle_ip, args.oracle_port)
     except ValueError as error:
         raise CommandError(str(error)) from None
-    space = get_space(args.space).with_budget(args.budget_params, args.budget_macs, args.budget_latency, args.runtime)
-    if args.runtime and space.budget.max_latency_ms is None:
+    absolute = args.budget_latency if not isinstance(args.budget_latency, tuple) else None
+    space = get_space(args.space).with_budget(args.budget_params, args.budget_macs, absolute, args.runtime)
+    latency_fraction = args.budget_latency[1] if isinstance(args.budget_latency, tuple) else None
+    if args.runtime and space.budget.max_latency_ms is None and latency_fraction is None:
         raise CommandError("--runtime is where a latency budget is measured: give --budget-latency too (or a space "
                            "whose budget has max_latency_ms)")
     base = space.base.with_input_size(args.input_size) if args.input_size else space.base
@@ -89,7 +101,8 @@ def cmd_search(args) -> int:
         run_search(space, data, args.dir, tuner=args.tuner, max_trials=args.max_trials, epochs=args.epochs,
                    config=train_config_from_args(args), overwrite=args.overwrite, seed=args.seed,
                    initial_points=args.initial_points, mirrored=args.distribute == "mirrored", timeout=args.timeout,
-                   verbose=2 if args.verbose else 0, executions_per_trial=args.executions_per_trial, **inherit)
+                   verbose=2 if args.verbose else 0, executions_per_trial=args.executions_per_trial,
+                   latency_fraction=latency_fraction, **inherit)
     except BudgetError as error:
         raise CommandError(str(error)) from None
     if args.export and "KERASTUNER_ORACLE_IP" not in os.environ:
@@ -141,9 +154,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--budget-params", type=_count, metavar="N", help="max parameters, e.g. 2.5M")
     parser.add_argument("--budget-macs", type=_count, metavar="N", help="max multiply-adds, e.g. 600M")
     parser.add_argument("--budget-latency", type=_milliseconds, metavar="MS",
-                        help="max latency of the inference model at batch 1 in --runtime on this machine, e.g. 1.2ms: "
-                             "candidates are screened by a predictor fitted once per machine and runtime, each "
-                             "trial's latency is then measured")
+                        help="max latency of the inference model at batch 1 in --runtime on this machine, e.g. 1.2ms, "
+                             "or 0.6x: that fraction of the base network's predicted latency here; candidates are "
+                             "screened by a predictor fitted once per machine and runtime, each trial's latency is "
+                             "then measured")
     parser.add_argument("--runtime", choices=LATENCY_RUNTIMES, help="where --budget-latency is measured "
                                                                     "(default onnxruntime)")
     parser.add_argument("--tuner", choices=("random", "bayesian", "hyperband"), default="random")

@@ -303,7 +303,7 @@ def run_search(space: SearchSpace, data: DataSplits, directory: str | Path, tune
                seed: int = 0, initial_points: int | None = None, max_attempts: int = 10_000, mirrored: bool = False,
                timeout: float | None = None, verbose: int = 0, parent: str | Path | None = None,
                recalibrate_batches: int = DEFAULT_RECALIBRATE_BATCHES, steps: int | None = None,
-               executions_per_trial: int = 1) -> SearchOutcome:
+               executions_per_trial: int = 1, latency_fraction: float | None = None) -> SearchOutcome:
     """Search `space` on `data`; raise BudgetError before any training if the budget cannot be met.
 
     With `parent` (a training run directory or `.keras` file, an imported pretrained one too, whose modules include
@@ -313,7 +313,8 @@ def run_search(space: SearchSpace, data: DataSplits, directory: str | Path, tune
     (None: `epochs` epochs; 0: none, scored as it is); reduce widths that cannot inherit (0 where the parent has a
     bottleneck, or the reverse) leave the space before any trial. The parent's own point goes to `parent.json`.
     Each trial trains `executions_per_trial` times; its record holds the mean score, its standard deviation and the
-    count.
+    count. `latency_fraction` sets a latency budget of that fraction of the base's predicted latency on this machine
+    (in the budget's runtime).
 
     Raises:
         BudgetError: the budget cannot be met, or sampling found no point within it.
@@ -340,7 +341,12 @@ def run_search(space: SearchSpace, data: DataSplits, directory: str | Path, tune
         print(f"[search] every trial inherits from {parent} ({inherit.spec.name}): {recalibration}"
               f"{_training(steps, epochs)}; {_count(left_out)} points of the space cannot inherit and are left out",
               flush=True)
-    latency = _latency_predictor(space) if space.budget.max_latency_ms is not None else None
+    latency = _latency_predictor(space) if space.budget.max_latency_ms is not None or latency_fraction else None
+    if latency_fraction:
+        base_ms = latency.predict(space.base)
+        space = space.with_budget(max_latency_ms=round(latency_fraction * base_ms, 4))
+        print(f"[search] latency budget: {latency_fraction:g} of {space.base.name}'s {base_ms:.3f} ms predicted in "
+              f"{space.budget.runtime} here: {space.budget.max_latency_ms:g} ms", flush=True)
     point_cost = check_feasible(space, PointCost(space, latency.predict if latency else None))
     start = time.perf_counter()
     _prepare_directory(directory)

@@ -200,8 +200,9 @@ def features(spec: NetworkSpec, batch: int = 1, lanes: int | None = None) -> np.
 
 
 def structure_key(spec: NetworkSpec) -> str:
-    """What a predictor is fitted for: the spec without its name and widths (module widths, stem filters), hashed."""
-    data = spec.to_dict()
+    """What a predictor is fitted for: the inference model's spec (no aux heads) without its name and widths (module
+    widths, stem filters), hashed."""
+    data = spec.without_aux().to_dict()
     data["name"] = None
     data["stem"] = [{kind: {key: value for key, value in fields.items() if key != "filters"}
                      for kind, fields in layer.items()} for layer in data["stem"]]

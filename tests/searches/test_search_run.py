@@ -334,3 +334,27 @@ def test_a_parent_whose_spec_describes_another_network_is_refused(space_file, fo
         run_search(space, folder_data, tmp_path / "s", max_trials=1, epochs=1, config=CONFIG,
                    parent=tmp_path / "parent")
     assert not (tmp_path / "s").exists()
+
+
+def test_a_latency_budget_is_screened_by_prediction_and_each_trial_measured(space_file, folder_data, tmp_path,
+                                                                           monkeypatch, capsys):
+    from inception_keras.export import latency
+
+    monkeypatch.setenv("INCEPTION_KERAS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(latency, "CANDIDATES", 4)
+    monkeypatch.setattr(latency, "MIN_SECONDS", 0.0)
+    monkeypatch.setattr(latency, "MIN_CALLS", 10)
+    space = tiny_space(space_file).with_budget(max_latency_ms=1000.0)  # every point fits: the mechanics
+    outcome = run_search(space, folder_data, tmp_path / "s", max_trials=1, epochs=1, config=CONFIG)
+    printed = capsys.readouterr().out
+    assert "[latency] fitting a latency predictor for tiny's structure in onnxruntime" in printed
+    [record] = outcome.records
+    assert record["latency_ms"] > 0 and record["predicted_latency_ms"] > 0 and record["over_budget"] is False
+    assert "ms measured (" in printed and "latency ms" in printed  # the trial's line and the report's column
+    baseline = json.loads((tmp_path / "s" / "baseline.json").read_text())
+    assert baseline["latency_ms"] > 0 and baseline["params"] <= space.budget.max_params  # params bind, not latency
+    assert list((tmp_path / "cache" / "latency").glob("*.json"))
+    with pytest.raises(BudgetError, match=r"latency <= 0.001 ms on onnxruntime \(inference model\), but the smallest "
+                                          r"achievable is .* ms predicted"):
+        run_search(space.with_budget(max_latency_ms=0.001), folder_data, tmp_path / "t", max_trials=1, epochs=1,
+                   config=CONFIG)
