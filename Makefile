@@ -28,7 +28,7 @@ demo: setup
 	$(BIN)/inception-keras search $(DEMO_SEARCH)
 
 test: setup
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=25
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow

@@ -233,7 +233,7 @@ def _show(value) -> str:
     if value is _MISSING:
         return "nothing"
     text = json.dumps(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return text if len(text) <= 200 else text[:197] + "..."  # a path in full
 
 
 def _mismatch_message(run_dir: Path, differences: list) -> str:

@@ -1,0 +1,310 @@
+"""Does the search find a better allocation of widths than the obvious answer? One sitting on `cluttered_digits`.
+
+    make bench-frontier
+    python benchmarks/bench_frontier.py [--quick]
+
+Everything below is fixed before anything runs (seeds, budgets, draws, epochs). A googlenet_mini parent is
+trained PARENT_EPOCHS epochs (Adam 3e-3, seed 0). Its latency in ONNX Runtime at batch 1 on this machine is
+predicted (`inception_keras.export.latency`), and so is the space's cheapest point's; three latency budgets are
+set at FRACTIONS of the way from the cheapest point to the base (a fixed share of the base alone can fall below
+what any point of the space reaches: a call has a fixed cost). Under each,
+in the space `cluttered_widths` (all six widths of every module at 0.5-1.5x the base), three arms pick a network:
+
+- (a) the width multiplier: the base with every width scaled by the largest factor within the budget
+  (`scale_to_budget`);
+- (b) the best of TRIALS random points near the budget (predicted latency within 90-100 % of it), by the search's
+  default proxy (inherited from the parent, batch norm recalibrated on 20 batches, no step);
+- (c) the search's pick: `run_search` (random tuner, TRIALS trials, the same proxy, seed 0) under the budget.
+
+Each pick is then trained the same way, FINAL_EPOCHS epochs from the parent's inherited weights (Adam 1e-3,
+cosine decay, whole training split) with each of FINAL_SEEDS, and scored on the 2,000 validation images; its
+latency is measured. The goal: (c) beats (a) by more than 2 standard deviations of the difference (std of each
+mean: sample std / sqrt(seeds)) at 2 of the 3 budgets.
+
+Iso-cost ranking: ISO_K points with predicted latency within +-5 % of the middle budget (uniform draws, seed
+DRAW_SEED), each trained as above with ISO_SEEDS; Kendall tau of each proxy (the default, a fine-tuned one of 100
+batch-norm batches and 50 steps, the parameter count, the multiply-adds) against their mean accuracy, beside the
+two reference seeds' tau with each other (the ceiling). Goal: tau >= 0.5 for the default proxy.
+Writes benchmarks/results/bench_frontier.json (rewritten after each phase).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import inception_keras  # noqa: E402,F401  first: turns oneDNN on where TensorFlow would not (cpu.py)
+from benchlib import Results, cpu_name  # noqa: E402
+
+SPACE, DATASET, RUNTIME = "cluttered_widths", "cluttered_digits", "onnxruntime"
+FRACTIONS = (0.3, 0.5, 0.7)
+TRIALS = 8
+PARENT_EPOCHS = 8
+FINAL_EPOCHS, FINAL_LR, FINAL_SEEDS = 4, 1e-3, (0, 1, 2)
+ISO_K, ISO_BAND, ISO_FRACTION, ISO_SEEDS = 10, 0.05, 0.5, (0, 1)
+NEAR = (0.9, 1.0)
+DRAW_SEED = 2026
+RESULTS_PATH = HERE / "results" / "bench_frontier.json"
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+
+
+class Bench:
+    def __init__(self, quick: bool):
+        import numpy as np
+
+        from inception_keras.data import load_data, make_pipeline
+        from inception_keras.train import output_names
+        from search.space import get_space
+
+        self.quick = quick
+        self.space = get_space(SPACE)
+        self.base = self.space.base
+        self.names = output_names(self.base)
+        self.data = load_data(DATASET)
+        if quick:
+            self.data = dataclasses.replace(self.data, train=self.data.train.take(2000), train_size=2000)
+        shape, classes = self.base.input_shape, self.base.head.classes
+        images, labels = [], []
+        for x, y in make_pipeline(self.data.validation, shape, classes, 500, self.names):
+            images.append(x.numpy())
+            labels.append(np.argmax(y[self.names[0]].numpy(), axis=-1))
+        self.x_val, self.y_val = np.concatenate(images), np.concatenate(labels)
+        import keras
+        import tensorflow as tf
+
+        batches = list(make_pipeline(self.data.train, shape, classes, 500, self.names).take(8))  # 4,000 images
+        x_train = np.concatenate([x.numpy() for x, _ in batches])
+        y_train = np.concatenate([np.argmax(y[self.names[0]].numpy(), axis=-1) for _, y in batches])
+        order = np.random.default_rng(0).permutation(len(x_train))
+        targets = keras.utils.to_categorical(y_train[order], classes)
+        self.recal_ds = tf.data.Dataset.from_tensor_slices(x_train[order]).batch(64)
+        self.tune_ds = tf.data.Dataset.from_tensor_slices(
+            (x_train[order], {name: targets for name in self.names})).batch(64)
+
+    def accuracy(self, model) -> float:
+        import keras
+        import numpy as np
+
+        head = keras.Model(model.inputs, model.get_layer("predictions").output)
+        return float(np.mean(np.argmax(head.predict(self.x_val, batch_size=500, verbose=0), axis=-1) == self.y_val))
+
+
+def train_parent(bench: Bench):
+    import keras
+
+    from inception_keras import build_model
+    from inception_keras.data import training_pipelines
+    from inception_keras.train import TrainConfig, compile_model
+
+    keras.utils.set_random_seed(0)
+    start = time.perf_counter()
+    train_ds, _, steps = training_pipelines(bench.data, bench.base.input_shape, bench.base.head.classes, 64,
+                                            bench.names, seed=0)
+    model = build_model(bench.base)
+    epochs = 1 if bench.quick else PARENT_EPOCHS
+    compile_model(model, bench.base, TrainConfig(epochs=epochs, optimizer="adam", learning_rate=3e-3, ema=False),
+                  steps)
+    model.fit(train_ds, epochs=epochs, verbose=0)
+    return model, {"epochs": epochs, "seconds": round(time.perf_counter() - start, 1),
+                   "val_accuracy": bench.accuracy(model)}
+
+
+def proxy(bench: Bench, parent, spec, batches: int = 20, steps: int = 0) -> float:
+    """The search's inherited proxy: narrowed from the parent, batch norm recalibrated, `steps` steps at 1e-3."""
+    import keras
+
+    from inception_keras.inherit import narrow, recalibrate_batch_norm
+    from inception_keras.train import TrainConfig, compile_model
+
+    keras.utils.set_random_seed(0)
+    model = narrow(parent, bench.base, spec)
+    recalibrate_batch_norm(model, bench.recal_ds, batches)
+    if steps:
+        compile_model(model, spec, TrainConfig(epochs=1, optimizer="adam", learning_rate=1e-3, ema=False), steps)
+        model.fit(bench.tune_ds.take(steps), epochs=1, verbose=0)
+    return bench.accuracy(model)
+
+
+def final(bench: Bench, parent, spec, seed: int) -> float:
+    """FINAL_EPOCHS epochs from the parent's inherited weights, Adam 1e-3 with cosine decay: validation accuracy."""
+    import keras
+
+    from inception_keras.data import training_pipelines
+    from inception_keras.inherit import narrow
+    from inception_keras.train import TrainConfig, compile_model
+
+    keras.utils.set_random_seed(seed)
+    epochs = 1 if bench.quick else FINAL_EPOCHS
+    train_ds, _, steps = training_pipelines(bench.data, spec.input_shape, spec.head.classes, 64, bench.names,
+                                            seed=seed)
+    model = narrow(parent, bench.base, spec)
+    compile_model(model, spec, TrainConfig(epochs=epochs, optimizer="adam", learning_rate=FINAL_LR, ema=False,
+                                           seed=seed), steps)
+    decay = keras.callbacks.LearningRateScheduler(
+        lambda epoch: FINAL_LR * 0.5 * (1 + math.cos(math.pi * epoch / epochs)))
+    model.fit(train_ds, epochs=epochs, verbose=0, callbacks=[decay])
+    return bench.accuracy(model)
+
+
+def draw(space, predict, low: float, high: float, count: int, seed: int, limit: int = 200_000) -> list:
+    """`count` distinct uniform points of `space` whose predicted latency is within [low, high] ms."""
+    rng, found, seen = random.Random(seed), [], set()
+    for _ in range(limit):
+        values = {dim.name: rng.choice(dim.values) for dim in space.dimensions}
+        key = tuple(values.values())
+        if key in seen:
+            continue
+        seen.add(key)
+        spec = space.spec_for(values)
+        if low <= predict(spec) <= high:
+            found.append(spec)
+            if len(found) == count:
+                return found
+    raise RuntimeError(f"only {len(found)} points within {low:.3f}-{high:.3f} ms in {limit:,} draws")
+
+
+def search_pick(bench: Bench, parent_dir: Path, budget_ms: float, directory: Path):
+    from inception_keras import NetworkSpec
+    from inception_keras.train import TrainConfig
+    from search.driver import run_search
+    from search.report import best_record
+
+    space = bench.space.with_budget(max_latency_ms=budget_ms, runtime=RUNTIME)
+    outcome = run_search(space, bench.data, directory, max_trials=TRIALS, epochs=1, overwrite=True, seed=0,
+                         config=TrainConfig(epochs=1, optimizer="adam", learning_rate=3e-3, ema=False),
+                         parent=parent_dir, steps=0, recalibrate_batches=20)
+    best = best_record(outcome.records)
+    return NetworkSpec.from_dict(best["spec"]), best["val_accuracy"]
+
+
+def kendall(a: list[float], b: list[float]) -> float | None:
+    from scipy import stats
+
+    return None if len(set(a)) < 2 or len(set(b)) < 2 else round(float(stats.kendalltau(a, b).statistic), 4)
+
+
+def write(payload: dict) -> None:
+    from inception_keras.utils.atomic import atomic_write_text
+
+    RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(RESULTS_PATH, json.dumps(payload, indent=1, allow_nan=False, default=float) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 2,000 training images, 1 epoch each")
+    args = parser.parse_args()
+    from inception_keras import network_cost, scale_to_budget
+    from inception_keras.export.latency import build_predictor, measure
+    from inception_keras.serialize import save_spec, write_class_names
+
+    start = time.perf_counter()
+    print(f"{cpu_name()}; {SPACE} on {DATASET}; budgets {FRACTIONS} of the base's predicted {RUNTIME} latency",
+          flush=True)
+    bench = Bench(args.quick)
+    predictor = build_predictor(bench.base, RUNTIME)
+    base_ms = predictor.predict(bench.base)
+    parent, parent_info = train_parent(bench)
+    print(f"parent: {parent_info}", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-frontier-"))
+    parent_dir = work / "parent"
+    parent_dir.mkdir()
+    parent.save(parent_dir / "best.keras")
+    save_spec(bench.base, parent_dir / "spec.yaml")
+    write_class_names(parent_dir / "class_names.txt", bench.data.class_names)
+    payload = {"settings": {"fractions": FRACTIONS, "trials": TRIALS, "final_epochs": FINAL_EPOCHS,
+                            "final_seeds": FINAL_SEEDS, "iso_k": ISO_K, "iso_seeds": ISO_SEEDS, "quick": args.quick},
+               "base_predicted_ms": base_ms, "predictor": predictor.fit_error, "parent": parent_info, "budgets": []}
+    seeds = FINAL_SEEDS[:1] if args.quick else FINAL_SEEDS
+    cheapest_ms = predictor.predict(bench.space.spec_for(bench.space.smallest()))
+    payload["cheapest_predicted_ms"] = cheapest_ms
+    for index, fraction in enumerate(FRACTIONS):
+        budget = cheapest_ms + fraction * (base_ms - cheapest_ms)
+        multiplier_spec, multiplier = scale_to_budget(bench.base, max_latency_ms=budget, latency=predictor.predict)
+        near = draw(bench.space, predictor.predict, NEAR[0] * budget, NEAR[1] * budget, TRIALS, DRAW_SEED + index)
+        scores = [proxy(bench, parent, spec) for spec in near]
+        random_spec = near[max(range(len(near)), key=scores.__getitem__)]
+        searched_spec, searched_proxy = search_pick(bench, parent_dir, budget, work / f"search_{index}")
+        arms = {"width multiplier": (multiplier_spec, {"multiplier": multiplier}),
+                "best of random near the budget": (random_spec, {"proxy": max(scores)}),
+                "search's pick": (searched_spec, {"proxy": searched_proxy})}
+        entry = {"fraction": fraction, "budget_ms": budget, "arms": {}}
+        for name, (spec, extra) in arms.items():
+            accuracies = [final(bench, parent, spec, seed) for seed in seeds]
+            mean, std = mean_std(accuracies)
+            entry["arms"][name] = {**extra, "accuracies": accuracies, "mean": mean, "std": std,
+                                   "predicted_ms": predictor.predict(spec),
+                                   "measured_ms": measure(spec, RUNTIME).median_ms,
+                                   "params": network_cost(spec).inference_params,
+                                   "macs": network_cost(spec).inference_macs, "spec": spec.to_dict()}
+            print(f"budget {fraction}: {name}: {mean:.4f} +- {std:.4f}", flush=True)
+        payload["budgets"].append(entry)
+        write(payload)
+    iso_budget = cheapest_ms + ISO_FRACTION * (base_ms - cheapest_ms)
+    iso = draw(bench.space, predictor.predict, (1 - ISO_BAND) * iso_budget, (1 + ISO_BAND) * iso_budget, ISO_K,
+               DRAW_SEED + 100)
+    references = [[final(bench, parent, spec, seed) for seed in (ISO_SEEDS[:1] if args.quick else ISO_SEEDS)]
+                  for spec in iso]
+    mean_reference = [sum(r) / len(r) for r in references]
+    proxies = {"inherited: 20 BN batches, no step (the default)": [proxy(bench, parent, s) for s in iso],
+               "inherited: 100 BN batches, 50 steps at 0.001": [proxy(bench, parent, s, 100, 50) for s in iso],
+               "parameter count": [network_cost(s).inference_params for s in iso],
+               "multiply-adds": [network_cost(s).inference_macs for s in iso]}
+    payload["iso_cost"] = {"budget_ms": iso_budget, "band": ISO_BAND, "references": references,
+                           "spread": max(mean_reference) - min(mean_reference),
+                           "seed_tau": kendall([r[0] for r in references], [r[-1] for r in references])
+                           if len(references[0]) > 1 else None,
+                           "proxies": {name: {"scores": s, "tau": kendall(s, mean_reference)}
+                                       for name, s in proxies.items()}}
+    payload["seconds"] = round(time.perf_counter() - start, 1)
+    write(payload)
+    report(payload)
+
+
+def report(payload: dict) -> None:
+    results = Results("bench_frontier", "Does the search beat the width multiplier? (`make bench-frontier`)",
+                      "bench-frontier", __doc__.split("\n\n")[1])
+    lines = ["| budget (from the cheapest point to the base) | arm | accuracy, mean ± std | params | measured ms |",
+             "|---|---|---:|---:|---:|"]
+    wins = 0
+    for entry in payload["budgets"]:
+        arms = entry["arms"]
+        for name, arm in arms.items():
+            lines.append(f"| {entry['fraction']:.0%} ({entry['budget_ms']:.3f} ms) | {name} | "
+                         f"{arm['mean']:.4f} ± {arm['std']:.4f} | {arm['params']:,} | {arm['measured_ms']:.3f} |")
+        a, c = arms["width multiplier"], arms["search's pick"]
+        n = len(a["accuracies"])
+        sigma = math.sqrt((a["std"] ** 2 + c["std"] ** 2) / n) if n > 1 else float("nan")
+        wins += bool(n > 1 and c["mean"] - a["mean"] > 2 * sigma)
+    results.add(lines)
+    iso = payload["iso_cost"]
+    rows = ["| proxy | Kendall τ against the final accuracy |", "|---|---:|"]
+    rows += [f"| {name} | {p['tau']} |" for name, p in iso["proxies"].items()]
+    rows.append(f"| the reference's two seeds against each other (the ceiling) | {iso['seed_tau']} |")
+    results.add(rows)
+    results.add(f"Goals: the search's pick beats the width multiplier by more than 2 standard deviations of the "
+                f"difference at {wins} of {len(payload['budgets'])} budgets (goal: 2); iso-cost τ of the default "
+                f"proxy {iso['proxies']['inherited: 20 BN batches, no step (the default)']['tau']} (goal: 0.5), "
+                f"the final accuracies of the {len(iso['references'])} iso-cost points spreading "
+                f"{iso['spread']:.4f}.")
+    results.figures = payload
+    results.write()
+
+
+if __name__ == "__main__":
+    main()
