@@ -9,8 +9,8 @@ REF_VENV := .venv-ref
 REF_STAMP := $(REF_VENV)/.installed
 REFERENCE_DIR := runs/verify-weights
 
-.PHONY: setup demo test test-slow bench bench-peer bench-gpu bench-ranking bench-deploy bench-latency bench-report \
-	verify-weights clean
+.PHONY: setup demo test test-slow bench bench-peer bench-gpu bench-ranking bench-deploy bench-latency bench-frontier \
+	bench-report verify-weights clean
 
 setup: $(STAMP)
 
@@ -58,6 +58,11 @@ bench-deploy: setup $(REF_STAMP)
 # googlenet at 224 px (~15 min on 2 cores); writes benchmarks/results/bench_latency.json.
 bench-latency: setup
 	$(BIN)/python benchmarks/bench_latency.py
+
+# Does the search beat the width multiplier under latency budgets on cluttered_digits, and how well do its proxies
+# rank candidates of equal cost? (~1.5 h on 2 cores); writes benchmarks/results/bench_frontier.json.
+bench-frontier: setup
+	$(BIN)/python benchmarks/bench_frontier.py
 
 # docs/benchmarks.md, generated from the results the benchmarks above wrote (benchmarks/results/*.json).
 bench-report: setup
