@@ -393,6 +393,7 @@ def _run(*, space, data, directory, tuner, max_trials, epochs, config, overwrite
                               max_image_pixels=data.max_image_pixels, point_cost=point_cost)
     train_ds, val_ds, _ = training_pipelines(data, space.base.input_shape, space.base.head.classes,
                                              config.batch_size, output_names(space.base), config.augment, seed)
+    kt_tuner.hypermodel.fix_recalibration_batches(train_ds)
     if parent is not None and not is_worker() and not (directory / PARENT_FILE).exists():
         point = _parent_point(parent, space, config, val_ds)
         atomic_write_text(directory / PARENT_FILE, json.dumps(point, indent=1))

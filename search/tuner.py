@@ -98,6 +98,7 @@ class InceptionHyperModel(kt.HyperModel):
         super().__init__(name=space.name)
         self.space, self.config, self.steps_per_epoch, self.defaults = space, config, steps_per_epoch, defaults
         self.parent = parent
+        self.recalibration_data = None  # `fix_recalibration_batches`: the same batches for every trial
 
     def declare(self, hp: kt.HyperParameters) -> dict:
         return {dim.name: hp.Choice(dim.name, list(dim.values), ordered=True, default=self.defaults[dim.name])
@@ -117,9 +118,20 @@ class InceptionHyperModel(kt.HyperModel):
                       self.steps_per_epoch)
         return model
 
+    def fix_recalibration_batches(self, train_ds) -> None:
+        """Recalibrate every trial and execution on the same batches: the first ones `train_ds` gives, kept (a
+        shuffled pipeline gives others each time, and the statistics of a batch norm after another depend on
+        which images shared a batch, so two executions of one trial could score apart)."""
+        if self.parent is not None and self.parent.recalibrate_batches and hasattr(train_ds, "take"):
+            data = train_ds.take(self.parent.recalibrate_batches).cache()
+            for _ in data:  # fill the cache now
+                pass
+            self.recalibration_data = data
+
     def fit(self, hp, model, x, *args, **kwargs):
         if self.parent is not None:
-            recalibrate_batch_norm(model, x, self.parent.recalibrate_batches)
+            recalibrate_batch_norm(model, self.recalibration_data if self.recalibration_data is not None else x,
+                                   self.parent.recalibrate_batches)
             if self.parent.steps == 0:
                 return self._score_untrained(model, kwargs)
             if self.parent.steps:  # the same steps however many batches an epoch has

@@ -252,8 +252,9 @@ def test_an_inherited_search_starts_each_trial_from_the_parent(space_file, folde
         run_search(space, folder_data, tmp_path / "s", max_trials=1, epochs=1, config=tiny, parent=tmp_path / "parent",
                    steps=1, recalibrate_batches=2)
     shutil.copy(tmp_path / "saved.keras", tmp_path / "parent" / "best.keras")
-    # scored after recalibration alone on all 3 batches of the 24 training images: each execution takes them in
-    # another shuffled order, and the pooled statistics, so the score, do not depend on it
+    # scored after recalibration alone, every execution on the same 3 batches of the 24 training images (kept from
+    # the first pass: shuffled anew, which images share a batch would move the statistics after the first batch
+    # norm, and the score)
     untrained = run_search(space, folder_data, tmp_path / "s", max_trials=1, epochs=1, config=tiny, steps=0,
                            parent=tmp_path / "parent", recalibrate_batches=3, executions_per_trial=2, overwrite=True)
     [record] = untrained.records  # and saved as the trial's checkpoint
