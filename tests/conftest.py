@@ -1,3 +1,5 @@
+import contextlib
+import fcntl
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -9,27 +11,45 @@ import pytest  # noqa: E402
 import inception_keras  # noqa: E402, F401  (before any test module imports TensorFlow: it sets oneDNN's default)
 
 
+@contextlib.contextmanager
+def shared(tmp_path_factory, name: str):
+    """A path all processes of this test session share (pytest-xdist's workers too), held under a lock while the
+    block runs: the first to come makes what is there, the others find it made."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the workers' base temp directories share this parent
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield root / name
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory):
     """A tfds data directory with the embedded default prepared once per session."""
     from inception_keras.data import load_data
 
-    path = tmp_path_factory.mktemp("tfds")
-    load_data("sklearn_digits", str(path))
+    with shared(tmp_path_factory, "tfds") as path:
+        load_data("sklearn_digits", str(path))
     return str(path)
 
 
 @pytest.fixture(scope="session")
 def digits_run(digits_dir, tmp_path_factory):
-    """A run directory: googlenet_mini trained briefly (4 epochs, > 70 %) on the embedded digits."""
+    """A run directory: googlenet_mini trained briefly (4 epochs, > 70 %) on the embedded digits, once per session
+    (tests only read it)."""
     from inception_keras import get_spec
     from inception_keras.data import load_data
     from inception_keras.train import TrainConfig, train
 
-    out = tmp_path_factory.mktemp("digits_run")
-    config = TrainConfig(epochs=4, optimizer="adam", learning_rate=3e-3, ema=False)
-    _, result = train(get_spec("googlenet_mini"), load_data("sklearn_digits", digits_dir), out, config, verbose=0)
-    assert result.best_val_accuracy > 0.7
+    with shared(tmp_path_factory, "digits_run") as out:
+        if not (out / "summary.json").exists():
+            config = TrainConfig(epochs=4, optimizer="adam", learning_rate=3e-3, ema=False)
+            _, result = train(get_spec("googlenet_mini"), load_data("sklearn_digits", digits_dir), out, config,
+                              verbose=0)
+            assert result.best_val_accuracy > 0.7
     return out
 
 

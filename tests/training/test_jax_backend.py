@@ -22,13 +22,20 @@ pytest.importorskip("jax", reason="the JAX backend needs jax (pip install -e '.[
 
 @pytest.fixture(scope="module")
 def jax_run(digits_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("jax")
-    result = subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "jax_end_to_end.py"), digits_dir,
-                             str(out)], capture_output=True, text=True, timeout=900, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    checks = dict(json.loads(line[len("CHECK "):]) for line in result.stdout.splitlines() if line.startswith("CHECK "))
-    return out, checks, result.stdout + result.stderr
+    """The script's run, once per session (a pytest-xdist worker that comes second reads what the first left)."""
+    from conftest import shared
+
+    with shared(tmp_path_factory, "jax") as out:
+        if not (out / "finished.json").exists():
+            out.mkdir(exist_ok=True)
+            result = subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "jax_end_to_end.py"),
+                                     digits_dir, str(out)], capture_output=True, text=True, timeout=900, cwd=ROOT,
+                                    env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"})
+            (out / "finished.json").write_text(json.dumps([result.returncode, result.stdout, result.stderr]))
+        code, stdout, stderr = json.loads((out / "finished.json").read_text())
+    assert code == 0, stdout[-3000:] + stderr[-3000:]
+    checks = dict(json.loads(line[len("CHECK "):]) for line in stdout.splitlines() if line.startswith("CHECK "))
+    return out, checks, stdout + stderr
 
 
 def test_runs_on_jax(jax_run):
