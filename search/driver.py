@@ -410,7 +410,8 @@ def _run(*, space, data, directory, tuner, max_trials, epochs, config, overwrite
     finally:
         if timer:
             timer.cancel()
-    if not is_worker() and not (directory / BASELINE_FILE).exists() and read_records(directory, warn_damaged=False):
+    if not (is_worker() or is_chief()) and not (directory / BASELINE_FILE).exists() \
+            and read_records(directory, warn_damaged=False):  # a distributed search's chief trains nothing
         _score_baseline(kt_tuner.hypermodel, space, train_ds, val_ds, epochs, executions_per_trial, directory,
                         point_cost.latency)
     oracle = kt_tuner.oracle
