@@ -277,7 +277,7 @@ def main() -> None:
 
 
 def report(payload: dict) -> None:
-    results = Results("bench_frontier", "Does the search beat the width multiplier? (`make bench-frontier`)",
+    results = Results("bench_frontier", "Does the search beat the width multiplier?",
                       "bench-frontier", __doc__.split("\n\n")[1])
     lines = ["| budget (from the cheapest point to the base) | arm | accuracy, mean ± std | params | measured ms |",
              "|---|---|---:|---:|---:|"]

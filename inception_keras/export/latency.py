@@ -9,11 +9,14 @@ percentile of at least MIN_CALLS calls and MIN_SECONDS seconds, after WARMUP_CAL
 Predicted: a model fitted on measured candidates (NetAdapt and nn-Meter measure per layer or kernel on the device;
 here whole networks are measured and the fit splits their time by layer kind): the latency of a network is a
 non-negative combination of features the cost model gives without building anything (`features`): a fixed cost
-per call, the multiply-adds of its convolutions by kernel size with their channels padded to the CPU's vector
-width (ONNX Runtime's and OpenVINO's blocked layouts compute padded channels), the elements their outputs write,
-the pools' window reads, the concatenations' copies, the classifier's multiply-adds, the input's elements and a
-per-layer dispatch cost. The candidates are random width variants of the network's own structure (each module
-and stem width times a factor in [0.35, 1.6], the structure otherwise the same), so a predictor serves one
+per call, the multiply-adds of its convolutions (1x1 and larger apart) with their channels padded to the CPU's
+vector width, apart for those whose channels are not whole blocks of it (ONNX Runtime's NCHWc and OpenVINO's
+blocked layouts run those unblocked, with reorders around them: on an AVX2 Zen 3, googlenet_mini at 40 px with
+every width x0.75 in multiples of 8 ran in 0.54 ms, x0.74 in multiples of 2, with a fifth fewer multiply-adds,
+in 0.71 ms), the elements their outputs write, the count of unaligned ones, the pools' window reads, the
+concatenations' copies, the classifier's multiply-adds, the input's elements and a per-layer dispatch cost. The
+candidates are random width variants of the network's own structure (each module and stem width times a factor
+in [0.35, 1.6], the structure otherwise the same), so a predictor serves one
 structure (googlenet_mini at 32 px, googlenet at 224 px, ...) on one machine and runtime: it is fitted once,
 with progress output, and cached in `~/.cache/inception_keras/latency/` (or `$INCEPTION_KERAS_CACHE`) in a file
 keyed by the CPU model, runtime and its version, threads, batch and the structure; any change of them, or
@@ -44,12 +47,13 @@ from inception_keras.spec import ConvSpec, NetworkSpec, StageSpec
 from inception_keras.utils.atomic import atomic_write_text
 
 RUNTIMES = {"onnxruntime": "onnx", "openvino": "openvino", "litert": "litert", "keras": None}
-WARMUP_CALLS, MIN_CALLS, MAX_CALLS, MIN_SECONDS = 10, 50, 5000, 1.0
+WARMUP_CALLS, MIN_CALLS, MAX_CALLS, MIN_SECONDS = 10, 50, 5000, 0.6
+ROUNDS = 5  # interleaved timing rounds; a latency is the median of their medians
 CANDIDATES = 24  # random width variants measured to fit a predictor
 FACTORS = (0.35, 1.6)  # their widths, as factors of the network's own
-KERNELS = (1, 3, 5, 7)
-FEATURES = ("call", "input", *(f"conv{k}_macs" for k in KERNELS), "conv_outputs", "pool_reads", "concat_copies",
-            "dense_macs", "layers")
+FEATURES = ("call", "input", "conv1_macs", "conv_k_macs", "unaligned_conv1_macs", "unaligned_conv_k_macs",
+            "conv_outputs", "unaligned_conv_outputs", "unaligned_convs", "pool_reads", "concat_copies", "dense_macs",
+            "layers")
 PREDICTOR_FORMAT = 1
 WIDTHS = ("ch1x1", "ch3x3_reduce", "ch3x3", "ch5x5_reduce", "ch5x5", "pool_proj")
 
@@ -112,12 +116,13 @@ def measure(model, runtime: str = "onnxruntime", batch: int = 1, **timing) -> Ti
     return measure_many([model], runtime, batch, rounds=1, **timing)[0]
 
 
-def measure_many(models: list, runtime: str = "onnxruntime", batch: int = 1, rounds: int = 3,
+def measure_many(models: list, runtime: str = "onnxruntime", batch: int = 1, rounds: int | None = None,
                  progress: Callable[[str], None] | None = None, **timing) -> list[Timing]:
     """The latencies of `models` (Keras models or specs), each exported and loaded first, then timed in `rounds`
     interleaved rounds (a machine's drift hits all alike): each one's median of its rounds' medians, its largest
     90th percentile and all its calls."""
     check_runtime(runtime)
+    rounds = ROUNDS if rounds is None else rounds
     folder = Path(tempfile.mkdtemp(prefix="inception-keras-latency-"))
     try:
         runs = []
@@ -176,14 +181,18 @@ def features(spec: NetworkSpec, batch: int = 1, lanes: int | None = None) -> np.
     values = dict.fromkeys(FEATURES, 0.0)
     values["call"] = 1.0
     values["input"] = float(batch * np.prod(spec.input_shape))
-    for layer in network_cost(spec).layers(include_aux=False):
+    for index, layer in enumerate(network_cost(spec).layers(include_aux=False)):
         elements = batch * float(np.prod(layer.output_shape))
         if layer.type == "Conv2D":
             out = layer.output_shape[-1]
             padded = (-(-layer.in_channels // lanes) * lanes / layer.in_channels) * (-(-out // lanes) * lanes / out)
-            kernel = min(KERNELS, key=lambda k: abs(k - layer.kernel))
-            values[f"conv{kernel}_macs"] += batch * layer.macs * padded
-            values["conv_outputs"] += elements
+            # blocked layouts (ONNX Runtime's NCHWc, OpenVINO's) take a convolution whose channels are whole blocks;
+            # another one runs unblocked, with reorders around it (the input's 3 channels excepted)
+            aligned = out % lanes == 0 and (layer.in_channels % lanes == 0 or index == 0 or layer.in_channels <= 4)
+            prefix = "" if aligned else "unaligned_"
+            values[f"{prefix}{'conv1' if layer.kernel == 1 else 'conv_k'}_macs"] += batch * layer.macs * padded
+            values[f"{prefix}conv_outputs"] += elements
+            values["unaligned_convs"] += 0 if aligned else 1
             values["layers"] += 1
         elif layer.type in ("MaxPooling2D", "AveragePooling2D"):
             values["pool_reads"] += elements * layer.kernel ** 2
@@ -315,7 +324,7 @@ def build_predictor(spec: NetworkSpec, runtime: str = "onnxruntime", batch: int 
     specs = [spec] + [variant(spec, rng) for _ in range((candidates or CANDIDATES) - 1)]
     if progress:
         progress(f"[latency] fitting a latency predictor for {spec.name}'s structure in {runtime} on this machine: "
-                 f"{len(specs)} width variants exported, then timed in 3 interleaved rounds (once; cached in "
+                 f"{len(specs)} width variants exported, then timed in {ROUNDS} interleaved rounds (once; cached in "
                  f"{cache_dir()})")
     measured = [t.median_ms for t in measure_many(specs, runtime, batch, progress=progress, **timing)]
     coefficients = fit(specs, measured, batch, key["lanes"])

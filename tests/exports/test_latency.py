@@ -25,12 +25,17 @@ def test_features_are_the_cost_models_layer_sums():
     layers = network_cost(spec).layers(include_aux=False)
     values = dict(zip(latency.FEATURES, latency.features(spec, batch=2, lanes=1)))
     convs = [layer for layer in layers if layer.type == "Conv2D"]
-    assert sum(values[f"conv{k}_macs"] for k in latency.KERNELS) == 2 * sum(layer.macs for layer in convs)
-    assert values["conv5_macs"] == 2 * sum(layer.macs for layer in convs if layer.kernel == 5) > 0
+    names = ("conv1_macs", "conv_k_macs", "unaligned_conv1_macs", "unaligned_conv_k_macs")
+    assert sum(values[name] for name in names) == 2 * sum(layer.macs for layer in convs)  # 1 lane: all aligned
+    assert values["conv_k_macs"] == 2 * sum(layer.macs for layer in convs if layer.kernel > 1) > 0
+    assert values["unaligned_convs"] == 0 and values["layers"] > len(convs)
     assert values["dense_macs"] == 2 * network_cost(spec).layers()[-1].macs and values["call"] == 1
     assert values["input"] == 2 * 32 * 32 * 3
-    padded = dict(zip(latency.FEATURES, latency.features(spec, batch=2, lanes=16)))
-    assert padded["conv3_macs"] > values["conv3_macs"]  # 24 and 40 channels pad to 32 and 48 on 16 lanes
+    blocked = dict(zip(latency.FEATURES, latency.features(spec, batch=2, lanes=16)))
+    unaligned = [layer for layer in convs[1:] if layer.output_shape[-1] % 16 or layer.in_channels % 16]
+    assert blocked["unaligned_convs"] == len(unaligned) > 0  # e.g. 24 and 40 channels on 16 lanes
+    assert blocked["unaligned_conv_outputs"] == 2 * sum(float(np.prod(layer.output_shape)) for layer in unaligned)
+    assert sum(blocked[name] for name in names) > sum(values[name] for name in names)  # padded to whole blocks
 
 
 def test_the_structure_key_ignores_widths_only():
@@ -46,7 +51,7 @@ def test_the_fit_recovers_a_latency_that_is_a_sum_of_its_features():
     spec = get_spec("googlenet_mini").without_aux()
     rng = random.Random(0)
     specs = [latency.variant(spec, rng) for _ in range(24)]
-    per = {"call": 0.05, "conv1_macs": 2e-8, "conv3_macs": 1e-8, "conv_outputs": 3e-7, "layers": 4e-3}
+    per = {"call": 0.05, "conv1_macs": 2e-8, "conv_k_macs": 1e-8, "conv_outputs": 3e-7, "unaligned_convs": 4e-3}
     truth = np.asarray([per.get(name, 0.0) for name in latency.FEATURES])
     measured = [float(latency.features(s, 1, 8) @ truth) for s in specs]
     coefficients = latency.fit(specs, measured, 1, 8)
@@ -58,9 +63,10 @@ def test_the_fit_recovers_a_latency_that_is_a_sum_of_its_features():
 
 
 def _fake_ms(spec, batch=1):
-    """A machine whose latency is 0.1 ms a call plus 1 ms per million (padded) multiply-adds of 3x3 convolutions."""
+    """A machine whose latency is 0.1 ms a call plus 1 ms per million (padded) multiply-adds of convolutions larger
+    than 1x1, whole blocks or not."""
     values = dict(zip(latency.FEATURES, latency.features(spec, batch, latency.vector_width())))
-    return 0.1 + values["conv3_macs"] * 1e-6
+    return 0.1 + (values["conv_k_macs"] + values["unaligned_conv_k_macs"]) * 1e-6
 
 
 def _fake_measure(calls):
@@ -118,6 +124,7 @@ def test_the_command_measures_predicts_and_refuses_bad_input_in_one_line(tmp_pat
     monkeypatch.setenv("INCEPTION_KERAS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(latency, "CANDIDATES", 4)
     monkeypatch.setattr(latency, "MIN_SECONDS", 0.0)
+    monkeypatch.setattr(latency, "ROUNDS", 1)
     monkeypatch.setattr(latency, "MIN_CALLS", 10)
     save_spec(TINY, tmp_path / "tiny.yaml")
     assert main(["latency", str(tmp_path / "tiny.yaml"), "--json"]) == 0

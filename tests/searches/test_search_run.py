@@ -344,6 +344,7 @@ def test_a_latency_budget_is_screened_by_prediction_and_each_trial_measured(spac
     monkeypatch.setenv("INCEPTION_KERAS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(latency, "CANDIDATES", 4)
     monkeypatch.setattr(latency, "MIN_SECONDS", 0.0)
+    monkeypatch.setattr(latency, "ROUNDS", 1)
     monkeypatch.setattr(latency, "MIN_CALLS", 10)
     space = tiny_space(space_file).with_budget(max_latency_ms=1000.0)  # every point fits: the mechanics
     outcome = run_search(space, folder_data, tmp_path / "s", max_trials=1, epochs=1, config=CONFIG)
