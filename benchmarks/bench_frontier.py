@@ -278,7 +278,7 @@ def main() -> None:
 
 def report(payload: dict) -> None:
     results = Results("bench_frontier", "Does the search beat the width multiplier?",
-                      "bench-frontier", __doc__.split("\n\n")[1])
+                      "bench-frontier", "`benchmarks/bench_frontier.py`: " + __doc__.split("\n\n")[1].replace("\n", " ").strip())
     lines = ["| budget (from the cheapest point to the base) | arm | accuracy, mean ± std | params | measured ms |",
              "|---|---|---:|---:|---:|"]
     wins = 0

@@ -118,7 +118,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the small structure only")
     args = parser.parse_args()
     results = Results("bench_latency", "Latency prediction against measurement",
-                      "bench-latency", __doc__.split("\n\n")[2])
+                      "bench-latency", "`benchmarks/bench_latency.py`: " + __doc__.split("\n\n")[2].replace("\n", " ").strip())
     print(f"{cpu_name()}; runtime {args.runtime}", flush=True)
     found = [run(structure, args.runtime, args.held_out, args.candidates, results)
              for structure in STRUCTURES[:1 if args.quick else None]]
