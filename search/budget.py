@@ -3,8 +3,9 @@
 `PointCost` gives the exact parameters and multiply-adds of a point (equal to
 `inception_keras.network_cost(space.spec_for(values))`, tested) from the base spec's
 feature-map sizes, which widths do not change, using the cost model's own formulas;
-it screens tens of thousands of candidates per second. `repair` shrinks an
-over-budget point step by step until it fits.
+it screens tens of thousands of candidates per second. `shrink` (random draws) and
+`repair` (a Bayesian proposal: each time the step that brings it closest) move an over-budget point step by step
+towards the cheapest point until it fits.
 """
 
 from __future__ import annotations
@@ -145,6 +146,29 @@ def check_feasible(space: SearchSpace, cost: PointCost | None = None) -> PointCo
                           f"achievable is {min_params:,} params and {min_macs:,} multiply-adds{latency}. Loosen the "
                           f"budget, or let smaller widths into the space.")
     return cost
+
+
+def shrink(values: dict, cost: PointCost, rng) -> dict:
+    """Move a random width one step towards the cheapest point, again and again, until the point fits.
+
+    A uniform draw from a space whose budget sits in the tail of its cost distribution is almost never within it
+    (under 30 % of the way from the cheapest point to the base of `cluttered_widths`, 12 of 200,000 draws);
+    shrinking such a draw by random steps lands it just under the budget, at a random allocation, where the most
+    accurate networks of a budget are. The steps follow `rng` (a `random.Random`), so a seeded search repeats.
+    """
+    dims = cost.space.dimensions
+    target = cheapest(cost)
+    values = {dim.name: min(dim.values, key=lambda v: abs(v - values[dim.name])) for dim in dims}
+    position = {dim.name: dim.values.index(values[dim.name]) for dim in dims}
+    goal = {dim.name: dim.values.index(target[dim.name]) for dim in dims}
+    while not cost.within(values):
+        movable = [dim for dim in dims if position[dim.name] != goal[dim.name]]
+        if not movable:
+            raise BudgetError(f"cannot shrink the point onto the budget ({cost.space.budget.describe()})")
+        dim = rng.choice(movable)
+        position[dim.name] += -1 if position[dim.name] > goal[dim.name] else 1
+        values[dim.name] = dim.values[position[dim.name]]
+    return values
 
 
 def repair(values: dict, cost: PointCost) -> dict:

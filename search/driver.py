@@ -420,15 +420,15 @@ def _run(*, space, data, directory, tuner, max_trials, epochs, config, overwrite
                             getattr(oracle, "repaired", 0), time.perf_counter() - start)
     if getattr(oracle, "exhausted", False) and len(outcome.records) < max_trials:
         raise BudgetError(f"sampling found no new point within the budget ({space.budget.describe()}) in "
-                          f"{max_attempts:,} draws after {len(outcome.records)} trial(s); {outcome.rejected:,} "
-                          f"candidates were rejected in all. Loosen the budget or narrow the space towards smaller "
-                          f"widths.")
+                          f"{oracle.draws:,} draws after {len(outcome.records)} trial(s); {outcome.rejected:,} "
+                          f"candidates were over it in all, each shrunk onto it ({outcome.repaired:,} new points). "
+                          f"Loosen the budget or narrow the space towards smaller widths.")
     if not is_worker():
         write_results(directory, records)
         print(report_text(outcome.records, space.budget.describe(), read_parent(directory, warn_damaged=False),
                           read_baseline(directory, warn_damaged=False)))
         print(f"[search] {len(outcome.records)} trials in {outcome.seconds:.1f} s; candidates screened "
-              f"{outcome.screened:,}, rejected by the budget before any trial {outcome.rejected:,}, repaired "
+              f"{outcome.screened:,}, over the budget before any trial {outcome.rejected:,}, shrunk or repaired onto it "
               f"{outcome.repaired:,}; results in {directory}/results.csv, plot {directory}/pareto.png, best spec "
               f"{directory}/best_spec.yaml", flush=True)
     return outcome

@@ -2,7 +2,9 @@
 
 Every built-in oracle draws new points through `Oracle._random_values()`; the budget
 mixin screens them with the exact cost model there, so an over-budget candidate never
-becomes a trial (no slot of `max_trials`, no failure count, no model build).
+becomes a trial (no slot of `max_trials`, no failure count, no model build): it is shrunk
+by random steps until it fits (`search.budget.shrink`), landing just under the budget, or
+drawn again where the shrunk point was tried already.
 Bayesian optimization's own proposals come from `populate_space`: an over-budget one
 is repaired onto the budget (`search.budget.repair`), not swapped for a random
 sample. Each finished trial writes `records/trial_ID.json` (params, multiply-adds,
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import statistics
 import time
 from pathlib import Path
@@ -31,7 +34,7 @@ from inception_keras.utils.image_header import MAX_IMAGE_PIXELS
 from inception_keras.inherit import narrow, recalibrate_batch_norm
 from inception_keras.train import TrainConfig, compile_model, monitor_name
 
-from search.budget import PointCost, cheapest, repair
+from search.budget import PointCost, cheapest, repair, shrink
 from search.report import SearchError
 from search.space import REDUCE_FIELDS, SearchSpace
 
@@ -165,6 +168,9 @@ class InceptionHyperModel(kt.HyperModel):
         return scores
 
 
+MAX_TRIED_SHRINKS = 200
+
+
 class BudgetMixin:
     """Screens every newly drawn point with the exact cost model before a trial exists."""
 
@@ -172,11 +178,12 @@ class BudgetMixin:
                  **kwargs):
         super().__init__(*args, **kwargs)
         self.space, self.point_cost, self.max_attempts = space, point_cost or PointCost(space), max_attempts
-        self.screened = self.rejected = self.repaired = 0
+        self.screened = self.rejected = self.repaired = self.draws = 0
         self.exhausted = False
 
     def _random_values(self):
-        for _ in range(self.max_attempts):
+        tried = 0  # draws shrunk onto points tried already: where every draw shrinks onto a few points, stop soon
+        for self.draws in range(1, self.max_attempts + 1):
             values = super()._random_values()
             if values is None:  # KerasTuner found no new point (too many duplicates)
                 return None
@@ -184,6 +191,13 @@ class BudgetMixin:
             if self.point_cost.within(values):
                 return values
             self.rejected += 1
+            values = {**values, **shrink(values, self.point_cost, random.Random(self._seed_state))}
+            if not self._duplicate(values):
+                self.repaired += 1
+                return values
+            tried += 1
+            if tried == MAX_TRIED_SHRINKS:
+                break
         self.exhausted = True
         return None
 

@@ -44,18 +44,38 @@ def test_random_and_hyperband_only_create_trials_within_budget(cls, kwargs, tmp_
     assert len(created) == 12
     assert all(cost.within(values) for values in created)
     new_points = [values for values in created if values.get("tuner/round", 0) == 0]  # Hyperband also promotes
-    assert oracle.rejected > 0 and oracle.screened == oracle.rejected + len(new_points)
+    # every draw over the budget was shrunk onto it (or drawn again where that point was tried already)
+    assert oracle.rejected > 0 and oracle.screened == len(new_points) + oracle.rejected - oracle.repaired
+    assert 0 < oracle.repaired <= oracle.rejected
     assert len(oracle.trials) == 12  # rejections took no trial slot
 
 
-def test_sampling_that_finds_nothing_stops_and_says_so(tmp_path):
+def test_draws_over_a_tight_budget_are_shrunk_onto_it_at_random_allocations(tmp_path):
+    space = get_space("cluttered_widths")
+    cost = PointCost(space)
+    low, high = cost(cheapest(cost, (0.0, 1.0)))[1], cost({dim.name: dim.values[-1] for dim in space.dimensions})[1]
+    budget = round(low + 0.2 * (high - low))  # uniform draws fall under it about never
+    space = space.with_budget(max_macs=budget)
+    cost = PointCost(space)
+    oracle = make_oracle(BudgetRandomSearchOracle, space, tmp_path, max_trials=8, max_attempts=50)
+    created = run_trials(oracle, 8)
+    macs = [cost(values)[1] for values in created]
+    assert len(created) == 8 and all(m <= budget for m in macs)
+    assert oracle.repaired == oracle.rejected == oracle.screened == 8  # each draw was over, each was shrunk
+    # just under the budget: one step of the costliest width is at most ~4 % of this budget
+    assert min(macs) > 0.9 * budget
+    assert len({tuple(sorted(values.items())) for values in created}) == 8  # eight different allocations
+    again = make_oracle(BudgetRandomSearchOracle, space, tmp_path / "again", max_trials=8, max_attempts=50)
+    assert run_trials(again, 8) == created  # the steps follow the oracle's seed
+
+
+def test_sampling_that_finds_nothing_new_stops_and_says_so(tmp_path):
     space = get_space("mini_bottlenecks")
     cost = check_feasible(space)
     space = space.with_budget(max_params=cost(cheapest(cost))[0])  # only the cheapest point fits
     oracle = make_oracle(BudgetRandomSearchOracle, space, tmp_path, max_trials=5, max_attempts=300)
-    trial = oracle.create_trial("tuner0")
-    assert trial.status == "STOPPED"
-    assert oracle.exhausted and oracle.rejected == 300 and len(oracle.trials) == 0
+    assert run_trials(oracle, 5) == [cheapest(PointCost(space))]  # every draw shrinks onto it; once is new
+    assert oracle.exhausted and oracle.repaired == 1 and len(oracle.trials) == 1
 
 
 def test_bayesian_proposals_over_budget_are_repaired_not_resampled(tmp_path):
@@ -66,7 +86,7 @@ def test_bayesian_proposals_over_budget_are_repaired_not_resampled(tmp_path):
     created = run_trials(oracle, 6, wider_is_better)
     assert len(created) == 6 and all(cost.within(values) for values in created)
     assert oracle.repaired >= 1
-    assert oracle.screened - oracle.rejected == 3  # only the initial points were random draws
+    assert oracle.screened == 3  # only the initial points were random draws
 
 
 def test_a_latency_budget_screens_by_the_predicted_latency_before_any_trial(tmp_path):
