@@ -17,11 +17,13 @@ Writes benchmarks/results/bench_latency.json.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import time
 from pathlib import Path
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
@@ -117,8 +119,8 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=24)
     parser.add_argument("--quick", action="store_true", help="the small structure only")
     args = parser.parse_args()
-    results = Results("bench_latency", "Latency prediction against measurement",
-                      "bench-latency", "`benchmarks/bench_latency.py`: " + __doc__.split("\n\n")[2].replace("\n", " ").strip())
+    about = "`benchmarks/bench_latency.py`: " + __doc__.split("\n\n")[2].replace("\n", " ").strip()
+    results = Results("bench_latency", "Latency prediction against measurement", "bench-latency", about)
     print(f"{cpu_name()}; runtime {args.runtime}", flush=True)
     found = [run(structure, args.runtime, args.held_out, args.candidates, results)
              for structure in STRUCTURES[:1 if args.quick else None]]
