@@ -148,6 +148,14 @@ def check_feasible(space: SearchSpace, cost: PointCost | None = None) -> PointCo
     return cost
 
 
+def _positions(values: dict, cost: PointCost) -> tuple[dict, dict, dict]:
+    """`values` on the space's choices, each width's index among its choices, and its index at the cheapest point."""
+    dims, target = cost.space.dimensions, cheapest(cost)
+    values = {dim.name: min(dim.values, key=lambda v: abs(v - values[dim.name])) for dim in dims}
+    return (values, {dim.name: dim.values.index(values[dim.name]) for dim in dims},
+            {dim.name: dim.values.index(target[dim.name]) for dim in dims})
+
+
 def shrink(values: dict, cost: PointCost, rng) -> dict:
     """Move a random width one step towards the cheapest point, again and again, until the point fits.
 
@@ -157,10 +165,7 @@ def shrink(values: dict, cost: PointCost, rng) -> dict:
     accurate networks of a budget are. The steps follow `rng` (a `random.Random`), so a seeded search repeats.
     """
     dims = cost.space.dimensions
-    target = cheapest(cost)
-    values = {dim.name: min(dim.values, key=lambda v: abs(v - values[dim.name])) for dim in dims}
-    position = {dim.name: dim.values.index(values[dim.name]) for dim in dims}
-    goal = {dim.name: dim.values.index(target[dim.name]) for dim in dims}
+    values, position, goal = _positions(values, cost)
     while not cost.within(values):
         movable = [dim for dim in dims if position[dim.name] != goal[dim.name]]
         if not movable:
@@ -175,10 +180,7 @@ def repair(values: dict, cost: PointCost) -> dict:
     """Move widths one step at a time towards the cheapest point, each time the step that brings the
     point closest to the budget, until it fits (the cheapest point fits: `check_feasible`)."""
     dims = cost.space.dimensions
-    target = cheapest(cost)
-    values = {dim.name: min(dim.values, key=lambda v: abs(v - values[dim.name])) for dim in dims}
-    position = {dim.name: dim.values.index(values[dim.name]) for dim in dims}
-    goal = {dim.name: dim.values.index(target[dim.name]) for dim in dims}
+    values, position, goal = _positions(values, cost)
     excess = cost.excess(values)
     while excess > 0:
         best = None
