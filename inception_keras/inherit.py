@@ -23,7 +23,7 @@ from inception_keras.inherit_rules import (NarrowError, SpecMismatchError, check
                                           check_same_network, inheritable)
 from inception_keras.spec import NetworkSpec
 
-IMPORTANCES = ("l1",)
+IMPORTANCES = ("l1", "first")
 NEW = -1  # a channel the parent does not have
 
 
@@ -34,7 +34,8 @@ def narrow(model: keras.Model, spec: NetworkSpec, child_spec: NetworkSpec, impor
     A layer narrowed to k channels keeps the k with the largest importance, in their order: `l1`, the L1 norm
     of the channel's affine map once a following batch norm is folded into it (the filter times
     |gamma| / sqrt(variance + epsilon), and the folded bias), so a channel whose filter and batch-norm gamma and
-    beta (or bias, without batch norm) are zero is removed first. A layer widened gets the child's freshly
+    beta (or bias, without batch norm) are zero is removed first; `first`, its first k channels (a parent whose
+    module channels were put in order of importance by `sort_channels`, or trained so). A layer widened gets the child's freshly
     initialised filters (batch norm: gamma 1, beta 0, mean 0, variance 1) for its new channels and zero weights
     for them in every consumer, so the wider network computes what the parent computes.
 
@@ -51,6 +52,20 @@ def narrow(model: keras.Model, spec: NetworkSpec, child_spec: NetworkSpec, impor
         raise ValueError(f"importance must be one of {', '.join(IMPORTANCES)}; got {importance!r}")
     check_inheritable(spec, child_spec, fresh_heads)
     check_model_spec(model, spec, "the parent's spec")
+    return _transfer(model, spec, child_spec, importance, precision)
+
+
+def sort_channels(model: keras.Model, spec: NetworkSpec) -> keras.Model:
+    """A model of `spec` computing what `model` computes, each Inception-module convolution's output channels in
+    decreasing `l1` importance (ties in their order), every consumer's input channels permuted to match: the
+    first k channels of each layer are then the k that `narrow` keeps, and `narrow(..., importance="first")`
+    takes them. The stem's convolutions keep their order (an LRN after them mixes neighbouring channels)."""
+    check_model_spec(model, spec, "the parent's spec")
+    return _transfer(model, spec, spec, "sorted", None)
+
+
+def _transfer(model: keras.Model, spec: NetworkSpec, child_spec: NetworkSpec, importance: str,
+              precision: str | None) -> keras.Model:
     from inception_keras.builder import build_model
 
     child = build_model(child_spec, precision=precision)
@@ -62,7 +77,7 @@ def narrow(model: keras.Model, spec: NetworkSpec, child_spec: NetworkSpec, impor
             raise NarrowError(f"the parent model has no layer {layer.name!r}: it is not a model of spec "
                               f"{spec.name!r}") from None
         inputs = [tensor._keras_history.operation.name for tensor in layer._inbound_nodes[0].input_tensors]
-        kept[layer.name] = _inherit(layer, source, model, [kept[name] for name in inputs])
+        kept[layer.name] = _inherit(layer, source, model, [kept[name] for name in inputs], importance)
     return child
 
 
@@ -133,7 +148,7 @@ def model_spec(model: keras.Model) -> NetworkSpec:
     return spec
 
 
-def _inherit(layer, source, parent: keras.Model, inputs: list[np.ndarray]) -> np.ndarray:
+def _inherit(layer, source, parent: keras.Model, inputs: list[np.ndarray], importance: str) -> np.ndarray:
     """Set `layer`'s weights from `source` (the parent's layer of its name); its output channels' parent indices."""
     kind = type(layer).__name__
     if kind == "InputLayer":
@@ -146,7 +161,7 @@ def _inherit(layer, source, parent: keras.Model, inputs: list[np.ndarray]) -> np
             return None  # another input size: what follows starts fresh
         return _flattened(inputs[0], layer.input.shape[1:-1], source.input.shape[-1])
     if isinstance(layer, keras.layers.Conv2D):
-        return _conv(layer, source, parent, inputs[0])
+        return _conv(layer, source, parent, inputs[0], importance)
     if isinstance(layer, keras.layers.BatchNormalization):
         weights = [_take(new, old, inputs[0]) for new, old in zip(layer.get_weights(), source.get_weights())]
         layer.set_weights(weights)
@@ -162,10 +177,11 @@ def _inherit(layer, source, parent: keras.Model, inputs: list[np.ndarray]) -> np
     return inputs[0]
 
 
-def _conv(layer, source, parent: keras.Model, inputs: np.ndarray) -> np.ndarray:
+def _conv(layer, source, parent: keras.Model, inputs: np.ndarray, importance: str) -> np.ndarray:
     kernel, *bias = source.get_weights()
     fresh, *fresh_bias = layer.get_weights()
-    outputs = _choose(channel_importance(source, parent), fresh.shape[-1])
+    outputs = _choose(channel_importance(source, parent), fresh.shape[-1],
+                      importance if layer.name.startswith("inception_") or importance != "sorted" else "first")
     new_kernel = _take(fresh, _rows(fresh, kernel, inputs, axis=2), outputs)
     layer.set_weights([new_kernel, *(_take(f, b, outputs) for f, b in zip(fresh_bias, bias))])
     return outputs
@@ -192,11 +208,14 @@ def _bn_parameters(norm) -> tuple[np.ndarray, ...]:
             weights["moving_mean"], weights["moving_variance"])
 
 
-def _choose(importance: np.ndarray, width: int) -> np.ndarray:
-    """The parent channels a layer of `width` keeps: all (then NEW ones) when not narrower, else the most important."""
+def _choose(importance: np.ndarray, width: int, how: str = "l1") -> np.ndarray:
+    """The parent channels a layer of `width` keeps: all (then NEW ones) when not narrower; else the most important in
+    their order (`l1`), the first (`first`); `sorted`: all of them, the most important first."""
+    if how == "sorted":
+        return np.argsort(-importance, kind="stable")
     if width >= len(importance):
         return np.concatenate([np.arange(len(importance)), np.full(width - len(importance), NEW)])
-    return np.sort(np.argsort(-importance, kind="stable")[:width])
+    return np.arange(width) if how == "first" else np.sort(np.argsort(-importance, kind="stable")[:width])
 
 
 def _take(fresh: np.ndarray, parent: np.ndarray, channels: np.ndarray, axis: int = -1) -> np.ndarray:

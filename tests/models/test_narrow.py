@@ -142,6 +142,46 @@ def test_widening_preserves_the_function(name):
     assert np.abs(new).sum() > 0  # the new channels start from fresh filters, not zeros
 
 
+@pytest.mark.parametrize("name", ["googlenet_mini", "googlenet"])
+def test_sorted_channels_compute_the_same_and_the_first_k_are_what_l1_keeps(name):
+    from inception_keras.inherit import channel_importance, sort_channels
+
+    spec = specs()[name]
+    parent = trained_like(spec)
+    ordered = sort_channels(parent, spec)
+    assert_close(outputs(parent, images(spec)), outputs(ordered, images(spec)), 1e-5)
+    first = spec.module_names()[0]
+    order = {}
+    for branch, source in (("1x1", None), ("5x5_reduce", None), ("5x5", "5x5_reduce")):
+        layer = f"inception_{first}_{branch}_conv"
+        importance = channel_importance(ordered.get_layer(layer), ordered)
+        assert np.all(np.diff(importance) <= 0), layer  # the most important first
+        order[branch] = np.argsort(-channel_importance(parent.get_layer(layer), parent), kind="stable")
+        kernel = parent.get_layer(layer).get_weights()[0][..., order[branch]]
+        if source:  # its input channels come in its bottleneck's new order
+            kernel = kernel[:, :, order[source]]
+        np.testing.assert_array_equal(ordered.get_layer(layer).get_weights()[0], kernel)
+    stem = ordered.get_layer("conv1_conv").get_weights()[0]
+    np.testing.assert_array_equal(stem, parent.get_layer("conv1_conv").get_weights()[0])  # before an LRN: as it was
+    # a child by importance="first" of the sorted parent: exactly the first k of each layer, computing what
+    # the l1-narrowed child of the unsorted parent computes
+    module = spec.stages[0].modules[0]
+    changes = {first: {"ch1x1": module.ch1x1 - 3, "ch3x3_reduce": module.ch3x3_reduce - 2, "ch3x3": module.ch3x3 - 4}}
+    child_spec = with_widths(spec, changes)
+    child = narrow(ordered, spec, child_spec, importance="first")
+    three = ordered.get_layer(f"inception_{first}_3x3_conv").get_weights()[0]
+    np.testing.assert_array_equal(child.get_layer(f"inception_{first}_3x3_conv").get_weights()[0],
+                                  three[:, :, :module.ch3x3_reduce - 2, :module.ch3x3 - 4])
+    second = spec.module_names()[1]
+    consumer = ordered.get_layer(f"inception_{second}_1x1_conv").get_weights()[0]
+    c1, c3 = module.ch1x1, module.ch3x3  # the concatenation's segments: the first k of each, at its offset
+    rows = np.r_[0:c1 - 3, c1:c1 + c3 - 4, c1 + c3:consumer.shape[2]]
+    np.testing.assert_array_equal(child.get_layer(f"inception_{second}_1x1_conv").get_weights()[0], consumer[:, :, rows])
+    assert_close(outputs(narrow(parent, spec, child_spec), images(spec)), outputs(child, images(spec)), 1e-5)
+    with pytest.raises(ValueError, match="importance must be one of l1, first"):
+        narrow(parent, spec, child_spec, importance="sorted")
+
+
 def test_specs_that_cannot_inherit_are_refused_naming_the_field():
     spec = get_spec("googlenet_mini")
     parent = build_model(spec)
