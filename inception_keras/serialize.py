@@ -279,6 +279,25 @@ def run_files(run: str | os.PathLike) -> tuple[Path, Path | None, Path | None]:
     raise RunFilesError(f"{run} is neither a training run directory nor a .keras file")
 
 
+def run_record_of(run: str | os.PathLike) -> dict | None:
+    """The `run.json` of a training run directory, or of the directory a `.keras` file is in; None where there is
+    none or it is not a JSON object (nothing here vouches for it: callers read fields defensively)."""
+    path = Path(run)
+    record = (path if path.is_dir() else path.parent) / RUN_RECORD_FILE
+    try:
+        data = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else None
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_elastic_run(run: str | os.PathLike) -> bool:
+    """Whether `run` was trained elastic (`train --elastic`, its `run.json` says so): its children are its first
+    channels, usable after batch-norm recalibration alone."""
+    recipe = (run_record_of(run) or {}).get("recipe")
+    return isinstance(recipe, dict) and bool(recipe.get("elastic"))
+
+
 _SUFFIXES = {"": 1, "k": 10**3, "K": 10**3, "m": 10**6, "M": 10**6, "g": 10**9, "G": 10**9}
 MAX_COUNT = 10**15
 _COUNT = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([kKmMgG]?)\s*")

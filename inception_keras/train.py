@@ -69,6 +69,8 @@ class TrainConfig:
     precision: str = "float32"
     jit: bool = False
     seed: int | None = 0
+    elastic: "ElasticWidths | None" = None  # inception_keras.elastic: train so that every child is a model too
+    elastic_samples: int = 2
 
     def __post_init__(self):
         checks = [("epochs", self.epochs >= 1), ("batch_size", self.batch_size >= 1),
@@ -77,7 +79,8 @@ class TrainConfig:
                   ("decay_every_epochs", self.decay_every_epochs >= 1), ("decay_rate", 0 < self.decay_rate <= 1),
                   ("ema_momentum", 0 < self.ema_momentum < 1), ("label_smoothing", 0 <= self.label_smoothing < 1),
                   ("early_stopping_patience", self.early_stopping_patience >= 0), ("freeze", self.freeze in FREEZE),
-                  ("precision", self.precision in PRECISIONS)]
+                  ("precision", self.precision in PRECISIONS), ("elastic_samples", self.elastic_samples >= 0),
+                  ("precision", self.elastic is None or self.precision != "mixed_float16")]
         for name, ok in checks:
             if not ok:
                 raise ValueError(f"TrainConfig.{name}: invalid value {getattr(self, name)!r}")
@@ -283,6 +286,9 @@ def train(spec: NetworkSpec, data: DataSplits, out_dir: str | Path | None = None
     config = config or TrainConfig()
     distribution = distribution or Distribution()
     _check_inputs(spec, data, config)
+    if config.elastic is not None and (distribution.kind != "none" or keras.backend.backend() != "tensorflow"):
+        raise UserError(f"elastic training runs on one device with the TensorFlow backend (here: distribution "
+                        f"{distribution.kind!r}, backend {keras.backend.backend()!r})")
     if out_dir is None or not standard:
         return _train(spec, data, None, out_dir, config, callbacks, verbose, weights, distribution=distribution)
     run_dir = Path(out_dir)
@@ -328,7 +334,12 @@ def _train(spec: NetworkSpec, data: DataSplits, run_dir: Path | None, out_dir, c
             if chief:
                 print(f"{weights}: {report.describe()}")
         apply_freeze(model, config.freeze)
-        compile_model(model, spec, config, steps)
+        fitted = model
+        if config.elastic is not None:
+            from inception_keras.elastic import ElasticTrainer
+
+            fitted = ElasticTrainer(model, config.elastic, config.elastic_samples, config.seed or 0)
+        compile_model(fitted, spec, config, steps)
     if run_dir is not None and chief:
         write_run_files(run_dir, record, spec, data.class_names)
     note = precision_note(config.precision)
@@ -347,7 +358,7 @@ def _train(spec: NetworkSpec, data: DataSplits, run_dir: Path | None, out_dir, c
     start = time.perf_counter()
     try:
         with reading_images(data):
-            history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, verbose=verbose,
+            history = fitted.fit(train_ds, validation_data=val_ds, epochs=config.epochs, verbose=verbose,
                                 shuffle=False, callbacks=[throughput, StopOnNonFinite(), *standard, *(callbacks or [])])
     except Diverged as stop:
         raise TrainingDivergedError(_diverged_message(stop, run_dir, checkpoint and checkpoint.best)) from None
@@ -356,7 +367,7 @@ def _train(spec: NetworkSpec, data: DataSplits, run_dir: Path | None, out_dir, c
     if run_dir is not None and chief:
         rows = next(c for c in standard if isinstance(c, HistoryLog)).rows
         with local_only():
-            best = _final_best(run_dir, checkpoint, model, rows)
+            best = _final_best(run_dir, checkpoint, fitted, rows)
         full = columns(rows)
     else:
         full = {key: [float(v) for v in values] for key, values in history.history.items()}

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inception_keras.data import DataSplits, require_classes, training_pipelines
+from inception_keras.serialize import is_elastic_run
 from inception_keras.utils.atomic import atomic_write_text
 from inception_keras.utils.errors import error_text, short_repr
 from inception_keras.training.locking import DirectoryLock
@@ -146,7 +147,8 @@ def _space_record(space: SearchSpace, parent=None, executions_per_trial: int = 1
     """What `space.json` holds: the space as plain JSON values."""
     inherits = None if parent is None else {
         "source": str(Path(parent.source).resolve()), "sha256": _parent_digest(parent.source),
-        "recalibrate_batches": parent.recalibrate_batches, "steps": parent.steps}
+        "recalibrate_batches": parent.recalibrate_batches, "steps": parent.steps,
+        **({"importance": parent.importance} if parent.importance != "l1" else {})}
     return json.loads(json.dumps({
         "name": space.name, "budget": space.budget.describe(),
         "dimensions": {dim.name: list(dim.values) for dim in space.dimensions},
@@ -185,6 +187,8 @@ def load_parent(source: str | Path, space: SearchSpace, recalibrate_batches: int
         raise SearchError(f"--parent {source}: its spec {spec.name!r} has no module {missing[0]}, which search space "
                           f"{space.name!r} varies; its modules are {', '.join(spec.module_names())}")
     batches = recalibrate_batches if spec.normalization == "batch_norm" else 0
+    if is_elastic_run(source):  # its children are its first channels, usable as they are
+        return Parent(model, spec, str(source), batches, 0 if steps is None else steps, importance="first")
     return Parent(model, spec, str(source), batches, steps)
 
 
@@ -338,9 +342,10 @@ def run_search(space: SearchSpace, data: DataSplits, directory: str | Path, tune
         space, left_out = inherit.restrict(parent_space(space, inherit))
         recalibration = f"batch norm recalibrated on {inherit.recalibrate_batches} batches, then " \
             if inherit.spec.normalization == "batch_norm" else "no batch norm to recalibrate; "
-        print(f"[search] every trial inherits from {parent} ({inherit.spec.name}): {recalibration}"
-              f"{_training(steps, epochs)}; {_count(left_out)} points of the space cannot inherit and are left out",
-              flush=True)
+        elastic = " an elastic parent: each trial is its first channels," if inherit.importance == "first" else ""
+        print(f"[search] every trial inherits from {parent} ({inherit.spec.name}):{elastic} {recalibration}"
+              f"{_training(inherit.steps, epochs)}; {_count(left_out)} points of the space cannot inherit and are "
+              f"left out", flush=True)
     latency = _latency_predictor(space) if space.budget.max_latency_ms is not None or latency_fraction else None
     if latency_fraction:
         base_ms = latency.predict(space.base)

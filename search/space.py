@@ -341,3 +341,12 @@ def get_space(name_or_path: str) -> SearchSpace:
 
 
 __all__ = ["Budget", "Dimension", "SearchSpace", "get_space", "list_spaces", "load_space", "parse_count"]
+
+
+def elastic_widths(name_or_path: str):
+    """A space's varying widths as `inception_keras.elastic.ElasticWidths` (what `train --elastic SPACE` trains
+    every child of); a choice of 0 (no bottleneck: another network) is refused naming the width."""
+    from inception_keras.elastic import ElasticWidths
+
+    space = get_space(name_or_path)
+    return ElasticWidths.from_choices({(dim.module, dim.width): dim.values for dim in space.dimensions})

@@ -60,6 +60,7 @@ class Parent:
     source: str
     recalibrate_batches: int = 0
     steps: int | None = None
+    importance: str = "l1"  # "first": an elastic parent, whose children are its first channels
 
     def restrict(self, space: SearchSpace) -> tuple[SearchSpace, int]:
         """`space` without the reduce widths that cannot inherit (0 where the parent has a bottleneck, any other
@@ -115,8 +116,8 @@ class InceptionHyperModel(kt.HyperModel):
         if self.parent is None:
             model = build_model(spec, precision=self.config.precision)
         else:
-            model = narrow(self.parent.model, self.parent.spec, spec, fresh_heads=True,
-                           precision=self.config.precision)
+            model = narrow(self.parent.model, self.parent.spec, spec, importance=self.parent.importance,
+                           fresh_heads=True, precision=self.config.precision)
         compile_model(model, spec, self.config, self.parent.steps if self.parent and self.parent.steps else
                       self.steps_per_epoch)
         return model

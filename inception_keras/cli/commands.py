@@ -60,7 +60,8 @@ def train_config_from_args(args):
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
                        learning_rate=args.learning_rate, ema=not args.no_ema, label_smoothing=args.label_smoothing,
                        augment=args.augment, early_stopping_patience=getattr(args, "early_stopping", 0) or 0,
-                       precision=args.precision, jit=args.jit)
+                       precision=args.precision, jit=args.jit, elastic=getattr(args, "elastic_widths", None),
+                       elastic_samples=getattr(args, "elastic_samples", 2))
 
 
 def load_data_or_exit(dataset: str, data_dir: str | None, download: bool = True,
@@ -165,6 +166,17 @@ def cmd_train(args) -> int:
     spec = spec_from_args(args)
     if args.no_aux:
         spec = spec.without_aux()
+    if args.elastic:
+        from inception_keras.cost import network_cost
+        from inception_keras.elastic import resolve_elastic
+
+        if args.freeze or distribution_requested(args):
+            raise CommandError("--elastic trains everything on one device; leave out --freeze and --distribute")
+        args.elastic_widths = resolve_elastic(args.elastic)
+        spec = args.elastic_widths.largest(spec)
+        print(f"elastic training: {spec.name} at the largest widths of {args.elastic} "
+              f"({network_cost(spec).total_params:,} params); each step also trains the smallest child and "
+              f"{args.elastic_samples} random {'one' if args.elastic_samples == 1 else 'ones'} on its predictions")
     if (args.freeze or args.fine_tune_epochs) and not args.weights:
         raise CommandError("--freeze and --fine-tune-epochs need --weights FILE (the pretrained base)")
     if args.fine_tune_epochs and not args.freeze:
@@ -331,6 +343,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--fine-tune-learning-rate", type=positive_float, metavar="LR",
                        help="learning rate of the --fine-tune-epochs phase (default: a tenth of --learning-rate)")
     train.add_argument("--no-aux", action="store_true", help="train without the spec's aux heads")
+    train.add_argument("--elastic", metavar="SPACE", help="train the largest network of a search space (registered "
+                       "name or YAML file) so that every point of it, its first channels, is a model as it is "
+                       "(sandwich rule, in-place distillation; TensorFlow, one device; see docs/search.md)")
+    train.add_argument("--elastic-samples", type=int_between(0, 16), default=2, metavar="N",
+                       help="random children trained each step besides the largest and the smallest (default 2)")
     add_distribution_arguments(train)
     train.add_argument("--out", help="run directory (default runs/SPEC_NAME); run again to resume")
     train.add_argument("--overwrite", action="store_true", help="start afresh: remove the run in --out, finished or "

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from inception_keras.cli.common import CommandError, check_output_file, import_tensorflow_quietly
+from inception_keras.cli.common import CommandError, check_output_file, import_tensorflow_quietly, int_between
+from inception_keras.serialize import is_elastic_run
 from inception_keras.utils.atomic import atomic_path
 
 
@@ -59,7 +60,11 @@ def _narrow_model(args, out: Path, model_file: Path, spec, spec_file, child_spec
     else:
         check_model_spec(parent, spec, str(spec_file))
     child_spec = _fitted(child_spec, spec, args.fit)
-    child = narrow(parent, spec, child_spec)
+    elastic = is_elastic_run(args.parent)
+    child = narrow(parent, spec, child_spec, importance="first" if elastic else "l1")
+    batches = args.recalibrate_batches if args.recalibrate_batches is not None else 20 if elastic else 0
+    if batches and child_spec.normalization == "batch_norm":
+        _recalibrate(child, child_spec, args, batches)
     images = np.random.default_rng(0).uniform(-1, 1, (2, *child_spec.input_shape)).astype("float32")
     try:
         with atomic_path(out, suffix=".keras") as tmp:
@@ -72,10 +77,33 @@ def _narrow_model(args, out: Path, model_file: Path, spec, spec_file, child_spec
                 raise CommandError(f"{out}: the saved model reloads with different outputs (max abs diff {diff:.2e})")
     except OSError as error:
         raise CommandError(f"cannot write {out}: {error.strerror or error}") from None
+    how = ("an elastic parent: the child is its first channels, usable as it is" if elastic else
+           "each narrowed layer keeps its channels of largest L1 norm, widened ones start at zero in their consumers")
     print(f"{args.parent} ({spec.name}, {network_cost(spec).total_params:,} params) -> {out} ({child_spec.name}, "
-          f"{network_cost(child_spec).total_params:,} params): each narrowed layer keeps its channels of largest "
-          f"L1 norm, widened ones start at zero in their consumers; train it with `--weights {out}`")
+          f"{network_cost(child_spec).total_params:,} params): {how}"
+          f"{f'; batch norm recalibrated on {batches} training batches' if batches else ''}; "
+          f"{'export it, or ' if elastic else ''}train it with `--weights {out}`")
     return 0
+
+
+def _recalibrate(child, child_spec, args, batches: int) -> None:
+    """Batch-norm statistics of `child` re-estimated on `batches` batches of 64 of the parent run's training data."""
+    from inception_keras.data import DataError, load_data, make_pipeline
+    from inception_keras.inherit import recalibrate_batch_norm
+    from inception_keras.serialize import run_record_of
+    from inception_keras.train import output_names
+
+    dataset = args.dataset or (run_record_of(args.parent) or {}).get("dataset")
+    if not isinstance(dataset, str):
+        raise CommandError(f"{args.parent}: no run.json names its dataset; give --dataset to recalibrate batch norm "
+                           f"on (or --recalibrate-batches 0)")
+    try:
+        data = load_data(dataset, args.data_dir)
+    except DataError as error:
+        raise CommandError(f"recalibrating batch norm: {error}") from None
+    names = output_names(child_spec)
+    images = make_pipeline(data.train, child_spec.input_shape, child_spec.head.classes, 64, names)
+    recalibrate_batch_norm(child, images.map(lambda x, y: x), batches)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -90,4 +118,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--fit", action="store_true", help="take the parent's input size, classes and aux heads for "
                                                            "the child (a registered spec of other widths)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it is a file")
+    parser.add_argument("--recalibrate-batches", type=int_between(0, 10_000), metavar="N",
+                        help="re-estimate batch norm on N batches of 64 training images (default: 20 from an elastic "
+                             "run, whose child is then ready to export; 0 otherwise)")
+    parser.add_argument("--dataset", help="the data to recalibrate on (default: the parent run's, from its run.json)")
+    parser.add_argument("--data-dir", help="where that dataset is prepared (tfds data directory)")
     parser.set_defaults(func=cmd_narrow, needs_tensorflow=False)  # imported once the arguments are checked

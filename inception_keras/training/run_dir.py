@@ -88,7 +88,9 @@ def weights_finite(model: keras.Model) -> bool:
 
 
 def save_best(model: keras.Model, path: str | os.PathLike, record: dict) -> None:
-    """`model.save(path)` through a temporary file, with `record` stored in the archive (see `best_record`)."""
+    """`model.save(path)` through a temporary file, with `record` stored in the archive (see `best_record`); of a
+    trainer that wraps the network it trains (`saved_network`, an elastic run's), that network."""
+    model = getattr(model, "saved_network", model)
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
         with zipfile.ZipFile(tmp, "a") as archive:

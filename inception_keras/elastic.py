@@ -1,0 +1,221 @@
+"""Elastic (once-for-all) training: one network whose children, the first k channels of each varied module width,
+are usable models as they are (batch norm recalibrated per child).
+
+BigNAS (Yu et al., ECCV 2020): each step trains the largest network on the labels, then the smallest child and
+`samples` random children on the largest's predictions (in-place distillation, the targets carry no gradient),
+the gradients summed into the shared weights and applied once (the sandwich rule). A child is the parent with
+every channel past its width zeroed where the channel leaves its batch norm (or its convolution, without batch
+norm): each consumer then sees exactly what the child network computes, through the concatenations, so a child
+trained here is `narrow(parent, spec, child_spec, importance="first")` (tested equal). A child's batch norm
+normalises with its own batch statistics and leaves the moving statistics alone: they stay the largest
+network's, and `recalibrate_batch_norm` sets a child's own after extraction.
+
+```python
+widths = ElasticWidths.from_choices({("3a", "ch1x1"): (8, 12, 16), ...})
+trainer = ElasticTrainer(build_model(widths.largest(spec)), widths, samples=2, seed=0)
+compile_model(trainer, widths.largest(spec), config, steps); trainer.fit(...)
+child = narrow(trainer.net, widths.largest(spec), child_spec, importance="first")
+```
+
+The TensorFlow backend (a custom `train_step`); children cost a full forward and backward pass each (masks
+keep the shapes static), so a step costs about 2 + `samples` times a normal one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import keras
+from keras import ops
+
+from inception_keras.spec import NetworkSpec, SpecError
+
+BRANCHES = {"ch1x1": "1x1", "ch3x3_reduce": "3x3_reduce", "ch3x3": "3x3", "ch5x5_reduce": "5x5_reduce",
+            "ch5x5": "5x5", "pool_proj": "pool_proj"}
+DEFAULT_SAMPLES = 2
+
+
+@dataclass(frozen=True)
+class ElasticWidths:
+    """The module widths that vary and their choices: ((module, width field, (values, ascending)), ...)."""
+
+    choices: tuple[tuple[str, str, tuple[int, ...]], ...]
+
+    @classmethod
+    def from_choices(cls, choices: dict) -> "ElasticWidths":
+        """From {(module, width field): values}; every value at least 1 (a width of 0 is another network)."""
+        found = []
+        for (module, width), values in choices.items():
+            where = f"elastic.{module}.{width}"
+            if width not in BRANCHES:
+                raise SpecError(where, f"must be one of {', '.join(BRANCHES)}")
+            values = tuple(sorted(set(int(v) for v in values)))
+            if not values or values[0] < 1:
+                raise SpecError(where, f"elastic widths are at least 1 (a width of 0 removes a bottleneck: another "
+                                       f"network, not a child); got {list(values)}")
+            found.append((module, width, values))
+        return cls(tuple(found))
+
+    def to_dict(self) -> dict:
+        return {f"{module}.{width}": list(values) for module, width, values in self.choices}
+
+    def _with(self, spec: NetworkSpec, pick) -> NetworkSpec:
+        changes = {}
+        for module, width, values in self.choices:
+            changes.setdefault(module, {})[width] = pick(values)
+        names = iter(spec.module_names())
+        stages = tuple(dataclasses.replace(stage, modules=tuple(
+            dataclasses.replace(module, **changes.get(next(names), {})) for module in stage.modules))
+            for stage in spec.stages)
+        unknown = set(changes) - set(spec.module_names())
+        if unknown:
+            raise SpecError("elastic", f"{spec.name!r} has no module {sorted(unknown)[0]!r}")
+        return spec.replace(stages=stages)
+
+    def largest(self, spec: NetworkSpec) -> NetworkSpec:
+        """`spec` with every elastic width at its largest choice: the network that is trained."""
+        return self._with(spec, max)
+
+    def smallest(self, spec: NetworkSpec) -> NetworkSpec:
+        return self._with(spec, min)
+
+
+def resolve_elastic(name: str) -> ElasticWidths:
+    """The widths of a search space (a registered name or a YAML file) as ElasticWidths, through the
+    `inception_keras.spaces` entry point that `search/` installs (`search.space.elastic_widths`)."""
+    from importlib.metadata import entry_points
+
+    from inception_keras.utils.errors import UserError
+
+    for point in entry_points(group="inception_keras.spaces"):
+        return point.load()(name)
+    raise UserError("elastic training takes its widths from a search space, and no package provides spaces "
+                    "(install this project with pip install -e .)")
+
+
+def masked_layers(model: keras.Model, widths: ElasticWidths) -> list[tuple[str, tuple[int, ...], int]]:
+    """Per elastic width: the layer whose output is masked (the branch's batch norm, else its convolution), the
+    choices, and the channels it has."""
+    names = {layer.name for layer in model.layers}
+    found = []
+    for module, width, values in widths.choices:
+        prefix = f"inception_{module}_{BRANCHES[width]}"
+        name = f"{prefix}_bn" if f"{prefix}_bn" in names else f"{prefix}_conv"
+        if name not in names:
+            raise SpecError(f"elastic.{module}.{width}", f"the model has no layer {name!r}")
+        channels = model.get_layer(name).output.shape[-1]
+        if values[-1] > channels:
+            raise SpecError(f"elastic.{module}.{width}", f"choices up to {values[-1]} in a layer of {channels} "
+                                                          f"channels: train the largest network")
+        found.append((name, values, channels))
+    return found
+
+
+def child_forward(model: keras.Model, x, masks: dict, training: bool = False):
+    """The predictions of `model`'s child whose masked layers' outputs are multiplied by `masks` (layer name ->
+    a 0/1 vector of its channels), computed through `model`'s own layers (the aux heads skipped). In training
+    mode a batch norm normalises with the batch's statistics without updating its moving ones."""
+    outputs = {}
+    for layer in model.layers:
+        if layer.name.startswith("aux_"):
+            continue
+        if isinstance(layer, keras.layers.InputLayer):
+            outputs[layer.name] = x
+            continue
+        inputs = [outputs[tensor._keras_history.operation.name]
+                  for tensor in layer._inbound_nodes[0].input_tensors]
+        inputs = inputs[0] if len(inputs) == 1 else inputs
+        if training and isinstance(layer, keras.layers.BatchNormalization):
+            value = _batch_norm(layer, inputs)
+        else:
+            value = layer(inputs, training=training)
+        if layer.name in masks:
+            value = value * ops.cast(masks[layer.name], value.dtype)
+        outputs[layer.name] = value
+    return outputs["predictions"]
+
+
+def _batch_norm(layer, x):
+    """What a Keras BatchNormalization computes in training mode, without updating its moving statistics."""
+    mean, variance = ops.moments(ops.cast(x, "float32"), axes=tuple(range(len(x.shape) - 1)))
+    out = (ops.cast(x, "float32") - mean) * ops.rsqrt(variance + layer.epsilon)
+    if layer.scale:
+        out = out * ops.cast(layer.gamma, "float32")
+    if layer.center:
+        out = out + ops.cast(layer.beta, "float32")
+    return ops.cast(out, x.dtype)
+
+
+def distillation_loss(teacher, student):
+    """Cross-entropy of the student's predictions against the teacher's, the teacher's carrying no gradient."""
+    return ops.mean(keras.losses.categorical_crossentropy(ops.stop_gradient(teacher), student))
+
+
+class ElasticTrainer(keras.Model):
+    """Trains `net` (a model of the largest network) with the sandwich rule; `net` is what a run saves."""
+
+    def __init__(self, net: keras.Model, widths: ElasticWidths, samples: int = DEFAULT_SAMPLES, seed: int = 0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if keras.backend.backend() != "tensorflow":
+            raise NotImplementedError(f"elastic training runs on the TensorFlow backend, not "
+                                      f"{keras.backend.backend()}")
+        if samples < 0:
+            raise ValueError(f"samples must be >= 0, got {samples}")
+        self.net, self.widths, self.samples, self.seed = net, widths, samples, seed
+        self.masked = masked_layers(net, widths)
+        self.children_trained = 0  # child passes traced or run: counted in eager mode, once per trace in a graph
+        self.built = True  # its network is
+
+    @property
+    def saved_network(self) -> keras.Model:
+        """What a run's checkpoint saves: the network, not the trainer."""
+        return self.net
+
+    def call(self, x, training=None):
+        return self.net(x, training=training)
+
+    def child_masks(self, step, index: int) -> dict:
+        """The masks of child `index` (0: the smallest, then the random ones) at optimizer step `step`: a function
+        of (seed, step, index) alone, so a resumed run draws what the interrupted one would have."""
+        import tensorflow as tf
+
+        masks = {}
+        for number, (name, values, channels) in enumerate(self.masked):
+            choices = tf.constant(values, tf.int32)
+            if index == 0:
+                width = choices[0]
+            else:
+                seed = tf.stack([tf.cast(self.seed, tf.int64) * 1_000_003 + tf.cast(step, tf.int64),
+                                 tf.constant(index * 10_007 + number, tf.int64)])
+                pick = tf.random.stateless_uniform([], seed=seed, maxval=len(values), dtype=tf.int32)
+                width = choices[pick]
+            masks[name] = tf.cast(tf.range(channels) < width, tf.float32)
+        return masks
+
+    def train_step(self, data):
+        import tensorflow as tf
+        from keras.src.trainers.data_adapters import data_adapter_utils
+
+        x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+        variables = self.trainable_weights
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+            self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
+        gradients = tape.gradient(loss, variables)
+        teacher = y_pred["predictions"] if isinstance(y_pred, dict) else y_pred
+        step = self.optimizer.iterations
+        for index in range(1 + self.samples):
+            masks = self.child_masks(step, index)
+            with tf.GradientTape() as tape:
+                child_loss = distillation_loss(teacher, child_forward(self.net, x, masks, training=True))
+            self.children_trained += 1
+            gradients = [g if c is None else (c if g is None else g + c)
+                         for g, c in zip(gradients, tape.gradient(child_loss, variables))]
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def get_config(self):
+        raise NotImplementedError("save the trained network, ElasticTrainer.net, not the trainer")
