@@ -9,7 +9,7 @@ REF_VENV := .venv-ref
 REF_STAMP := $(REF_VENV)/.installed
 REFERENCE_DIR := runs/verify-weights
 
-.PHONY: setup demo test test-slow bench bench-peer bench-gpu bench-ranking bench-deploy bench-latency bench-frontier \
+.PHONY: setup demo test test-slow bench bench-peer bench-gpu bench-ranking bench-deploy bench-latency bench-frontier bench-elastic \
 	bench-report verify-weights clean
 
 setup: $(STAMP)
@@ -63,6 +63,11 @@ bench-latency: setup
 # rank candidates of equal cost? (~1.5 h on 2 cores); writes benchmarks/results/bench_frontier.json.
 bench-frontier: setup
 	$(BIN)/python benchmarks/bench_frontier.py
+
+# An elastic googlenet_mini (train --elastic) against the same networks trained alone on cluttered_digits (~30 min;
+# after bench-frontier, whose iso-cost references it ranks against).
+bench-elastic: setup
+	$(BIN)/python benchmarks/bench_elastic.py
 
 # docs/benchmarks.md, generated from the results the benchmarks above wrote (benchmarks/results/*.json).
 bench-report: setup

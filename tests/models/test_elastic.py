@@ -203,3 +203,24 @@ def test_a_search_on_an_elastic_parent_scores_its_first_channels_without_trainin
     assert parent["importance"] == "first" and parent["steps"] == 0  # no training steps by default
     assert len(outcome.records) == 2
     assert all(record["val_accuracy"] >= 0.5 for record in outcome.records), outcome.records
+
+
+def test_bad_elastic_arguments_are_one_line_with_exit_2(tmp_path, capsys):
+    import yaml
+
+    from inception_keras.cli import main
+
+    zero = tmp_path / "zero.yaml"
+    zero.write_text(yaml.safe_dump({"name": "zero", "base": "googlenet_mini",
+                                    "vary": [{"modules": ["3a"], "widths": ["ch3x3_reduce"], "choices": [0, 8]}]}))
+    cases = [(["--elastic", "no_such_space"], "no_such_space"),
+             (["--elastic", str(zero)], "elastic.3a.ch3x3_reduce"),
+             (["--elastic", "cluttered_widths", "--precision", "mixed_float16"], "loss scaling"),
+             (["--elastic", "cluttered_widths", "--elastic-samples", "99"], "--elastic-samples")]
+    for extra, named in cases:
+        capsys.readouterr()
+        assert main(["train", "googlenet_mini", "--out", str(tmp_path / "run"), *extra]) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert named in err and err.count("\n") == 0, (extra, err)
+    assert not (tmp_path / "run").exists()
+
