@@ -36,6 +36,7 @@ sys.path.insert(0, str(HERE))
 
 import inception_keras  # noqa: E402,F401  first: turns oneDNN on where TensorFlow would not (cpu.py)
 from benchlib import Results, cpu_name  # noqa: E402
+from benchlib import about as benchlib_about  # noqa: E402
 
 EPOCHS, SEEDS, SAMPLES = 8, (0, 1), 2
 RECALIBRATE = 20
@@ -143,10 +144,7 @@ def mean(values) -> float:
 
 
 def report(payload: dict) -> None:
-    about = "`benchmarks/bench_elastic.py`: " + "\n\n".join(__doc__.split("\n\n")[2:]).strip()
-    for name in ("EPOCHS", "SEEDS", "SAMPLES"):
-        value = globals()[name]
-        about = about.replace(name, ", ".join(map(str, value)) if isinstance(value, tuple) else str(value))
+    about = benchlib_about(Path(__file__).name, __doc__, {"EPOCHS": EPOCHS, "SEEDS": SEEDS, "SAMPLES": SAMPLES})
     results = Results("bench_elastic", "Train once, deploy any width", "bench-elastic", about)
     parents = payload["parents"]
     normal, elastic = mean([p["normal"] for p in parents]), mean([p["elastic"] for p in parents])
@@ -155,7 +153,8 @@ def report(payload: dict) -> None:
                  f"| trained normally | {normal:.4f} | {mean([p['normal_seconds'] for p in parents]):.0f} |",
                  f"| trained elastic (the largest network) | {elastic:.4f} | "
                  f"{mean([p['elastic_seconds'] for p in parents]):.0f} |"])
-    rows = ["| child (budget of the way from the cheapest point to the base) | multiply-adds | from the elastic parent, "
+    rows = ["| child (budget of the way from the cheapest point to the base) | multiply-adds | "
+            "from the elastic parent, "
             "recalibrated only | from the normal parent, recalibrated only | trained alone | elastic - alone | "
             "seconds to take and score |", "|---|---:|---:|---:|---:|---:|---:|"]
     within = 0

@@ -49,6 +49,7 @@ sys.path.insert(0, str(HERE))
 
 import inception_keras  # noqa: E402,F401  first: turns oneDNN on where TensorFlow would not (cpu.py)
 from benchlib import Results, cpu_name  # noqa: E402
+from benchlib import about as benchlib_about  # noqa: E402
 
 SPACE, DATASET, RUNTIME = "cluttered_widths", "cluttered_digits", "onnxruntime"
 FRACTIONS = (0.3, 0.5, 0.7)
@@ -291,11 +292,9 @@ def main() -> None:
 
 
 def report(payload: dict) -> None:
-    about = "`benchmarks/bench_frontier.py`: " + "\n\n".join(__doc__.split("\n\n")[2:]).strip()
-    for name in ("PARENT_EPOCHS", "FRACTIONS", "TRIALS", "FINAL_EPOCHS", "FINAL_SEEDS", "ISO_K", "ISO_SEEDS",
-                 "DRAW_SEED"):
-        value = globals()[name]
-        about = about.replace(name, ", ".join(map(str, value)) if isinstance(value, tuple) else str(value))
+    constants = ("PARENT_EPOCHS", "FRACTIONS", "TRIALS", "FINAL_EPOCHS", "FINAL_SEEDS", "ISO_K", "ISO_SEEDS",
+                 "DRAW_SEED")
+    about = benchlib_about(Path(__file__).name, __doc__, {name: globals()[name] for name in constants})
     results = Results("bench_frontier", "Does the search beat the width multiplier?", "bench-frontier", about)
     lines = ["| multiply-add budget (of the way from the cheapest point to the base) | arm | accuracy, mean ± std | "
              "multiply-adds | params | predicted ms | measured ms |", "|---|---|---:|---:|---:|---:|---:|"]
@@ -321,11 +320,13 @@ def report(payload: dict) -> None:
     results.add(f"Parent: googlenet_mini, {payload['parent']['epochs']} epochs, {payload['parent']['seconds']:.0f} s, "
                 f"validation accuracy {payload['parent']['val_accuracy']:.4f}. Multiply-adds: the space's cheapest "
                 f"point {payload['cheapest_macs']:,}, the base {payload['base_macs']:,}; their predicted latency in "
-                f"{RUNTIME} at batch 1: {payload['cheapest_predicted_ms']:.3f} and {payload['base_predicted_ms']:.3f} ms "
+                f"{RUNTIME} at batch 1: {payload['cheapest_predicted_ms']:.3f} and "
+                f"{payload['base_predicted_ms']:.3f} ms "
                 f"(fit: {payload['predictor']['within_10_percent']:.0%} of {payload['predictor']['candidates']} "
                 f"candidates within ±10 %). Total {payload['seconds'] / 60:.0f} min.")
     results.add(f"Goals: the search's pick beats the width multiplier by more than 2 standard deviations of the "
-                f"difference at {wins} of {len(payload['budgets'])} budgets (goal: 2), the best of random points near the "
+                f"difference at {wins} of {len(payload['budgets'])} budgets (goal: 2), the best of random points "
+                f"near the "
                 f"budget at {random_wins}; iso-cost τ of the default "
                 f"proxy {iso['proxies']['inherited: 20 BN batches, no step (the default)']['tau']} (goal: 0.5), "
                 f"the final accuracies of the {len(iso['references'])} iso-cost points spreading "

@@ -36,6 +36,15 @@ def machine() -> dict:
             "versions": versions}
 
 
+def about(script: str, doc: str, constants: dict) -> str:
+    """A benchmark's description for its report: "`benchmarks/SCRIPT`: " and its docstring from the third paragraph
+    on (after the title and the usage lines), each constant's name replaced by its value."""
+    text = f"`benchmarks/{script}`: " + "\n\n".join(doc.split("\n\n")[2:]).strip()
+    for name, value in constants.items():
+        text = text.replace(name, ", ".join(map(str, value)) if isinstance(value, tuple) else str(value))
+    return text
+
+
 class Results:
     """A benchmark's results: sections of markdown (tables and the sentences that read them) and figures."""
 

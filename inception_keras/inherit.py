@@ -35,9 +35,9 @@ def narrow(model: keras.Model, spec: NetworkSpec, child_spec: NetworkSpec, impor
     of the channel's affine map once a following batch norm is folded into it (the filter times
     |gamma| / sqrt(variance + epsilon), and the folded bias), so a channel whose filter and batch-norm gamma and
     beta (or bias, without batch norm) are zero is removed first; `first`, its first k channels (a parent whose
-    module channels were put in order of importance by `sort_channels`, or trained so). A layer widened gets the child's freshly
-    initialised filters (batch norm: gamma 1, beta 0, mean 0, variance 1) for its new channels and zero weights
-    for them in every consumer, so the wider network computes what the parent computes.
+    module channels were put in order of importance by `sort_channels`, or an elastic one). A layer widened gets
+    the child's freshly initialised filters (batch norm: gamma 1, beta 0, mean 0, variance 1) for its new channels
+    and zero weights for them in every consumer, so the wider network computes what the parent computes.
 
     With `fresh_heads` the child may also have another class count and input size (a pretrained parent
     searched on other data): a classifier whose shape then differs from the parent's, and an aux head's dense

@@ -433,7 +433,8 @@ def _run(*, space, data, directory, tuner, max_trials, epochs, config, overwrite
         print(report_text(outcome.records, space.budget.describe(), read_parent(directory, warn_damaged=False),
                           read_baseline(directory, warn_damaged=False)))
         print(f"[search] {len(outcome.records)} trials in {outcome.seconds:.1f} s; candidates screened "
-              f"{outcome.screened:,}, over the budget before any trial {outcome.rejected:,}, shrunk or repaired onto it "
+              f"{outcome.screened:,}, over the budget before any trial {outcome.rejected:,}, shrunk or repaired "
+              f"onto it "
               f"{outcome.repaired:,}; results in {directory}/results.csv, plot {directory}/pareto.png, best spec "
               f"{directory}/best_spec.yaml", flush=True)
     return outcome

@@ -176,7 +176,8 @@ def test_sorted_channels_compute_the_same_and_the_first_k_are_what_l1_keeps(name
     consumer = ordered.get_layer(f"inception_{second}_1x1_conv").get_weights()[0]
     c1, c3 = module.ch1x1, module.ch3x3  # the concatenation's segments: the first k of each, at its offset
     rows = np.r_[0:c1 - 3, c1:c1 + c3 - 4, c1 + c3:consumer.shape[2]]
-    np.testing.assert_array_equal(child.get_layer(f"inception_{second}_1x1_conv").get_weights()[0], consumer[:, :, rows])
+    np.testing.assert_array_equal(child.get_layer(f"inception_{second}_1x1_conv").get_weights()[0],
+                                  consumer[:, :, rows])
     assert_close(outputs(narrow(parent, spec, child_spec), images(spec)), outputs(child, images(spec)), 1e-5)
     with pytest.raises(ValueError, match="importance must be one of l1, first"):
         narrow(parent, spec, child_spec, importance="sorted")
