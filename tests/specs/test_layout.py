@@ -12,7 +12,7 @@ LAYERS = [
     ("utils",),
     ("spec", "serialize", "presets", "cost", "memory", "report", "examples", "inherit_rules", "scaling"),
     ("layers",),
-    ("builder", "inherit", "pretrained", "applications"),
+    ("builder", "inherit", "elastic", "pretrained", "applications"),
     ("data",),
     ("training", "train"),
     ("export",),
