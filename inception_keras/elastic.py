@@ -23,16 +23,15 @@ keep the shapes static), so a step costs about 2 + `samples` times a normal one.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import keras
 from keras import ops
 
+from inception_keras.inherit import inbound_names
+from inception_keras.inherit_rules import WIDTHS
 from inception_keras.spec import NetworkSpec, SpecError
 
-BRANCHES = {"ch1x1": "1x1", "ch3x3_reduce": "3x3_reduce", "ch3x3": "3x3", "ch5x5_reduce": "5x5_reduce",
-            "ch5x5": "5x5", "pool_proj": "pool_proj"}
 DEFAULT_SAMPLES = 2
 
 
@@ -48,8 +47,8 @@ class ElasticWidths:
         found = []
         for (module, width), values in choices.items():
             where = f"elastic.{module}.{width}"
-            if width not in BRANCHES:
-                raise SpecError(where, f"must be one of {', '.join(BRANCHES)}")
+            if width not in WIDTHS:
+                raise SpecError(where, f"must be one of {', '.join(WIDTHS)}")
             values = tuple(sorted(set(int(v) for v in values)))
             if not values or values[0] < 1:
                 raise SpecError(where, f"elastic widths are at least 1 (a width of 0 removes a bottleneck: another "
@@ -64,14 +63,7 @@ class ElasticWidths:
         changes = {}
         for module, width, values in self.choices:
             changes.setdefault(module, {})[width] = pick(values)
-        names = iter(spec.module_names())
-        stages = tuple(dataclasses.replace(stage, modules=tuple(
-            dataclasses.replace(module, **changes.get(next(names), {})) for module in stage.modules))
-            for stage in spec.stages)
-        unknown = set(changes) - set(spec.module_names())
-        if unknown:
-            raise SpecError("elastic", f"{spec.name!r} has no module {sorted(unknown)[0]!r}")
-        return spec.replace(stages=stages)
+        return spec.with_module_widths(changes, "elastic")
 
     def largest(self, spec: NetworkSpec) -> NetworkSpec:
         """`spec` with every elastic width at its largest choice: the network that is trained."""
@@ -100,7 +92,7 @@ def masked_layers(model: keras.Model, widths: ElasticWidths) -> list[tuple[str, 
     names = {layer.name for layer in model.layers}
     found = []
     for module, width, values in widths.choices:
-        prefix = f"inception_{module}_{BRANCHES[width]}"
+        prefix = f"inception_{module}_{width.removeprefix('ch')}"  # ch3x3_reduce: inception_3a_3x3_reduce_bn
         name = f"{prefix}_bn" if f"{prefix}_bn" in names else f"{prefix}_conv"
         if name not in names:
             raise SpecError(f"elastic.{module}.{width}", f"the model has no layer {name!r}")
@@ -123,8 +115,7 @@ def child_forward(model: keras.Model, x, masks: dict, training: bool = False):
         if isinstance(layer, keras.layers.InputLayer):
             outputs[layer.name] = x
             continue
-        inputs = [outputs[tensor._keras_history.operation.name]
-                  for tensor in layer._inbound_nodes[0].input_tensors]
+        inputs = [outputs[name] for name in inbound_names(layer)]
         inputs = inputs[0] if len(inputs) == 1 else inputs
         if training and isinstance(layer, keras.layers.BatchNormalization):
             value = _batch_norm(layer, inputs)

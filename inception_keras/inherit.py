@@ -76,9 +76,13 @@ def _transfer(model: keras.Model, spec: NetworkSpec, child_spec: NetworkSpec, im
         except ValueError:
             raise NarrowError(f"the parent model has no layer {layer.name!r}: it is not a model of spec "
                               f"{spec.name!r}") from None
-        inputs = [tensor._keras_history.operation.name for tensor in layer._inbound_nodes[0].input_tensors]
-        kept[layer.name] = _inherit(layer, source, model, [kept[name] for name in inputs], importance)
+        kept[layer.name] = _inherit(layer, source, model, [kept[name] for name in inbound_names(layer)], importance)
     return child
+
+
+def inbound_names(layer) -> list[str]:
+    """The names of the layers whose outputs a functional model's `layer` takes, in order."""
+    return [tensor._keras_history.operation.name for tensor in layer._inbound_nodes[0].input_tensors]
 
 
 def spec_mismatch(model: keras.Model, spec: NetworkSpec) -> str | None:

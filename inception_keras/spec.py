@@ -340,6 +340,16 @@ class NetworkSpec:
     def replace(self, **changes) -> "NetworkSpec":
         return dataclasses.replace(self, **changes)
 
+    def with_module_widths(self, changes: dict, where: str = "stages") -> "NetworkSpec":
+        """This spec with named modules' widths replaced: {module name: {width field: value}}."""
+        unknown = set(changes) - set(self.module_names())
+        if unknown:
+            raise SpecError(where, f"{self.name!r} has no module {sorted(unknown)[0]!r}")
+        stages = tuple(dataclasses.replace(stage, modules=tuple(
+            dataclasses.replace(module, **changes[name]) if name in changes else module
+            for name, module in zip(stage.module_names(), stage.modules))) for stage in self.stages)
+        return self.replace(stages=stages)
+
     def with_input_size(self, size: int) -> "NetworkSpec":
         return self.replace(input_shape=(size, size, self.input_shape[2]))
 

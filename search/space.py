@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 from inception_keras import NetworkSpec, SpecError, list_specs, resolve_spec
 from inception_keras.serialize import MAX_COUNT, file_label, load_document, name_or_file, parse_count, within_file
-from inception_keras.spec import MAX_INT, StageSpec, key_text, name_list, show
+from inception_keras.spec import MAX_INT, key_text, name_list, show
 
 MAX_VALUES = 10_000  # per dimension
 WIDTH_FIELDS = ("ch1x1", "ch3x3_reduce", "ch3x3", "ch5x5_reduce", "ch5x5", "pool_proj")
@@ -96,12 +96,7 @@ class SearchSpace:
         by_module: dict[str, dict[str, int]] = {}
         for dim in self.dimensions:
             by_module.setdefault(dim.module, {})[dim.width] = int(values[dim.name])
-        stages = []
-        for stage in self.base.stages:
-            modules = tuple(dataclasses.replace(module, **by_module[name]) if name in by_module else module
-                            for name, module in zip(stage.module_names(), stage.modules))
-            stages.append(StageSpec(stage.name, modules, stage.pool))
-        return self.base.replace(name=f"{self.base.name[:91]}_searched", stages=tuple(stages))
+        return self.base.with_module_widths(by_module).replace(name=f"{self.base.name[:91]}_searched")
 
     def smallest(self) -> dict[str, int]:
         return {dim.name: dim.values[0] for dim in self.dimensions}
