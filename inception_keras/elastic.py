@@ -17,8 +17,9 @@ compile_model(trainer, widths.largest(spec), config, steps); trainer.fit(...)
 child = narrow(trainer.net, widths.largest(spec), child_spec, importance="first")
 ```
 
-The TensorFlow backend (a custom `train_step`); children cost a full forward and backward pass each (masks
-keep the shapes static), so a step costs about 2 + `samples` times a normal one.
+The TensorFlow and JAX backends, through Keras' own training step (`call` and `compute_loss`); children cost a
+full forward and backward pass each (masks keep the shapes static), so a step costs about 2 + `samples` times a
+normal one.
 """
 
 from __future__ import annotations
@@ -144,18 +145,22 @@ def distillation_loss(teacher, student):
 
 
 class ElasticTrainer(keras.Model):
-    """Trains `net` (a model of the largest network) with the sandwich rule; `net` is what a run saves."""
+    """Trains `net` (a model of the largest network) with the sandwich rule; `net` is what a run saves.
+
+    Keras' own training step does the work on every backend: in training mode `call` returns the largest
+    network's outputs and the children's predictions, and `compute_loss` adds the children's distillation losses
+    to the largest network's loss, so one gradient of the sum (the sum of the gradients) is applied once. The
+    training `loss` a run logs is that sum; validation runs the largest network alone. Children are drawn from
+    (seed, `drawn` steps, index), `drawn` a variable of the trainer, saved and restored with the run's backup."""
 
     def __init__(self, net: keras.Model, widths: ElasticWidths, samples: int = DEFAULT_SAMPLES, seed: int = 0,
                  **kwargs):
         super().__init__(**kwargs)
-        if keras.backend.backend() != "tensorflow":
-            raise NotImplementedError(f"elastic training runs on the TensorFlow backend, not "
-                                      f"{keras.backend.backend()}")
         if samples < 0:
             raise ValueError(f"samples must be >= 0, got {samples}")
         self.net, self.widths, self.samples, self.seed = net, widths, samples, seed
         self.masked = masked_layers(net, widths)
+        self.drawn = keras.Variable(0, dtype="int32", trainable=False, name="elastic_steps_drawn")
         self.children_trained = 0  # child passes traced or run: counted in eager mode, once per trace in a graph
         self.built = True  # its network is
 
@@ -165,48 +170,58 @@ class ElasticTrainer(keras.Model):
         return self.net
 
     def call(self, x, training=None):
-        return self.net(x, training=training)
+        outputs = self.net(x, training=training)
+        if not training:
+            return outputs
+        teacher = ops.stop_gradient(outputs["predictions"] if isinstance(outputs, dict) else outputs)
+        children = []
+        for index in range(1 + self.samples):
+            children.append(child_forward(self.net, x, self.child_masks(self.drawn.value, index), training=True))
+            self.children_trained += 1
+        self.drawn.assign_add(1)
+        return {"net": outputs, "teacher": teacher, "children": children}
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if not (isinstance(y_pred, dict) and "children" in y_pred):
+            return super().compute_loss(x, y, y_pred, sample_weight, training)
+        loss = super().compute_loss(x, y, y_pred["net"], sample_weight, training)
+        for child in y_pred["children"]:
+            loss = loss + distillation_loss(y_pred["teacher"], child)
+        return loss
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        if isinstance(y_pred, dict) and "children" in y_pred:
+            y_pred = y_pred["net"]
+        return super().compute_metrics(x, y, y_pred, sample_weight)
 
     def child_masks(self, step, index: int) -> dict:
-        """The masks of child `index` (0: the smallest, then the random ones) at optimizer step `step`: a function
-        of (seed, step, index) alone, so a resumed run draws what the interrupted one would have."""
-        import tensorflow as tf
-
+        """The masks of child `index` (0: the smallest, then the random ones) at step `step`: a function of
+        (seed, step, index) alone, so a resumed run draws what the interrupted one would have."""
         masks = {}
         for number, (name, values, channels) in enumerate(self.masked):
-            choices = tf.constant(values, tf.int32)
             if index == 0:
-                width = choices[0]
+                width = values[0]
             else:
-                seed = tf.stack([tf.cast(self.seed, tf.int64) * 1_000_003 + tf.cast(step, tf.int64),
-                                 tf.constant(index * 10_007 + number, tf.int64)])
-                pick = tf.random.stateless_uniform([], seed=seed, maxval=len(values), dtype=tf.int32)
-                width = choices[pick]
-            masks[name] = tf.cast(tf.range(channels) < width, tf.float32)
+                width = ops.take(ops.convert_to_tensor(values, "int32"),
+                                 _draw(self.seed, step, index * 10_007 + number, len(values)))
+            masks[name] = ops.cast(ops.arange(channels) < width, "float32")
         return masks
-
-    def train_step(self, data):
-        import tensorflow as tf
-        from keras.src.trainers.data_adapters import data_adapter_utils
-
-        x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
-        variables = self.trainable_weights
-        with tf.GradientTape() as tape:
-            y_pred = self(x, training=True)
-            loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-            self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
-        gradients = tape.gradient(loss, variables)
-        teacher = y_pred["predictions"] if isinstance(y_pred, dict) else y_pred
-        step = self.optimizer.iterations
-        for index in range(1 + self.samples):
-            masks = self.child_masks(step, index)
-            with tf.GradientTape() as tape:
-                child_loss = distillation_loss(teacher, child_forward(self.net, x, masks, training=True))
-            self.children_trained += 1
-            gradients = [g if c is None else (c if g is None else g + c)
-                         for g, c in zip(gradients, tape.gradient(child_loss, variables))]
-        self.optimizer.apply_gradients(zip(gradients, variables))
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def get_config(self):
         raise NotImplementedError("save the trained network, ElasticTrainer.net, not the trainer")
+
+
+def _draw(seed: int, step, salt: int, count: int):
+    """An integer in [0, count) that depends on (seed, step, salt) alone: the backend's stateless generator."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        pair = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(step, tf.int64), tf.constant(salt, tf.int64)])
+        return tf.random.stateless_uniform([], seed=pair, maxval=count, dtype=tf.int32)
+    if backend == "jax":
+        import jax
+
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), ops.cast(step, "int32")), salt)
+        return jax.random.randint(key, (), 0, count)
+    raise NotImplementedError(f"elastic training runs on the TensorFlow and JAX backends, not {backend}")

@@ -291,6 +291,22 @@ def run_record_of(run: str | os.PathLike) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def elastic_choices(run: str | os.PathLike) -> dict[tuple[str, str], tuple[int, ...]] | None:
+    """The widths an elastic run was trained at, {(module, width field): choices} from its `run.json`; None where
+    the run is not elastic or its record does not say them in that form."""
+    elastic = ((run_record_of(run) or {}).get("recipe") or {}).get("elastic")
+    choices = elastic.get("choices") if isinstance(elastic, dict) else None
+    if not isinstance(choices, list):
+        return None
+    found = {}
+    for entry in choices:
+        if not (isinstance(entry, list) and len(entry) == 3 and all(isinstance(v, str) for v in entry[:2])
+                and isinstance(entry[2], list) and all(type(v) is int for v in entry[2])):
+            return None
+        found[(entry[0], entry[1])] = tuple(entry[2])
+    return found
+
+
 def is_elastic_run(run: str | os.PathLike) -> bool:
     """Whether `run` was trained elastic (`train --elastic`, its `run.json` says so): its children are its first
     channels, usable after batch-norm recalibration alone."""

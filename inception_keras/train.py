@@ -286,9 +286,10 @@ def train(spec: NetworkSpec, data: DataSplits, out_dir: str | Path | None = None
     config = config or TrainConfig()
     distribution = distribution or Distribution()
     _check_inputs(spec, data, config)
-    if config.elastic is not None and (distribution.kind != "none" or keras.backend.backend() != "tensorflow"):
-        raise UserError(f"elastic training runs on one device with the TensorFlow backend (here: distribution "
-                        f"{distribution.kind!r}, backend {keras.backend.backend()!r})")
+    if config.elastic is not None and (distribution.kind != "none" or
+                                       keras.backend.backend() not in ("tensorflow", "jax")):
+        raise UserError(f"elastic training runs on one device with the TensorFlow or JAX backend (here: "
+                        f"distribution {distribution.kind!r}, backend {keras.backend.backend()!r})")
     if out_dir is None or not standard:
         return _train(spec, data, None, out_dir, config, callbacks, verbose, weights, distribution=distribution)
     run_dir = Path(out_dir)

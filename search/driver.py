@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inception_keras.data import DataSplits, require_classes, training_pipelines
-from inception_keras.serialize import is_elastic_run
+from inception_keras.serialize import elastic_choices, is_elastic_run
 from inception_keras.utils.atomic import atomic_write_text
 from inception_keras.utils.errors import error_text, short_repr
 from inception_keras.training.locking import DirectoryLock
@@ -188,7 +188,8 @@ def load_parent(source: str | Path, space: SearchSpace, recalibrate_batches: int
                           f"{space.name!r} varies; its modules are {', '.join(spec.module_names())}")
     batches = recalibrate_batches if spec.normalization == "batch_norm" else 0
     if is_elastic_run(source):  # its children are its first channels, usable as they are
-        return Parent(model, spec, str(source), batches, 0 if steps is None else steps, importance="first")
+        return Parent(model, spec, str(source), batches, 0 if steps is None else steps, importance="first",
+                      trained=elastic_choices(source))
     return Parent(model, spec, str(source), batches, steps)
 
 

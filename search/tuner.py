@@ -61,14 +61,23 @@ class Parent:
     recalibrate_batches: int = 0
     steps: int | None = None
     importance: str = "l1"  # "first": an elastic parent, whose children are its first channels
+    trained: dict | None = None  # an elastic parent's widths {(module, width field): choices it was trained at}
 
     def restrict(self, space: SearchSpace) -> tuple[SearchSpace, int]:
         """`space` without the reduce widths that cannot inherit (0 where the parent has a bottleneck, any other
-        where it has none), and how many of its points that leaves out."""
+        where it has none) and, from an elastic parent, without the widths it was not trained at (a width it did
+        not vary: its own only), and how many of its points that leaves out."""
         modules = dict(zip(self.spec.module_names(), [m for stage in self.spec.stages for m in stage.modules]))
         dimensions = []
         for dim in space.dimensions:
             values = dim.values
+            if self.trained is not None:
+                trained = self.trained.get((dim.module, dim.width), (getattr(modules[dim.module], dim.width),))
+                values = tuple(value for value in values if value in trained)
+                if not values:
+                    raise SearchError(f"no {dim.name} of the space is a width the elastic parent {self.source} was "
+                                      f"trained at: the space's choices {list(dim.values)}, the parent's "
+                                      f"{list(trained)}")
             if dim.width in REDUCE_FIELDS:
                 bottleneck = getattr(modules[dim.module], dim.width) > 0
                 values = tuple(value for value in values if (value > 0) == bottleneck)

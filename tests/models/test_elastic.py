@@ -224,3 +224,32 @@ def test_bad_elastic_arguments_are_one_line_with_exit_2(tmp_path, capsys):
         assert named in err and err.count("\n") == 0, (extra, err)
     assert not (tmp_path / "run").exists()
 
+
+
+def test_a_search_on_an_elastic_parent_leaves_out_the_widths_it_was_not_trained_at(elastic_run, digits_dir,
+                                                                                   tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from inception_keras.data import load_data
+    from inception_keras.train import TrainConfig
+    from search.driver import SearchError, run_search
+    from search.space import get_space
+
+    run, _ = elastic_run  # every module width at 1/4, 1/2, 3/4 and 1 of googlenet_mini's: 3a ch1x1 at 4, 8, 12, 16
+    data = load_data("sklearn_digits", digits_dir)
+    config = TrainConfig(epochs=1, optimizer="adam", learning_rate=1e-3, ema=False)
+    space = tmp_path / "odd.yaml"
+    space.write_text(yaml.safe_dump({"name": "odd", "base": "googlenet_mini", "vary": [
+        {"modules": ["3a"], "widths": ["ch1x1"], "choices": [5, 8, 16]},  # 5: no child of the parent
+        {"modules": ["3b"], "widths": ["ch3x3"], "choices": [16, 32]}]}))  # 3b ch3x3 (32) trained at 8-32
+    run_search(get_space(str(space)), data, tmp_path / "search", max_trials=1, epochs=1, parent=run, config=config)
+    assert json.loads((tmp_path / "search" / "space.json").read_text())["dimensions"] == {
+        "3a_ch1x1": [8, 16], "3b_ch3x3": [16, 32]}
+    assert "2 points of the space cannot inherit" in capsys.readouterr().out
+    space.write_text(yaml.safe_dump({"name": "odd", "base": "googlenet_mini", "vary": [
+        {"modules": ["3a"], "widths": ["ch1x1"], "choices": [5, 7]}]}))
+    with pytest.raises(SearchError, match=r"3a_ch1x1.*elastic parent.*\[5, 7\].*\[4, 8, 12, 16\]"):
+        run_search(get_space(str(space)), data, tmp_path / "search2", max_trials=1, epochs=1, parent=run,
+                   config=config)

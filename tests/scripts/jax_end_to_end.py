@@ -113,3 +113,35 @@ space = space_from_dict({"name": "tiny_bottlenecks", "base": str(out / "tiny.yam
 outcome = run_search(space, dataclasses.replace(data, train=data.train.take(64), train_size=64), out / "search",
                      max_trials=1, epochs=1, config=dataclasses.replace(config, epochs=1, ema=False))
 check("search", [len(outcome.records), outcome.records[0]["params"] <= space.budget.max_params])
+
+# elastic training (the sandwich rule through Keras' own JAX training step): interrupted after epoch 1 and resumed,
+# the sampler going on from the steps drawn; then a sampled child computed through the masks equals the network
+# narrowed to its first channels
+from inception_keras.elastic import ElasticTrainer, ElasticWidths, child_forward  # noqa: E402
+from inception_keras.inherit import narrow  # noqa: E402
+
+widths = ElasticWidths.from_choices({("3a", "ch1x1"): (2, 4, 8), ("3b", "ch3x3"): (4, 8), ("4a", "pool_proj"): (1, 4)})
+drawn = []
+
+
+class Drawn(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        drawn.append(int(self.model.drawn.value))
+
+
+small = dataclasses.replace(data, train=data.train.take(256), train_size=256)
+elastic_config = dataclasses.replace(config, epochs=2, ema=False, elastic=widths, elastic_samples=1)
+try:
+    train(spec, small, out / "elastic", elastic_config, callbacks=[Drawn(), InterruptAfterFirstEpoch()], verbose=0)
+except Interrupt:
+    pass
+net, result = train(spec, small, out / "elastic", elastic_config, callbacks=[Drawn()], verbose=0)
+check("elastic", [drawn, result.resumed_from_epoch, result.history["loss"]])
+trainer = ElasticTrainer(net, widths, samples=2, seed=5)
+masks = trainer.child_masks(3, 2)
+kept = iter([int(np.asarray(mask).sum()) for mask in masks.values()])
+child = narrow(net, spec, widths._with(spec, lambda values: next(kept)), importance="first")
+x = np.random.default_rng(0).uniform(size=(4, 32, 32, 3)).astype("float32")
+check("elastic child", [sorted(int(np.asarray(mask).sum()) for mask in masks.values()),
+                        float(np.abs(np.asarray(child_forward(net, x, masks)) -
+                                     np.asarray(child(x)["predictions"])).max())])

@@ -89,3 +89,12 @@ def test_jax_export_passes_check_and_equals_the_tensorflow_export(jax_run, tmp_p
     from_jax, from_tf = loaded.serving_default(images), tf_export.serving_default(images)
     assert np.abs(from_jax["probabilities"].numpy() - from_tf["probabilities"].numpy()).max() < 1e-5
     assert np.array_equal(from_jax["top_k_ids"].numpy(), from_tf["top_k_ids"].numpy())
+
+
+def test_elastic_training_resumes_its_sampler_and_its_children_are_first_channels_on_jax(jax_run):
+    _, checks, _ = jax_run
+    drawn, resumed_from, losses = checks["elastic"]
+    assert resumed_from == 1 and drawn == [0, 256 // 32]  # the second run draws on from epoch 1's 8 steps
+    assert len(losses) == 2 and np.all(np.isfinite(losses))  # both epochs in the resumed history
+    kept, diff = checks["elastic child"]
+    assert kept != [1, 2, 4] and diff < 1e-5  # a sampled child (not the smallest), equal to the narrowed network

@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 import subprocess
@@ -96,9 +97,17 @@ def _backed_up_epochs(out):
         return 0
 
 
-def test_training_killed_with_sigkill_resumes_from_last_finished_epoch(digits_dir, tmp_path):
-    out = tmp_path / "run"
-    command = [sys.executable, str(SCRIPTS / "train_digits.py"), digits_dir, str(out), "3"]
+@pytest.mark.parametrize("elastic", [False, True], ids=["normal", "elastic"])
+def test_training_killed_with_sigkill_resumes_from_last_finished_epoch(digits_dir, tmp_path, elastic):
+    """Also an elastic run, whose sampler goes on from the steps the finished epochs drew (a child is a function
+    of (seed, steps drawn, index), the count restored with the backup)."""
+    out, epochs = tmp_path / "run", 2 if elastic else 3
+    command = [sys.executable, str(SCRIPTS / "train_digits.py"), digits_dir, str(out), str(epochs)]
+    if elastic:
+        space = tmp_path / "space.yaml"
+        space.write_text(json.dumps({"name": "few", "base": "googlenet_mini", "vary": [
+            {"modules": ["3a", "4b"], "widths": ["ch1x1", "ch3x3"], "choices": [2, 4, 8]}]}))
+        command.append(str(space))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.time() + 240
@@ -107,12 +116,18 @@ def test_training_killed_with_sigkill_resumes_from_last_finished_epoch(digits_di
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     finished = _backed_up_epochs(out)
-    assert 1 <= finished < 3
+    assert 1 <= finished < epochs
     second = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
-    assert f"Resuming {out} after epoch {finished} of 3" in second.stdout
+    assert f"Resuming {out} after epoch {finished} of {epochs}" in second.stdout
     assert f"note: {out} was locked by pid {first.pid} on host" in second.stdout  # the killed run's lock
     assert not (out / ".lock").exists()
     total, this_run, resumed = map(int, second.stdout.split("RESULT")[1].split())
-    assert (total, this_run, resumed) == (3, 3 - finished, finished)
-    assert read_history(out / "history.csv")["epoch"] == [0, 1, 2]
+    assert (total, this_run, resumed) == (epochs, epochs - finished, finished)
+    assert read_history(out / "history.csv")["epoch"] == list(range(epochs))
+    if elastic:
+        steps = math.ceil(load_data("sklearn_digits", digits_dir).train_size / 64)  # TrainConfig's batch size
+        assert first.stdout.read().count("DRAWN 0") == 1
+        assert f"DRAWN {finished * steps}\n" in second.stdout  # the sampler goes on where the backup left it
+        assert json.loads((out / "run.json").read_text())["recipe"]["elastic"]["choices"][0] == ["3a", "ch1x1",
+                                                                                                 [2, 4, 8]]
