@@ -173,7 +173,8 @@ def cmd_train(args) -> int:
         if args.freeze or distribution_requested(args):
             raise CommandError("--elastic trains everything on one device; leave out --freeze and --distribute")
         if args.precision == "mixed_float16":
-            raise CommandError("--elastic does no loss scaling: use --precision float32 (or mixed_bfloat16)")
+            raise CommandError("--elastic is not tested with mixed_float16's loss scaling: use --precision float32 or "
+                               "mixed_bfloat16")
         args.elastic_widths = resolve_elastic(args.elastic)
         spec = args.elastic_widths.largest(spec)
         print(f"elastic training: {spec.name} at the largest widths of {args.elastic} "

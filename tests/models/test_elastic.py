@@ -253,3 +253,25 @@ def test_a_search_on_an_elastic_parent_leaves_out_the_widths_it_was_not_trained_
     with pytest.raises(SearchError, match=r"3a_ch1x1.*elastic parent.*\[5, 7\].*\[4, 8, 12, 16\]"):
         run_search(get_space(str(space)), data, tmp_path / "search2", max_trials=1, epochs=1, parent=run,
                    config=config)
+
+
+def test_an_elastic_step_in_mixed_bfloat16_updates_every_weight():
+    import keras
+
+    from inception_keras.train import TrainConfig, compile_model
+
+    spec = get_spec("googlenet_mini")
+    widths = ElasticWidths.from_choices({("3a", "ch1x1"): (4, 16), ("4a", "ch3x3"): (8, 48)})
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        trainer = ElasticTrainer(build_model(widths.largest(spec)), widths, samples=1)
+        compile_model(trainer, spec, TrainConfig(epochs=1, optimizer="adam", ema=False, precision="mixed_bfloat16"),
+                      1)
+        before = [np.asarray(w) for w in trainer.net.trainable_weights]
+        y = tf.one_hot(np.arange(4) % 10, 10)
+        loss = trainer.fit(images(spec, 4), {"predictions": y, "aux_1": y, "aux_2": y}, batch_size=4,
+                           verbose=0).history["loss"]
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.isfinite(loss[0]) and int(trainer.drawn.value) == 1
+    assert all(not np.array_equal(a, np.asarray(b)) for a, b in zip(before, trainer.net.trainable_weights))
