@@ -42,14 +42,6 @@ EPOCHS, SEEDS, SAMPLES = 8, (0, 1), 2
 RECALIBRATE = 20
 
 
-def elastic_widths(space):
-    from inception_keras.elastic import ElasticWidths
-
-    base = space.base_values()
-    return ElasticWidths.from_choices({(dim.module, dim.width): [v for v in dim.values if v <= base[dim.name]]
-                                       for dim in space.dimensions})
-
-
 def trained(bench, spec, seed: int, epochs: int, elastic=None):
     from inception_keras.train import TrainConfig, train
 
@@ -82,7 +74,7 @@ def main() -> None:
     print(f"{cpu_name()}; elastic googlenet_mini on cluttered_digits", flush=True)
     bench = frontier.Bench(args.quick)
     base, space = bench.base, bench.space
-    widths = elastic_widths(space)
+    widths = frontier.elastic_widths(space)
     epochs, seeds = (1, SEEDS[:1]) if args.quick else (EPOCHS, SEEDS)
     point_cost = PointCost(space)
     cheapest_macs = point_cost(cheapest(point_cost, (0.0, 1.0)))[1]

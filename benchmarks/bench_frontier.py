@@ -1,7 +1,7 @@
 """Does the search find a better allocation of widths than the obvious answer? One sitting on `cluttered_digits`.
 
     make bench-frontier
-    python benchmarks/bench_frontier.py [--quick]
+    python benchmarks/bench_frontier.py [--quick] [--elastic]
 
 Everything below is fixed before anything runs (seeds, budgets, draws, epochs). A googlenet_mini parent is
 trained PARENT_EPOCHS epochs (Adam 3e-3, seed 0). Three multiply-add budgets are set at FRACTIONS of the way from
@@ -21,6 +21,13 @@ Each pick is then trained the same way, FINAL_EPOCHS epochs from the parent's in
 cosine decay, whole training split) with each of FINAL_SEEDS, and scored on the 2,000 validation images; its
 latency is measured. The goal: (c) beats (a) by more than 2 standard deviations of the difference (std of each
 mean: sample std / sqrt(seeds)) at 2 of the 3 budgets.
+
+The elastic arm (the design change): a googlenet_mini parent trained elastic PARENT_EPOCHS epochs with the same
+recipe (`TrainConfig(elastic=...)`, the space's widths up to the base's, ELASTIC_SAMPLES random children a step),
+then under each budget (d) its width-multiplier child and (e) the search's pick on it (`run_search` with the elastic
+run as parent: each trial its first channels, recalibrated, no step), each scored as it is (recalibrated only) and
+after the same final training from the elastic parent's first channels. `--elastic` runs this arm alone and adds
+it to the results already in benchmarks/results/bench_frontier.json (made with the same settings).
 
 Iso-cost ranking: ISO_K points with multiply-adds within +-5 % of the middle budget (drawn as in (b), seed
 DRAW_SEED), each trained as above with ISO_SEEDS; Kendall tau of each proxy (the default, a fine-tuned one of 100
@@ -58,6 +65,7 @@ PARENT_EPOCHS = 8
 FINAL_EPOCHS, FINAL_LR, FINAL_SEEDS = 4, 1e-3, (0, 1, 2)
 ISO_K, ISO_BAND, ISO_FRACTION, ISO_SEEDS = 10, 0.05, 0.5, (0, 1)
 NEAR = (0.9, 1.0)
+ELASTIC_SAMPLES = 2
 DRAW_SEED = 2026
 RESULTS_PATH = HERE / "results" / "bench_frontier.json"
 
@@ -128,15 +136,16 @@ def train_parent(bench: Bench):
                    "val_accuracy": bench.accuracy(model)}
 
 
-def proxy(bench: Bench, parent, spec, batches: int = 20, steps: int = 0) -> float:
-    """The search's inherited proxy: narrowed from the parent, batch norm recalibrated, `steps` steps at 1e-3."""
+def proxy(bench: Bench, parent, spec, batches: int = 20, steps: int = 0, importance: str = "l1") -> float:
+    """The search's inherited proxy: narrowed from the parent, batch norm recalibrated, `steps` steps at 1e-3
+    (`importance="first"`: an elastic parent's child, its first channels)."""
     import keras
 
     from inception_keras.inherit import narrow, recalibrate_batch_norm
     from inception_keras.train import TrainConfig, compile_model
 
     keras.utils.set_random_seed(0)
-    model = narrow(parent, bench.base, spec)
+    model = narrow(parent, bench.base, spec, importance=importance)
     recalibrate_batch_norm(model, bench.recal_ds, batches)
     if steps:
         compile_model(model, spec, TrainConfig(epochs=1, optimizer="adam", learning_rate=1e-3, ema=False), steps)
@@ -144,7 +153,7 @@ def proxy(bench: Bench, parent, spec, batches: int = 20, steps: int = 0) -> floa
     return bench.accuracy(model)
 
 
-def final(bench: Bench, parent, spec, seed: int) -> float:
+def final(bench: Bench, parent, spec, seed: int, importance: str = "l1") -> float:
     """FINAL_EPOCHS epochs from the parent's inherited weights, Adam 1e-3 with cosine decay: validation accuracy."""
     import keras
 
@@ -156,7 +165,7 @@ def final(bench: Bench, parent, spec, seed: int) -> float:
     epochs = 1 if bench.quick else FINAL_EPOCHS
     train_ds, _, steps = training_pipelines(bench.data, spec.input_shape, spec.head.classes, 64, bench.names,
                                             seed=seed)
-    model = narrow(parent, bench.base, spec)
+    model = narrow(parent, bench.base, spec, importance=importance)
     compile_model(model, spec, TrainConfig(epochs=epochs, optimizer="adam", learning_rate=FINAL_LR, ema=False,
                                            seed=seed), steps)
     decay = keras.callbacks.LearningRateScheduler(
@@ -197,7 +206,53 @@ def search_pick(bench: Bench, parent_dir: Path, budget_macs: int, directory: Pat
                          config=TrainConfig(epochs=1, optimizer="adam", learning_rate=3e-3, ema=False),
                          parent=parent_dir, steps=0, recalibrate_batches=20)
     best = best_record(outcome.records)
-    return NetworkSpec.from_dict(best["spec"]), best["val_accuracy"]
+    seconds = sum(record["train_seconds"] for record in outcome.records) / len(outcome.records)
+    return NetworkSpec.from_dict(best["spec"]), best["val_accuracy"], seconds
+
+
+def elastic_widths(space):
+    """The space's widths up to the base's own as ElasticWidths: the largest network is the base itself."""
+    from inception_keras.elastic import ElasticWidths
+
+    base = space.base_values()
+    return ElasticWidths.from_choices({(dim.module, dim.width): [v for v in dim.values if v <= base[dim.name]]
+                                       for dim in space.dimensions})
+
+
+def elastic_arm(bench: Bench, payload: dict, work: Path) -> None:
+    """Train the elastic parent, then under each budget of `payload` its width-multiplier child and the search's
+    pick on it, as they are and after the final training: added to each budget's arms, written after each."""
+    from inception_keras import network_cost, scale_to_budget
+    from inception_keras.export import load_run
+    from inception_keras.train import TrainConfig, train
+
+    run = work / "elastic"
+    epochs = 1 if bench.quick else PARENT_EPOCHS
+    config = TrainConfig(epochs=epochs, optimizer="adam", learning_rate=3e-3, ema=False, seed=0,
+                         elastic=elastic_widths(bench.space), elastic_samples=ELASTIC_SAMPLES)
+    _, result = train(bench.base, bench.data, run, config, verbose=0)
+    parent = load_run(run)[0]
+    payload["elastic_parent"] = {"epochs": epochs, "samples": ELASTIC_SAMPLES, "seconds": result.wall_seconds,
+                                 "val_accuracy": bench.accuracy(parent)}
+    print(f"elastic parent: {payload['elastic_parent']}", flush=True)
+    seeds = FINAL_SEEDS[:1] if bench.quick else FINAL_SEEDS
+    for index, entry in enumerate(payload["budgets"]):
+        multiplier_spec, multiplier = scale_to_budget(bench.base, max_macs=entry["budget_macs"])
+        searched_spec, searched_proxy, trial_seconds = search_pick(bench, run, entry["budget_macs"],
+                                                                   work / f"elastic_search_{index}")
+        arms = {"elastic parent: width multiplier": (multiplier_spec, {"multiplier": multiplier}),
+                "elastic parent: search's pick": (searched_spec, {"proxy": searched_proxy,
+                                                                  "trial_seconds": trial_seconds})}
+        for name, (spec, extra) in arms.items():
+            accuracies = [final(bench, parent, spec, seed, "first") for seed in seeds]
+            mean, std = mean_std(accuracies)
+            entry["arms"][name] = {**extra, "as_is": proxy(bench, parent, spec, importance="first"),
+                                   "accuracies": accuracies, "mean": mean, "std": std,
+                                   "params": network_cost(spec).inference_params,
+                                   "macs": network_cost(spec).inference_macs, "spec": spec.to_dict()}
+            print(f"budget {entry['fraction']}: {name}: as is {entry['arms'][name]['as_is']:.4f}, "
+                  f"fine-tuned {mean:.4f} +- {std:.4f}", flush=True)
+        write(payload)
 
 
 def kendall(a: list[float], b: list[float]) -> float | None:
@@ -216,7 +271,11 @@ def write(payload: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: 2,000 training images, 1 epoch each")
+    parser.add_argument("--elastic", action="store_true",
+                        help="the elastic arm alone, added to the results in benchmarks/results/bench_frontier.json")
     args = parser.parse_args()
+    if args.elastic:
+        return elastic_only(args.quick)
     from inception_keras import network_cost, scale_to_budget
     from inception_keras.export.latency import build_predictor, measure
     from inception_keras.serialize import save_spec, write_class_names
@@ -251,7 +310,7 @@ def main() -> None:
         near = draw(bench.space, round(NEAR[0] * budget), budget, TRIALS, DRAW_SEED + index)
         scores = [proxy(bench, parent, spec) for spec in near]
         random_spec = near[max(range(len(near)), key=scores.__getitem__)]
-        searched_spec, searched_proxy = search_pick(bench, parent_dir, budget, work / f"search_{index}")
+        searched_spec, searched_proxy, _ = search_pick(bench, parent_dir, budget, work / f"search_{index}")
         arms = {"width multiplier": (multiplier_spec, {"multiplier": multiplier}),
                 "best of random near the budget": (random_spec, {"proxy": max(scores)}),
                 "search's pick": (searched_spec, {"proxy": searched_proxy})}
@@ -286,14 +345,33 @@ def main() -> None:
                            if len(references[0]) > 1 else None,
                            "proxies": {name: {"scores": s, "tau": kendall(s, mean_reference)}
                                        for name, s in proxies.items()}}
+    elastic_arm(bench, payload, work)
     payload["seconds"] = round(time.perf_counter() - start, 1)
+    write(payload)
+    report(payload)
+
+
+def elastic_only(quick: bool) -> None:
+    """The elastic arm added to the results of a run with the same settings (its other arms as they were)."""
+    found = json.loads(RESULTS_PATH.read_text(encoding="utf-8")) if RESULTS_PATH.exists() else {}
+    payload = found.get("figures", found)
+    settings = {"fractions": list(FRACTIONS), "trials": TRIALS, "final_epochs": FINAL_EPOCHS,
+                "final_seeds": list(FINAL_SEEDS), "quick": quick}
+    if not payload.get("budgets") or any(payload["settings"].get(k) != v for k, v in settings.items()):
+        sys.exit(f"{RESULTS_PATH}: no results of a run with these settings to add the elastic arm to ({settings}): "
+                 f"run the whole benchmark")
+    start = time.perf_counter()
+    print(f"{cpu_name()}; the elastic arm on {DATASET}", flush=True)
+    bench = Bench(quick)
+    elastic_arm(bench, payload, Path(tempfile.mkdtemp(prefix="bench-frontier-")))
+    payload["elastic_seconds"] = round(time.perf_counter() - start, 1)
     write(payload)
     report(payload)
 
 
 def report(payload: dict) -> None:
     constants = ("PARENT_EPOCHS", "FRACTIONS", "TRIALS", "FINAL_EPOCHS", "FINAL_SEEDS", "ISO_K", "ISO_SEEDS",
-                 "DRAW_SEED")
+                 "ELASTIC_SAMPLES", "DRAW_SEED")
     about = benchlib_about(Path(__file__).name, __doc__, {name: globals()[name] for name in constants})
     results = Results("bench_frontier", "Does the search beat the width multiplier?", "bench-frontier", about)
     lines = ["| multiply-add budget (of the way from the cheapest point to the base) | arm | accuracy, mean ± std | "
@@ -302,6 +380,8 @@ def report(payload: dict) -> None:
     for entry in payload["budgets"]:
         arms = entry["arms"]
         for name, arm in arms.items():
+            if name.startswith("elastic parent"):  # a table of their own (elastic_text)
+                continue
             lines.append(f"| {entry['fraction']:.0%} ({entry['budget_macs']:,}) | {name} | "
                          f"{arm['mean']:.4f} ± {arm['std']:.4f} | {arm['macs']:,} | {arm['params']:,} | "
                          f"{arm['predicted_ms']:.3f} | {arm['measured_ms']:.3f} |")
@@ -323,7 +403,8 @@ def report(payload: dict) -> None:
                 f"{RUNTIME} at batch 1: {payload['cheapest_predicted_ms']:.3f} and "
                 f"{payload['base_predicted_ms']:.3f} ms "
                 f"(fit: {payload['predictor']['within_10_percent']:.0%} of {payload['predictor']['candidates']} "
-                f"candidates within ±10 %). Total {payload['seconds'] / 60:.0f} min.")
+                f"candidates within ±10 %). "
+                f"Total {(payload['seconds'] + payload.get('elastic_seconds', 0)) / 60:.0f} min.")
     results.add(f"Goals: the search's pick beats the width multiplier by more than 2 standard deviations of the "
                 f"difference at {wins} of {len(payload['budgets'])} budgets (goal: 2), the best of random points "
                 f"near the "
@@ -331,8 +412,44 @@ def report(payload: dict) -> None:
                 f"proxy {iso['proxies']['inherited: 20 BN batches, no step (the default)']['tau']} (goal: 0.5), "
                 f"the final accuracies of the {len(iso['references'])} iso-cost points spreading "
                 f"{iso['spread']:.4f}.")
+    if "elastic_parent" in payload:
+        table, text = elastic_text(payload)
+        results.add(table)
+        results.add(text)
     results.figures = payload
     results.write()
+
+
+def elastic_text(payload: dict) -> tuple[list[str], str]:
+    """The elastic arm's table and its verdicts: against its own width multiplier and the normal parent's."""
+    def beats(c, a) -> bool:
+        n = len(c["accuracies"])
+        return n > 1 and c["mean"] - a["mean"] > 2 * math.sqrt((a["std"] ** 2 + c["std"] ** 2) / n)
+
+    rows = ["| multiply-add budget | arm | as it is (recalibrated only) | after the final training, mean ± std | "
+            "multiply-adds | params |", "|---|---|---:|---:|---:|---:|"]
+    own = normal = as_is = 0
+    for entry in payload["budgets"]:
+        arms = entry["arms"]
+        for name in ("elastic parent: width multiplier", "elastic parent: search's pick"):
+            arm = arms[name]
+            rows.append(f"| {entry['fraction']:.0%} ({entry['budget_macs']:,}) | {name} | {arm['as_is']:.4f} | "
+                        f"{arm['mean']:.4f} ± {arm['std']:.4f} | {arm['macs']:,} | {arm['params']:,} |")
+        pick, multiplier = arms["elastic parent: search's pick"], arms["elastic parent: width multiplier"]
+        own += beats(pick, multiplier)
+        normal += beats(pick, arms["width multiplier"])
+        as_is += pick["as_is"] > multiplier["as_is"]
+    parent = payload["elastic_parent"]
+    seconds = [e["arms"]["elastic parent: search's pick"]["trial_seconds"] for e in payload["budgets"]]
+    count = len(payload["budgets"])
+    return rows, (f"Elastic parent: googlenet_mini, {parent['epochs']} epochs, {parent['samples']} random children a "
+                  f"step, {parent['seconds']:.0f} s ({parent['seconds'] / payload['parent']['seconds']:.1f}x the "
+                  f"normal parent's), validation accuracy {parent['val_accuracy']:.4f} (the normal parent "
+                  f"{payload['parent']['val_accuracy']:.4f}). The search's pick on it, after the final training, "
+                  f"beats the elastic parent's width multiplier by more than 2 standard deviations of the difference "
+                  f"at {own} of {count} budgets and the normal parent's width multiplier at {normal} of {count}; as "
+                  f"they are it scores above the elastic width multiplier at {as_is} of {count}. A search trial on "
+                  f"the elastic parent: {min(seconds):.1f}-{max(seconds):.1f} s on average per budget.")
 
 
 if __name__ == "__main__":
