@@ -17,7 +17,7 @@ compile_model(trainer, widths.largest(spec), config, steps); trainer.fit(...)
 child = narrow(trainer.net, widths.largest(spec), child_spec, importance="first")
 ```
 
-The TensorFlow and JAX backends, through Keras' own training step (`call` and `compute_loss`); children cost a
+The TensorFlow and JAX backends, through Keras' own training step (`compute_loss`); children cost a
 full forward and backward pass each (masks keep the shapes static), so a step costs about 2 + `samples` times a
 normal one.
 """
@@ -147,11 +147,11 @@ def distillation_loss(teacher, student):
 class ElasticTrainer(keras.Model):
     """Trains `net` (a model of the largest network) with the sandwich rule; `net` is what a run saves.
 
-    Keras' own training step does the work on every backend: in training mode `call` returns the largest
-    network's outputs and the children's predictions, and `compute_loss` adds the children's distillation losses
-    to the largest network's loss, so one gradient of the sum (the sum of the gradients) is applied once. The
-    training `loss` a run logs is that sum; validation runs the largest network alone. Children are drawn from
-    (seed, `drawn` steps, index), `drawn` a variable of the trainer, saved and restored with the run's backup."""
+    Keras' own training step does the work on every backend: `call` runs the largest network (and counts the
+    training steps), `compute_loss` adds to its loss the children's distillation losses, so one gradient of the
+    sum (the sum of the gradients) is applied once. The training `loss` a run logs is that sum; validation runs
+    the largest network alone. Children are drawn from (seed, `drawn` steps, index), `drawn` a variable of the
+    trainer, saved and restored with the run's backup."""
 
     def __init__(self, net: keras.Model, widths: ElasticWidths, samples: int = DEFAULT_SAMPLES, seed: int = 0,
                  **kwargs):
@@ -170,29 +170,24 @@ class ElasticTrainer(keras.Model):
         return self.net
 
     def call(self, x, training=None):
-        outputs = self.net(x, training=training)
-        if not training:
-            return outputs
-        teacher = ops.stop_gradient(outputs["predictions"] if isinstance(outputs, dict) else outputs)
-        children = []
-        for index in range(1 + self.samples):
-            children.append(child_forward(self.net, x, self.child_masks(self.drawn.value, index), training=True))
-            self.children_trained += 1
-        self.drawn.assign_add(1)
-        return {"net": outputs, "teacher": teacher, "children": children}
+        if training:
+            self.drawn.assign_add(1)  # a training step: compute_loss draws this step's children from the count
+        return self.net(x, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        if not (isinstance(y_pred, dict) and "children" in y_pred):
-            return super().compute_loss(x, y, y_pred, sample_weight, training)
-        loss = super().compute_loss(x, y, y_pred["net"], sample_weight, training)
-        for child in y_pred["children"]:
-            loss = loss + distillation_loss(y_pred["teacher"], child)
+        """The largest network's loss and, in training, the distillation losses of the smallest child and
+        `samples` random ones, computed here rather than in `call` (inside another layer's call Keras makes
+        the children's passes twice as slow on TensorFlow)."""
+        loss = super().compute_loss(x, y, y_pred, sample_weight, training)
+        if not training:
+            return loss
+        teacher = y_pred["predictions"] if isinstance(y_pred, dict) else y_pred
+        step = self.drawn.value - 1  # `call` has counted this step
+        for index in range(1 + self.samples):
+            child = child_forward(self.net, x, self.child_masks(step, index), training=True)
+            self.children_trained += 1
+            loss = loss + distillation_loss(teacher, child)
         return loss
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        if isinstance(y_pred, dict) and "children" in y_pred:
-            y_pred = y_pred["net"]
-        return super().compute_metrics(x, y, y_pred, sample_weight)
 
     def child_masks(self, step, index: int) -> dict:
         """The masks of child `index` (0: the smallest, then the random ones) at step `step`: a function of
