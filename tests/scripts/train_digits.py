@@ -2,9 +2,11 @@
 
     python train_digits.py DATA_DIR OUT EPOCHS [ELASTIC_SPACE]
 
-With ELASTIC_SPACE the training is elastic (one sampled child a step) and the script prints the trainer's count
-of steps drawn when training begins (after any restore): `DRAWN n`."""
+With ELASTIC_SPACE the training is elastic (one sampled child a step, on the first 512 training images: 8 steps an
+epoch) and the script prints the trainer's count of steps drawn when training begins (after any restore):
+`DRAWN n`."""
 
+import dataclasses
 import sys
 
 import keras
@@ -26,5 +28,6 @@ if len(sys.argv) > 4:
     config = TrainConfig(epochs=epochs, optimizer="adam", learning_rate=3e-3, ema=False,
                          elastic=resolve_elastic(sys.argv[4]), elastic_samples=1)
     callbacks = [Drawn()]
+    data = dataclasses.replace(data, train=data.train.take(512), train_size=512)
 _, result = train(get_spec("googlenet_mini"), data, out, config, callbacks=callbacks, verbose=2)
 print("RESULT", result.epochs_total, result.epochs_this_run, result.resumed_from_epoch, flush=True)
