@@ -429,7 +429,8 @@ def elastic_text(payload: dict) -> tuple[list[str], str]:
     rows = ["| multiply-add budget | arm | as it is (recalibrated only) | after the final training, mean ± std | "
             "multiply-adds | params |", "|---|---|---:|---:|---:|---:|"]
     own = normal = as_is = 0
-    for entry in payload["budgets"]:
+    budgets = [entry for entry in payload["budgets"] if "elastic parent: search's pick" in entry["arms"]]
+    for entry in budgets:
         arms = entry["arms"]
         for name in ("elastic parent: width multiplier", "elastic parent: search's pick"):
             arm = arms[name]
@@ -440,8 +441,8 @@ def elastic_text(payload: dict) -> tuple[list[str], str]:
         normal += beats(pick, arms["width multiplier"])
         as_is += pick["as_is"] > multiplier["as_is"]
     parent = payload["elastic_parent"]
-    seconds = [e["arms"]["elastic parent: search's pick"]["trial_seconds"] for e in payload["budgets"]]
-    count = len(payload["budgets"])
+    seconds = [e["arms"]["elastic parent: search's pick"]["trial_seconds"] for e in budgets]
+    count = len(budgets)
     return rows, (f"Elastic parent: googlenet_mini, {parent['epochs']} epochs, {parent['samples']} random children a "
                   f"step, {parent['seconds']:.0f} s ({parent['seconds'] / payload['parent']['seconds']:.1f}x the "
                   f"normal parent's), validation accuracy {parent['val_accuracy']:.4f} (the normal parent "
