@@ -294,7 +294,7 @@ def run_record_of(run: str | os.PathLike) -> dict | None:
 def elastic_choices(run: str | os.PathLike) -> dict[tuple[str, str], tuple[int, ...]] | None:
     """The widths an elastic run was trained at, {(module, width field): choices} from its `run.json`; None where
     the run is not elastic or its record does not say them in that form."""
-    elastic = ((run_record_of(run) or {}).get("recipe") or {}).get("elastic")
+    elastic = _elastic_recipe(run)
     choices = elastic.get("choices") if isinstance(elastic, dict) else None
     if not isinstance(choices, list):
         return None
@@ -310,8 +310,13 @@ def elastic_choices(run: str | os.PathLike) -> dict[tuple[str, str], tuple[int, 
 def is_elastic_run(run: str | os.PathLike) -> bool:
     """Whether `run` was trained elastic (`train --elastic`, its `run.json` says so): its children are its first
     channels, usable after batch-norm recalibration alone."""
+    return bool(_elastic_recipe(run))
+
+
+def _elastic_recipe(run: str | os.PathLike):
+    """The `recipe.elastic` field of a run's `run.json` as it is written; None where there is none."""
     recipe = (run_record_of(run) or {}).get("recipe")
-    return isinstance(recipe, dict) and bool(recipe.get("elastic"))
+    return recipe.get("elastic") if isinstance(recipe, dict) else None
 
 
 _SUFFIXES = {"": 1, "k": 10**3, "K": 10**3, "m": 10**6, "M": 10**6, "g": 10**9, "G": 10**9}

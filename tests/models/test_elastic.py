@@ -275,3 +275,16 @@ def test_an_elastic_step_in_mixed_bfloat16_updates_every_weight():
         keras.mixed_precision.set_global_policy("float32")
     assert np.isfinite(loss[0]) and int(trainer.drawn.value) == 1
     assert all(not np.array_equal(a, np.asarray(b)) for a, b in zip(before, trainer.net.trainable_weights))
+
+
+def test_an_elastic_runs_widths_are_read_from_run_json_defensively(tmp_path):
+    import json
+
+    from inception_keras.serialize import elastic_choices, is_elastic_run
+
+    cases = [({"recipe": {"elastic": {"choices": [["3a", "ch1x1", [2, 4]]]}}}, True, {("3a", "ch1x1"): (2, 4)}),
+             ({"recipe": {"elastic": {"choices": [["3a", "ch1x1", ["2"]]]}}}, True, None),  # not as written
+             ({"recipe": {"elastic": None}}, False, None), ({"recipe": [1]}, False, None), ([], False, None)]
+    for record, elastic, choices in cases:
+        (tmp_path / "run.json").write_text(json.dumps(record))
+        assert (is_elastic_run(tmp_path), elastic_choices(tmp_path)) == (elastic, choices), record
