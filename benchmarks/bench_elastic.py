@@ -1,7 +1,7 @@
 """Train once, deploy any width: an elastic googlenet_mini against the same networks trained alone, on cluttered_digits.
 
     make bench-elastic
-    python benchmarks/bench_elastic.py [--quick]
+    python benchmarks/bench_elastic.py [--quick] [--cost]
 
 Everything below is fixed before anything runs. The elastic widths: those of the space `cluttered_widths` up to
 the base's own (0.5, 0.75 and 1x every module width), so the largest network is googlenet_mini itself. For each of
@@ -17,6 +17,14 @@ against the frontier's long-trained references (benchmarks/results/bench_frontie
 Goals: the elastic parent within 1 point of the normal one; each child within 1 point of the same network trained
 alone; elastic training at most 4x the normal training's wall time (SAMPLES = 2); a child taken and scored in at
 most 5 s. Writes benchmarks/results/bench_elastic.json.
+
+The cost in one sitting (`--cost`, added to the results already written): googlenet_mini trained COST_EPOCHS epochs
+normally, elastic with the children's weights cut to their widths (`ElasticTrainer(slicing=True)`, TensorFlow's
+default), elastic with masked children (`slicing=False`, what JAX runs), then normally again, one after another
+in one process; each elastic training's wall time over the mean of the two normal ones. Then the same for one
+compute-bound network, the faithful googlenet at STEP_SIZE px (every module width elastic at 1/2, 3/4 and 1 of
+its own), in milliseconds per training step at batch STEP_BATCH on synthetic images, the first epoch (tracing)
+excluded.
 """
 
 from __future__ import annotations
@@ -39,16 +47,86 @@ from benchlib import Results, cpu_name  # noqa: E402
 from benchlib import about as benchlib_about  # noqa: E402
 
 EPOCHS, SEEDS, SAMPLES = 8, (0, 1), 2
+COST_EPOCHS = 2
+STEP_SIZE, STEP_BATCH, STEP_STEPS = 112, 16, 6
 RECALIBRATE = 20
 
 
-def trained(bench, spec, seed: int, epochs: int, elastic=None):
+def trained(bench, spec, seed: int, epochs: int, elastic=None, slicing: bool | None = None):
     from inception_keras.train import TrainConfig, train
 
     config = TrainConfig(epochs=epochs, optimizer="adam", learning_rate=3e-3, ema=False, seed=seed, elastic=elastic,
                          elastic_samples=SAMPLES)
-    model, result = train(spec, bench.data, None, config, verbose=0)
+    if slicing is None:
+        model, result = train(spec, bench.data, None, config, verbose=0)
+    else:  # the trainer `train` makes, with its children computed one way
+        import inception_keras.elastic as elastic_module
+
+        real = elastic_module.ElasticTrainer
+
+        class Trainer(real):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, slicing=slicing, **kwargs)
+
+        elastic_module.ElasticTrainer = Trainer
+        try:
+            model, result = train(spec, bench.data, None, config, verbose=0)
+        finally:
+            elastic_module.ElasticTrainer = real
     return model, result.wall_seconds
+
+
+def cost(bench, widths, epochs: int) -> dict:
+    """Wall seconds of normal, sliced elastic, masked elastic and normal training again, in one process."""
+    found = {}
+    for name, kwargs in (("normal", {}), ("sliced", {"elastic": widths, "slicing": True}),
+                         ("masked", {"elastic": widths, "slicing": False}), ("normal again", {})):
+        found[name] = trained(bench, bench.base, 0, epochs, **kwargs)[1]
+        print(f"cost: {name}: {found[name]:.1f} s", flush=True)
+    normal = (found["normal"] + found["normal again"]) / 2
+    return {"epochs": epochs, "seconds": found, "sliced_ratio": found["sliced"] / normal,
+            "masked_ratio": found["masked"] / normal, "googlenet": step_cost()}
+
+
+def step_cost() -> dict:
+    """Milliseconds per training step of googlenet at STEP_SIZE px: normal, sliced elastic, masked, normal again."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from inception_keras import build_model, get_spec
+    from inception_keras.elastic import ElasticTrainer, ElasticWidths
+    from inception_keras.inherit_rules import WIDTHS
+    from inception_keras.train import TrainConfig, compile_model, output_names
+
+    base = get_spec("googlenet").with_input_size(STEP_SIZE)
+    modules = [module for stage in base.stages for module in stage.modules]
+    widths = ElasticWidths.from_choices({(name, field): {max(1, width * q // 4) for q in (2, 3, 4)}
+                                         for name, module in zip(base.module_names(), modules)
+                                         for field, width in zip(WIDTHS, module.widths) if width})
+    names, classes = output_names(base), base.head.classes
+    count = STEP_BATCH * STEP_STEPS
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (count, *base.input_shape)).astype("float32")
+    labels = keras.utils.to_categorical(rng.integers(0, classes, count), classes)
+    data = tf.data.Dataset.from_tensor_slices((images, {name: labels for name in names})).batch(STEP_BATCH).cache()
+    found = {}
+    for name, make in (("normal", lambda: build_model(base)),
+                       ("sliced", lambda: ElasticTrainer(build_model(base), widths, slicing=True)),
+                       ("masked", lambda: ElasticTrainer(build_model(base), widths, slicing=False)),
+                       ("normal again", lambda: build_model(base))):
+        keras.utils.set_random_seed(0)
+        model = make()
+        compile_model(model, base, TrainConfig(epochs=1, optimizer="adam", learning_rate=1e-3, ema=False),
+                      STEP_STEPS)
+        model.fit(data, epochs=1, verbose=0)  # traced
+        start = time.perf_counter()
+        model.fit(data, epochs=2, verbose=0)
+        found[name] = (time.perf_counter() - start) / (2 * STEP_STEPS) * 1e3
+        print(f"cost: googlenet at {STEP_SIZE} px: {name}: {found[name]:.0f} ms a step", flush=True)
+    normal = (found["normal"] + found["normal again"]) / 2
+    return {"size": STEP_SIZE, "batch": STEP_BATCH, "ms": found, "sliced_ratio": found["sliced"] / normal,
+            "masked_ratio": found["masked"] / normal}
 
 
 def child_accuracy(bench, parent, spec, child_spec, importance: str) -> tuple[float, float]:
@@ -65,6 +143,9 @@ def child_accuracy(bench, parent, spec, child_spec, importance: str) -> tuple[fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: 2,000 training images, 1 epoch, 1 seed")
+    parser.add_argument("--cost", action="store_true",
+                        help="only the cost of elastic training, sliced and masked, against normal training in one "
+                             "sitting, added to benchmarks/results/bench_elastic.json")
     args = parser.parse_args()
     import bench_frontier as frontier
     from inception_keras import network_cost, scale_to_budget
@@ -76,13 +157,19 @@ def main() -> None:
     base, space = bench.base, bench.space
     widths = frontier.elastic_widths(space)
     epochs, seeds = (1, SEEDS[:1]) if args.quick else (EPOCHS, SEEDS)
+    if args.cost:
+        path = HERE / "results" / "bench_elastic.json"
+        payload = json.loads(path.read_text(encoding="utf-8"))["figures"]
+        payload["cost"] = cost(bench, widths, 1 if args.quick else COST_EPOCHS)
+        return report(payload)
     point_cost = PointCost(space)
     cheapest_macs = point_cost(cheapest(point_cost, (0.0, 1.0)))[1]
     base_macs = network_cost(base).inference_macs
     children = [(fraction, scale_to_budget(base, max_macs=round(cheapest_macs + fraction *
                                                                  (base_macs - cheapest_macs)))[0])
                 for fraction in frontier.FRACTIONS]
-    payload = {"settings": {"epochs": epochs, "seeds": list(seeds), "samples": SAMPLES, "quick": args.quick},
+    payload = {"settings": {"epochs": epochs, "seeds": list(seeds), "samples": SAMPLES, "quick": args.quick,
+                            "children": "sliced"},  # TensorFlow's default
                "parents": [], "children": []}
     parents = []
     for seed in seeds:
@@ -136,7 +223,9 @@ def mean(values) -> float:
 
 
 def report(payload: dict) -> None:
-    about = benchlib_about(Path(__file__).name, __doc__, {"EPOCHS": EPOCHS, "SEEDS": SEEDS, "SAMPLES": SAMPLES})
+    about = benchlib_about(Path(__file__).name, __doc__, {
+        "COST_EPOCHS": COST_EPOCHS, "EPOCHS": EPOCHS, "SEEDS": SEEDS, "SAMPLES": SAMPLES, "STEP_SIZE": STEP_SIZE,
+        "STEP_BATCH": STEP_BATCH})
     results = Results("bench_elastic", "Train once, deploy any width", "bench-elastic", about)
     parents = payload["parents"]
     normal, elastic = mean([p["normal"] for p in parents]), mean([p["elastic"] for p in parents])
@@ -163,9 +252,23 @@ def report(payload: dict) -> None:
                 if iso else "Iso-cost ranking: not measured (no full bench_frontier results to compare with).")
     results.add(f"Goals: the elastic parent {elastic - normal:+.4f} against the normal one (goal: within 1 point); "
                 f"{within} of {len(payload['children'])} children within 1 point of the same network trained alone; "
-                f"elastic training {ratio:.2f}x the normal wall time (goal ≤ 4x); a child taken and scored in "
+                f"elastic training {ratio:.2f}x the normal wall time "
+                f"({payload['settings'].get('children', 'masked')} children; goal ≤ 4x); a child taken and scored in "
                 f"{max(s for c in payload['children'] for s in c['seconds']):.1f} s at most (goal ≤ 5 s). {iso_text} "
                 f"Total {payload['seconds'] / 60:.0f} min.")
+    if "cost" in payload:
+        found = payload["cost"]
+        results.add(f"The cost in one sitting ({found['epochs']} epochs each, seed 0): normal training "
+                    f"{found['seconds']['normal']:.0f} s and {found['seconds']['normal again']:.0f} s; elastic with "
+                    f"the children's weights cut to their widths (TensorFlow's default) {found['seconds']['sliced']:.0f}"
+                    f" s, **{found['sliced_ratio']:.2f}x** (goal ≤ 4x); with masked children (JAX's way) "
+                    f"{found['seconds']['masked']:.0f} s, {found['masked_ratio']:.2f}x.")
+        if "googlenet" in found:
+            step = found["googlenet"]
+            results.add(f"googlenet at {step['size']} px, batch {step['batch']} (compute-bound): a normal step "
+                        f"{step['ms']['normal']:.0f} and {step['ms']['normal again']:.0f} ms; elastic with cut "
+                        f"weights {step['ms']['sliced']:.0f} ms, **{step['sliced_ratio']:.2f}x**; with masked "
+                        f"children {step['ms']['masked']:.0f} ms, {step['masked_ratio']:.2f}x.")
     results.figures = payload
     results.write()
 

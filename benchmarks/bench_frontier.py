@@ -1,7 +1,7 @@
 """Does the search find a better allocation of widths than the obvious answer? One sitting on `cluttered_digits`.
 
     make bench-frontier
-    python benchmarks/bench_frontier.py [--quick] [--elastic]
+    python benchmarks/bench_frontier.py [--quick] [--elastic [--elastic-parent RUN]]
 
 Everything below is fixed before anything runs (seeds, budgets, draws, epochs). A googlenet_mini parent is
 trained PARENT_EPOCHS epochs (Adam 3e-3, seed 0). Three multiply-add budgets are set at FRACTIONS of the way from
@@ -27,7 +27,9 @@ recipe (`TrainConfig(elastic=...)`, the space's widths up to the base's, ELASTIC
 then under each budget (d) its width-multiplier child and (e) the search's pick on it (`run_search` with the elastic
 run as parent: each trial its first channels, recalibrated, no step), each scored as it is (recalibrated only) and
 after the same final training from the elastic parent's first channels. `--elastic` runs this arm alone and adds
-it to the results already in benchmarks/results/bench_frontier.json (made with the same settings).
+it to the results already in benchmarks/results/bench_frontier.json (made with the same settings); with
+`--elastic-parent RUN` (the run directory an interrupted `--elastic` printed) it reuses that parent, checked to
+score what the results record, and runs only the budgets that lack the arm.
 
 Iso-cost ranking: ISO_K points with multiply-adds within +-5 % of the middle budget (drawn as in (b), seed
 DRAW_SEED), each trained as above with ISO_SEEDS; Kendall tau of each proxy (the default, a fine-tuned one of 100
@@ -55,7 +57,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import inception_keras  # noqa: E402,F401  first: turns oneDNN on where TensorFlow would not (cpu.py)
-from benchlib import Results, cpu_name  # noqa: E402
+from benchlib import Results, command_line, cpu_name  # noqa: E402
 from benchlib import about as benchlib_about  # noqa: E402
 
 SPACE, DATASET, RUNTIME = "cluttered_widths", "cluttered_digits", "onnxruntime"
@@ -219,24 +221,37 @@ def elastic_widths(space):
                                        for dim in space.dimensions})
 
 
-def elastic_arm(bench: Bench, payload: dict, work: Path) -> None:
-    """Train the elastic parent, then under each budget of `payload` its width-multiplier child and the search's
-    pick on it, as they are and after the final training: added to each budget's arms, written after each."""
+def elastic_arm(bench: Bench, payload: dict, work: Path, parent_run: Path | None = None) -> None:
+    """Train the elastic parent (or take the one trained in `parent_run` by an earlier run with these settings, whose
+    accuracy must be the one recorded), then under each budget of `payload` its width-multiplier child and the
+    search's pick on it, as they are and after the final training: added to each budget's arms, written after each;
+    a budget that has them already is kept as it is."""
     from inception_keras import network_cost, scale_to_budget
     from inception_keras.export import load_run
     from inception_keras.train import TrainConfig, train
 
-    run = work / "elastic"
     epochs = 1 if bench.quick else PARENT_EPOCHS
-    config = TrainConfig(epochs=epochs, optimizer="adam", learning_rate=3e-3, ema=False, seed=0,
-                         elastic=elastic_widths(bench.space), elastic_samples=ELASTIC_SAMPLES)
-    _, result = train(bench.base, bench.data, run, config, verbose=0)
-    parent = load_run(run)[0]
-    payload["elastic_parent"] = {"epochs": epochs, "samples": ELASTIC_SAMPLES, "seconds": result.wall_seconds,
-                                 "val_accuracy": bench.accuracy(parent)}
+    if parent_run is None:
+        run = work / "elastic"
+        config = TrainConfig(epochs=epochs, optimizer="adam", learning_rate=3e-3, ema=False, seed=0,
+                             elastic=elastic_widths(bench.space), elastic_samples=ELASTIC_SAMPLES)
+        _, result = train(bench.base, bench.data, run, config, verbose=0)
+        parent = load_run(run)[0]
+        payload["elastic_parent"] = {"epochs": epochs, "samples": ELASTIC_SAMPLES, "seconds": result.wall_seconds,
+                                     "val_accuracy": bench.accuracy(parent)}
+    else:
+        run = parent_run
+        parent = load_run(run)[0]
+        recorded = payload.get("elastic_parent", {}).get("val_accuracy")
+        if recorded != bench.accuracy(parent):
+            sys.exit(f"{run}: its elastic parent scores {bench.accuracy(parent)}, the results record {recorded}: "
+                     f"not the parent of these results")
     print(f"elastic parent: {payload['elastic_parent']}", flush=True)
     seeds = FINAL_SEEDS[:1] if bench.quick else FINAL_SEEDS
     for index, entry in enumerate(payload["budgets"]):
+        if "elastic parent: search's pick" in entry["arms"]:
+            print(f"budget {entry['fraction']}: the elastic arm is in the results already", flush=True)
+            continue
         multiplier_spec, multiplier = scale_to_budget(bench.base, max_macs=entry["budget_macs"])
         searched_spec, searched_proxy, trial_seconds = search_pick(bench, run, entry["budget_macs"],
                                                                    work / f"elastic_search_{index}")
@@ -273,9 +288,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: 2,000 training images, 1 epoch each")
     parser.add_argument("--elastic", action="store_true",
                         help="the elastic arm alone, added to the results in benchmarks/results/bench_frontier.json")
+    parser.add_argument("--elastic-parent", type=Path, metavar="RUN",
+                        help="with --elastic: the elastic parent's run directory from an earlier --elastic run "
+                             "of these results (kept under the work directory it printed); only the budgets "
+                             "without an elastic arm are run")
     args = parser.parse_args()
+    if args.elastic_parent and not args.elastic:
+        parser.error("--elastic-parent goes with --elastic")
     if args.elastic:
-        return elastic_only(args.quick)
+        return elastic_only(args.quick, args.elastic_parent)
     from inception_keras import network_cost, scale_to_budget
     from inception_keras.export.latency import build_predictor, measure
     from inception_keras.serialize import save_spec, write_class_names
@@ -297,7 +318,8 @@ def main() -> None:
     write_class_names(parent_dir / "class_names.txt", bench.data.class_names)
     payload = {"settings": {"fractions": FRACTIONS, "trials": TRIALS, "final_epochs": FINAL_EPOCHS,
                             "final_seeds": FINAL_SEEDS, "iso_k": ISO_K, "iso_seeds": ISO_SEEDS, "quick": args.quick},
-               "base_predicted_ms": base_ms, "predictor": predictor.fit_error, "parent": parent_info, "budgets": []}
+               "base_predicted_ms": base_ms, "predictor": predictor.fit_error, "parent": parent_info, "budgets": [],
+               "commands": [command_line()]}
     seeds = FINAL_SEEDS[:1] if args.quick else FINAL_SEEDS
     point_cost = PointCost(bench.space)
     base_macs = network_cost(bench.base).inference_macs
@@ -351,8 +373,9 @@ def main() -> None:
     report(payload)
 
 
-def elastic_only(quick: bool) -> None:
-    """The elastic arm added to the results of a run with the same settings (its other arms as they were)."""
+def elastic_only(quick: bool, parent_run: Path | None = None) -> None:
+    """The elastic arm added to the results of a run with the same settings (its other arms as they were); with
+    `parent_run`, to the budgets that lack it, from the elastic parent trained there."""
     found = json.loads(RESULTS_PATH.read_text(encoding="utf-8")) if RESULTS_PATH.exists() else {}
     payload = found.get("figures", found)
     settings = {"fractions": list(FRACTIONS), "trials": TRIALS, "final_epochs": FINAL_EPOCHS,
@@ -363,8 +386,17 @@ def elastic_only(quick: bool) -> None:
     start = time.perf_counter()
     print(f"{cpu_name()}; the elastic arm on {DATASET}", flush=True)
     bench = Bench(quick)
-    elastic_arm(bench, payload, Path(tempfile.mkdtemp(prefix="bench-frontier-")))
-    payload["elastic_seconds"] = round(time.perf_counter() - start, 1)
+    commands = payload.get("commands") or [f"python benchmarks/bench_frontier.py{' --quick' if quick else ''}"]
+    if parent_run is None:  # a new elastic parent: its arms replace any earlier ones
+        commands = [command for command in commands if "--elastic" not in command]
+        for entry in payload["budgets"]:
+            entry["arms"] = {name: arm for name, arm in entry["arms"].items() if not name.startswith("elastic")}
+    work = Path(tempfile.mkdtemp(prefix="bench-frontier-"))
+    print(f"work directory (the elastic parent's run: {work / 'elastic'}): {work}", flush=True)
+    elastic_arm(bench, payload, work, parent_run)
+    seconds = round(time.perf_counter() - start, 1)
+    payload["elastic_seconds"] = payload.get("elastic_seconds", 0) + seconds if parent_run else seconds
+    payload["commands"] = [*commands, command_line()]
     write(payload)
     report(payload)
 
@@ -417,7 +449,7 @@ def report(payload: dict) -> None:
         results.add(table)
         results.add(text)
     results.figures = payload
-    results.write()
+    results.write(command="; ".join(payload.get("commands", [])) or None)
 
 
 def elastic_text(payload: dict) -> tuple[list[str], str]:

@@ -45,6 +45,11 @@ def about(script: str, doc: str, constants: dict) -> str:
     return text
 
 
+def command_line() -> str:
+    """This process's command, as a user would type it: `python benchmarks/bench_x.py --flag`."""
+    return " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+
+
 class Results:
     """A benchmark's results: sections of markdown (tables and the sentences that read them) and figures."""
 
@@ -59,14 +64,15 @@ class Results:
         print(text + "\n", flush=True)
         self.sections.append(text)
 
-    def write(self, path: str | Path | None = None) -> Path:
-        """benchmarks/results/NAME.json (or `path`), written to a temporary file renamed into place."""
+    def write(self, path: str | Path | None = None, command: str | None = None) -> Path:
+        """benchmarks/results/NAME.json (or `path`), written to a temporary file renamed into place; `command`: how
+        it was made (default: this process's command line)."""
         from inception_keras.utils.atomic import atomic_write_text
 
         path = Path(path) if path else RESULTS / f"{self.name}.json"
         payload = {"benchmark": self.name, "title": self.title, "make": self.make, "about": self.about,
                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                   "command": " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
+                   "command": command or command_line(),
                    "machine": machine(), "sections": self.sections,
                    "figures": self.figures}
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,9 +17,11 @@ compile_model(trainer, widths.largest(spec), config, steps); trainer.fit(...)
 child = narrow(trainer.net, widths.largest(spec), child_spec, importance="first")
 ```
 
-The TensorFlow and JAX backends, through Keras' own training step (`compute_loss`); children cost a
-full forward and backward pass each (masks keep the shapes static), so a step costs about 2 + `samples` times a
-normal one.
+The TensorFlow and JAX backends, through Keras' own training step (`compute_loss`), on one device or under
+MirroredStrategy (the replicas draw the same children). On TensorFlow a child's weights are cut to its widths
+(`sliced_forward`: its shapes are known only when the step runs, which a TensorFlow graph allows), so a child
+costs what its own network costs; on JAX, whose compiled steps need static shapes, children are masked
+(`child_forward`) and each costs a full forward and backward pass. Both compute the same children (tested).
 """
 
 from __future__ import annotations
@@ -128,20 +130,126 @@ def child_forward(model: keras.Model, x, masks: dict, training: bool = False):
     return outputs["predictions"]
 
 
-def _batch_norm(layer, x):
-    """What a Keras BatchNormalization computes in training mode, without updating its moving statistics."""
-    mean, variance = ops.moments(ops.cast(x, "float32"), axes=tuple(range(len(x.shape) - 1)))
+def sliced_forward(model: keras.Model, x, widths: dict, training: bool = True):
+    """What `child_forward` computes, with each layer's weights cut to the child's channels instead of masks
+    (TensorFlow only: a random child's widths are tensors, so its shapes are known only when the step runs).
+    `widths`: masked layer name (`masked_layers`) -> the child's width there (an int or a scalar int tensor).
+    A tensor carries the indices of its parent's channels it has: all, the first k (after a varied convolution),
+    or a gathered set (after a concatenation of cut branches). Convolutions, batch norm, dense layers,
+    concatenations and channel-wise layers (activations, pools, dropout) take cut channels: what the builder
+    puts after a varied width.
+
+    Raises:
+        NotImplementedError: another kind of layer takes a varied width.
+    """
+    import tensorflow as tf
+
+    cut = {_conv_of(name): width for name, width in widths.items()}
+    values, kept = {}, {}
+    for layer in model.layers:
+        if layer.name.startswith("aux_"):
+            continue
+        if isinstance(layer, keras.layers.InputLayer):
+            values[layer.name], kept[layer.name] = x, None
+            continue
+        names = inbound_names(layer)
+        if isinstance(layer, keras.layers.Concatenate):
+            values[layer.name] = tf.concat([values[name] for name in names], axis=-1)
+            if all(kept[name] is None for name in names):
+                kept[layer.name] = None
+                continue
+            parts, offset = [], 0
+            for name in names:
+                channels = model.get_layer(name).output.shape[-1]
+                parts.append(_indices(kept[name], channels) + offset)
+                offset += channels
+            kept[layer.name] = ("gather", tf.concat(parts, 0))
+            continue
+        (name,) = names
+        value, index = values[name], kept[name]
+        dtype = layer.compute_dtype
+        if isinstance(layer, keras.layers.Conv2D):
+            out = None if layer.name not in cut else ("first", cut[layer.name])
+            kernel = _cut(_cut(layer.kernel, index, 2), out, 3)
+            value = tf.nn.convolution(ops.cast(value, dtype), ops.cast(kernel, dtype), strides=layer.strides,
+                                      padding=layer.padding.upper(), dilations=layer.dilation_rate)
+            if layer.use_bias:
+                value = value + ops.cast(_cut(layer.bias, out, 0), dtype)
+            values[layer.name], kept[layer.name] = layer.activation(value), out
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            statistics = None if training else (_cut(layer.moving_mean, index, 0),
+                                                _cut(layer.moving_variance, index, 0))
+            values[layer.name] = _batch_norm(layer, value, _cut(layer.gamma, index, 0) if layer.scale else None,
+                                             _cut(layer.beta, index, 0) if layer.center else None, statistics)
+            kept[layer.name] = index
+        elif isinstance(layer, keras.layers.Dense) and index is not None:
+            value = ops.matmul(ops.cast(value, dtype), ops.cast(_cut(layer.kernel, index, 0), dtype))
+            if layer.use_bias:
+                value = value + ops.cast(layer.bias, dtype)
+            values[layer.name], kept[layer.name] = layer.activation(value), None
+        elif isinstance(layer, CHANNELWISE):
+            values[layer.name], kept[layer.name] = layer(value, training=training), index
+        elif index is None:
+            values[layer.name], kept[layer.name] = layer(value, training=training), None
+        else:
+            raise NotImplementedError(f"{layer.name} ({type(layer).__name__}) takes channels of varied widths: "
+                                      f"train with masked children (ElasticTrainer(slicing=False))")
+    return values["predictions"]
+
+
+CHANNELWISE = (keras.layers.Activation, keras.layers.ReLU, keras.layers.MaxPooling2D, keras.layers.AveragePooling2D,
+               keras.layers.GlobalAveragePooling2D, keras.layers.Dropout, keras.layers.ZeroPadding2D)
+
+
+def _conv_of(masked: str) -> str:
+    """The convolution whose output channels a masked layer (`prefix_bn` or `prefix_conv`) carries."""
+    return masked.removesuffix("_bn").removesuffix("_conv") + "_conv"
+
+
+def _indices(index, channels: int):
+    import tensorflow as tf
+
+    if index is None:
+        return tf.range(channels)
+    kind, value = index
+    return tf.range(value) if kind == "first" else value
+
+
+def _cut(weight, index, axis: int):
+    """`weight` along `axis` at the channels `index` says: None (all), ("first", k), ("gather", indices)."""
+    import tensorflow as tf
+
+    if index is None:
+        return weight
+    kind, value = index
+    if kind == "gather":
+        return tf.gather(weight, value, axis=axis)
+    size = [-1] * len(weight.shape)
+    size[axis] = value
+    return tf.slice(weight, [0] * len(weight.shape), size)
+
+
+def _batch_norm(layer, x, gamma=None, beta=None, statistics=None):
+    """What a Keras BatchNormalization computes in training mode, without updating its moving statistics (`gamma`,
+    `beta`: the layer's own unless given, e.g. cut to a child's channels; `statistics`: (mean, variance) to
+    normalise with instead of the batch's, as in inference)."""
+    if statistics is None:
+        mean, variance = ops.moments(ops.cast(x, "float32"), axes=tuple(range(len(x.shape) - 1)))
+    else:
+        mean, variance = (ops.cast(value, "float32") for value in statistics)
     out = (ops.cast(x, "float32") - mean) * ops.rsqrt(variance + layer.epsilon)
     if layer.scale:
-        out = out * ops.cast(layer.gamma, "float32")
+        out = out * ops.cast(layer.gamma if gamma is None else gamma, "float32")
     if layer.center:
-        out = out + ops.cast(layer.beta, "float32")
+        out = out + ops.cast(layer.beta if beta is None else beta, "float32")
     return ops.cast(out, x.dtype)
 
 
 def distillation_loss(teacher, student):
-    """Cross-entropy of the student's predictions against the teacher's, the teacher's carrying no gradient."""
-    return ops.mean(keras.losses.categorical_crossentropy(ops.stop_gradient(teacher), student))
+    """Cross-entropy of the student's predictions against the teacher's, the teacher's carrying no gradient: the
+    batch's mean, divided by the replicas in sync under a tf.distribute strategy as Keras' own losses are (their
+    gradients are summed across replicas)."""
+    return keras.losses.CategoricalCrossentropy()(ops.stop_gradient(teacher), student)
 
 
 class ElasticTrainer(keras.Model):
@@ -154,13 +262,19 @@ class ElasticTrainer(keras.Model):
     trainer, saved and restored with the run's backup."""
 
     def __init__(self, net: keras.Model, widths: ElasticWidths, samples: int = DEFAULT_SAMPLES, seed: int = 0,
-                 **kwargs):
+                 slicing: bool | None = None, **kwargs):
         super().__init__(**kwargs)
         if samples < 0:
             raise ValueError(f"samples must be >= 0, got {samples}")
+        if slicing and keras.backend.backend() != "tensorflow":
+            raise ValueError(f"sliced children need the TensorFlow backend, not {keras.backend.backend()}")
         self.net, self.widths, self.samples, self.seed = net, widths, samples, seed
+        # children cut to their widths (`sliced_forward`) where shapes may change from step to step; masks elsewhere
+        self.slicing = keras.backend.backend() == "tensorflow" if slicing is None else slicing
         self.masked = masked_layers(net, widths)
-        self.drawn = keras.Variable(0, dtype="int32", trainable=False, name="elastic_steps_drawn")
+        # under MirroredStrategy every replica counts the step; the first replica's count is kept
+        self.drawn = keras.Variable(0, dtype="int32", trainable=False, name="elastic_steps_drawn",
+                                    aggregation="only_first_replica")
         self.children_trained = 0  # child passes traced or run: counted in eager mode, once per trace in a graph
         self.built = True  # its network is
 
@@ -184,23 +298,27 @@ class ElasticTrainer(keras.Model):
         teacher = y_pred["predictions"] if isinstance(y_pred, dict) else y_pred
         step = self.drawn.value - 1  # `call` has counted this step
         for index in range(1 + self.samples):
-            child = child_forward(self.net, x, self.child_masks(step, index), training=True)
+            if self.slicing:
+                child = sliced_forward(self.net, x, self.child_widths(step, index), training=True)
+            else:
+                child = child_forward(self.net, x, self.child_masks(step, index), training=True)
             self.children_trained += 1
             loss = loss + distillation_loss(teacher, child)
         return loss
 
+    def child_widths(self, step, index: int) -> dict:
+        """The widths of child `index` (0: the smallest, then the random ones) at step `step`, per masked layer:
+        a function of (seed, step, index) alone, so a resumed run draws what the interrupted one would have."""
+        widths = {}
+        for number, (name, values, _) in enumerate(self.masked):
+            widths[name] = values[0] if index == 0 else ops.take(
+                ops.convert_to_tensor(values, "int32"), _draw(self.seed, step, index * 10_007 + number, len(values)))
+        return widths
+
     def child_masks(self, step, index: int) -> dict:
-        """The masks of child `index` (0: the smallest, then the random ones) at step `step`: a function of
-        (seed, step, index) alone, so a resumed run draws what the interrupted one would have."""
-        masks = {}
-        for number, (name, values, channels) in enumerate(self.masked):
-            if index == 0:
-                width = values[0]
-            else:
-                width = ops.take(ops.convert_to_tensor(values, "int32"),
-                                 _draw(self.seed, step, index * 10_007 + number, len(values)))
-            masks[name] = ops.cast(ops.arange(channels) < width, "float32")
-        return masks
+        """`child_widths` as masks: per masked layer, 1 for the child's channels, 0 for the others."""
+        return {name: ops.cast(ops.arange(channels) < width, "float32")
+                for (name, _, channels), width in zip(self.masked, self.child_widths(step, index).values())}
 
     def get_config(self):
         raise NotImplementedError("save the trained network, ElasticTrainer.net, not the trainer")

@@ -286,10 +286,10 @@ def train(spec: NetworkSpec, data: DataSplits, out_dir: str | Path | None = None
     config = config or TrainConfig()
     distribution = distribution or Distribution()
     _check_inputs(spec, data, config)
-    if config.elastic is not None and (distribution.kind != "none" or
+    if config.elastic is not None and (distribution.kind not in ("none", "mirrored") or
                                        keras.backend.backend() not in ("tensorflow", "jax")):
-        raise UserError(f"elastic training runs on one device with the TensorFlow or JAX backend (here: "
-                        f"distribution {distribution.kind!r}, backend {keras.backend.backend()!r})")
+        raise UserError(f"elastic training runs on one device or under MirroredStrategy, with the TensorFlow or JAX "
+                        f"backend (here: distribution {distribution.kind!r}, backend {keras.backend.backend()!r})")
     if out_dir is None or not standard:
         return _train(spec, data, None, out_dir, config, callbacks, verbose, weights, distribution=distribution)
     run_dir = Path(out_dir)

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from inception_keras import get_spec
 from inception_keras.builder import build_model
-from inception_keras.elastic import ElasticTrainer, ElasticWidths, child_forward, distillation_loss
+from inception_keras.elastic import ElasticTrainer, ElasticWidths, child_forward, distillation_loss, sliced_forward
 from inception_keras.inherit import narrow
 from inception_keras.spec import SpecError
 
@@ -45,6 +45,11 @@ def test_a_masked_child_computes_what_its_first_channels_narrowed_out_compute(tr
         expected = child(x, training=training)["predictions"]
         assert_close({"p": np.asarray(child_forward(parent, x, masks, training=training))},
                      {"p": np.asarray(expected)}, 1e-5)
+        # the same child with its weights cut to its widths (a random child's widths are tensors)
+        widths_now = trainer.child_widths(tf.constant(7, tf.int64), index)
+        assert [int(w) for w in widths_now.values()] == list(kept.values())
+        assert_close({"p": np.asarray(sliced_forward(parent, tf.constant(x), widths_now, training=training))},
+                     {"p": np.asarray(expected)}, 1e-5)
     smallest = {name: int(np.asarray(mask).sum()) for name, mask in trainer.child_masks(0, 0).items()}
     assert list(smallest.values()) == [values[0] for _, values, _ in trainer.masked]
     again = ElasticTrainer(parent, widths, samples=2, seed=3)
@@ -69,19 +74,21 @@ def test_distillation_targets_carry_no_gradient():
     assert tape.gradient(loss, teacher) is None and tape.gradient(loss, student) is not None
 
 
-def test_the_sandwich_step_trains_the_largest_the_smallest_and_n_sampled_children(monkeypatch):
+@pytest.mark.parametrize("slicing", [True, False], ids=["sliced", "masked"])
+def test_the_sandwich_step_trains_the_largest_the_smallest_and_n_sampled_children(monkeypatch, slicing):
     import inception_keras.elastic as elastic
     from inception_keras.train import TrainConfig, compile_model
 
     spec = get_spec("googlenet_mini")
     widths = mini_widths()
     largest = widths.largest(spec)
-    trainer = ElasticTrainer(build_model(largest), widths, samples=2, seed=0)
+    trainer = ElasticTrainer(build_model(largest), widths, samples=2, seed=0, slicing=slicing)
     compile_model(trainer, largest, TrainConfig(epochs=1, optimizer="adam", ema=False), 3)
     trainer.run_eagerly = True
     calls = []
-    real = elastic.child_forward
-    monkeypatch.setattr(elastic, "child_forward", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    name = "sliced_forward" if slicing else "child_forward"
+    real = getattr(elastic, name)
+    monkeypatch.setattr(elastic, name, lambda *a, **k: calls.append(a[2]) or real(*a, **k))
     x = images(spec, 8)
     y = tf.one_hot(np.arange(8) % 10, 10)
     before = [np.asarray(w) for w in trainer.net.trainable_weights]
@@ -91,6 +98,35 @@ def test_the_sandwich_step_trains_the_largest_the_smallest_and_n_sampled_childre
     assert any(not np.array_equal(a, np.asarray(b)) for a, b in zip(before, trainer.net.trainable_weights))
     with pytest.raises(NotImplementedError, match="save the trained network"):
         trainer.get_config()
+
+
+def test_a_sliced_step_updates_the_weights_as_a_masked_step_does():
+    """Cutting the weights to a child's widths is the same training as masking its channels: a step each from the
+    same weights on the same batch (the smallest child and two random ones) ends at the same weights (no dropout;
+    both draw the same children)."""
+    from inception_keras.train import TrainConfig, compile_model
+
+    spec = get_spec("googlenet_mini")
+    spec = spec.replace(head=dataclasses.replace(spec.head, dropout=0.0),
+                        aux_heads=tuple(dataclasses.replace(aux, dropout=0.0) for aux in spec.aux_heads))
+    widths = mini_widths()
+    largest = widths.largest(spec)
+    x = images(spec, 8)
+    y = tf.one_hot(np.arange(8) % 10, 10)
+    found = []
+    for slicing in (True, False):
+        trainer = ElasticTrainer(trained_like(largest), widths, samples=2, seed=1, slicing=slicing)
+        compile_model(trainer, largest, TrainConfig(epochs=1, optimizer="sgd", learning_rate=0.1, ema=False), 1)
+        trainer.run_eagerly = True  # one step: cheaper than tracing it
+        trainer.fit(x, {"predictions": y, "aux_1": y, "aux_2": y}, epochs=1, batch_size=8, verbose=0)
+        found.append([np.asarray(w) for w in trainer.net.weights])
+    sliced, masked = found
+    start = [np.asarray(w) for w in trained_like(largest).weights]
+    moved = max(float(np.abs(b - s).max()) for b, s in zip(masked, start))
+    # equal to float rounding: oneDNN's gradient sums run in another order from call to call (about 1e-5 of the
+    # update here); a wrong channel anywhere moves a weight by the update's own size
+    assert max(float(np.abs(a - b).max()) for a, b in zip(sliced, masked)) < 2e-3 * moved
+    assert sum(not np.allclose(a, b) for a, b in zip(sliced, start)) > len(start) // 2  # trained, not unchanged
 
 
 def test_widths_are_checked_naming_the_field():
@@ -216,7 +252,9 @@ def test_bad_elastic_arguments_are_one_line_with_exit_2(tmp_path, capsys):
     cases = [(["--elastic", "no_such_space"], "no_such_space"),
              (["--elastic", str(zero)], "elastic.3a.ch3x3_reduce"),
              (["--elastic", "cluttered_widths", "--precision", "mixed_float16"], "loss scaling"),
-             (["--elastic", "cluttered_widths", "--elastic-samples", "99"], "--elastic-samples")]
+             (["--elastic", "cluttered_widths", "--elastic-samples", "99"], "--elastic-samples"),
+             (["--elastic", "cluttered_widths", "--distribute", "data_parallel"], "--distribute data_parallel"),
+             (["--elastic", "cluttered_widths", "--num-processes", "2", "--process-id", "1"], "cluster options")]
     for extra, named in cases:
         capsys.readouterr()
         assert main(["train", "googlenet_mini", "--out", str(tmp_path / "run"), *extra]) == 2, extra

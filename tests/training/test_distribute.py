@@ -60,10 +60,12 @@ def weights(path: Path) -> list[np.ndarray]:
         return [loaded[f"arr_{i}"] for i in range(len(loaded.files))]
 
 
-def test_mirrored_two_replicas_equal_one_device(tmp_path):
-    """The global batch split over two replicas (momentum, EMA, aux losses) is the one-device step."""
-    [(code, output)] = run_all([[sys.executable, str(SCRIPTS / "train_mirrored.py"), str(tmp_path)]], 300,
-                               env=environment())
+@pytest.mark.parametrize("elastic", [False, True], ids=["normal", "elastic"])
+def test_mirrored_two_replicas_equal_one_device(tmp_path, elastic):
+    """The global batch split over two replicas (momentum, EMA, aux losses) is the one-device step; elastic too (the
+    replicas draw the same children and weigh their distillation losses as one device does)."""
+    [(code, output)] = run_all([[sys.executable, str(SCRIPTS / "train_mirrored.py"), str(tmp_path),
+                                 *(["elastic"] if elastic else [])]], 300, env=environment())
     assert code == 0, output[-3000:]
     mirrored, single = weights(tmp_path / "weights_mirrored.npz"), weights(tmp_path / "weights_single.npz")
     assert len(mirrored) == len(single) == 76
