@@ -19,9 +19,9 @@ alone; elastic training at most 4x the normal training's wall time (SAMPLES = 2)
 most 5 s. Writes benchmarks/results/bench_elastic.json.
 
 The cost in one sitting (`--cost`, added to the results already written): googlenet_mini trained COST_EPOCHS epochs
-normally, elastic with the children's weights cut to their widths (`ElasticTrainer(slicing=True)`, TensorFlow's
-default), elastic with masked children (`slicing=False`, what JAX runs), then normally again, one after another
-in one process; each elastic training's wall time over the mean of the two normal ones. Then the same for one
+normally, elastic with the children's weights cut to their widths (`ElasticTrainer(slicing=True)`, TensorFlow
+only), elastic with masked children (`slicing=False`, the default), then normally again, one after another in
+one process; each elastic training's wall time over the mean of the two normal ones. Then the same for one
 compute-bound network, the faithful googlenet at STEP_SIZE px (every module width elastic at 1/2, 3/4 and 1 of
 its own), in milliseconds per training step at batch STEP_BATCH on synthetic images, the first epoch (tracing)
 excluded.
@@ -43,7 +43,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import inception_keras  # noqa: E402,F401  first: turns oneDNN on where TensorFlow would not (cpu.py)
-from benchlib import Results, cpu_name  # noqa: E402
+from benchlib import Results, command_line, cpu_name  # noqa: E402
 from benchlib import about as benchlib_about  # noqa: E402
 
 EPOCHS, SEEDS, SAMPLES = 8, (0, 1), 2
@@ -161,6 +161,8 @@ def main() -> None:
         path = HERE / "results" / "bench_elastic.json"
         payload = json.loads(path.read_text(encoding="utf-8"))["figures"]
         payload["cost"] = cost(bench, widths, 1 if args.quick else COST_EPOCHS)
+        made = [c for c in payload.get("commands") or ["python benchmarks/bench_elastic.py"] if "--cost" not in c]
+        payload["commands"] = [*made, command_line()]
         return report(payload)
     point_cost = PointCost(space)
     cheapest_macs = point_cost(cheapest(point_cost, (0.0, 1.0)))[1]
@@ -169,7 +171,7 @@ def main() -> None:
                                                                  (base_macs - cheapest_macs)))[0])
                 for fraction in frontier.FRACTIONS]
     payload = {"settings": {"epochs": epochs, "seeds": list(seeds), "samples": SAMPLES, "quick": args.quick,
-                            "children": "sliced"},  # TensorFlow's default
+                            "children": "masked"},  # ElasticTrainer's default
                "parents": [], "children": []}
     parents = []
     for seed in seeds:
@@ -191,6 +193,7 @@ def main() -> None:
         print(f"child {fraction}: {entry}", flush=True)
     payload["iso_cost"] = iso_cost(bench, space, parents[0][1], base)
     payload["seconds"] = round(time.perf_counter() - start, 1)
+    payload["commands"] = [command_line()]
     report(payload)
 
 
@@ -260,17 +263,17 @@ def report(payload: dict) -> None:
         found = payload["cost"]
         results.add(f"The cost in one sitting ({found['epochs']} epochs each, seed 0): normal training "
                     f"{found['seconds']['normal']:.0f} s and {found['seconds']['normal again']:.0f} s; elastic with "
-                    f"the children's weights cut to their widths (TensorFlow's default) {found['seconds']['sliced']:.0f}"
-                    f" s, **{found['sliced_ratio']:.2f}x** (goal ≤ 4x); with masked children (JAX's way) "
-                    f"{found['seconds']['masked']:.0f} s, {found['masked_ratio']:.2f}x.")
+                    f"the children's weights cut to their widths {found['seconds']['sliced']:.0f} s, "
+                    f"{found['sliced_ratio']:.2f}x; with masked children (the default) "
+                    f"{found['seconds']['masked']:.0f} s, **{found['masked_ratio']:.2f}x** (goal ≤ 4x).")
         if "googlenet" in found:
             step = found["googlenet"]
             results.add(f"googlenet at {step['size']} px, batch {step['batch']} (compute-bound): a normal step "
                         f"{step['ms']['normal']:.0f} and {step['ms']['normal again']:.0f} ms; elastic with cut "
-                        f"weights {step['ms']['sliced']:.0f} ms, **{step['sliced_ratio']:.2f}x**; with masked "
-                        f"children {step['ms']['masked']:.0f} ms, {step['masked_ratio']:.2f}x.")
+                        f"weights {step['ms']['sliced']:.0f} ms, {step['sliced_ratio']:.2f}x; with masked "
+                        f"children {step['ms']['masked']:.0f} ms, **{step['masked_ratio']:.2f}x**.")
     results.figures = payload
-    results.write()
+    results.write(command="; ".join(payload.get("commands", [])) or None)
 
 
 if __name__ == "__main__":

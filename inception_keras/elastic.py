@@ -18,10 +18,12 @@ child = narrow(trainer.net, widths.largest(spec), child_spec, importance="first"
 ```
 
 The TensorFlow and JAX backends, through Keras' own training step (`compute_loss`), on one device or under
-MirroredStrategy (the replicas draw the same children). On TensorFlow a child's weights are cut to its widths
-(`sliced_forward`: its shapes are known only when the step runs, which a TensorFlow graph allows), so a child
-costs what its own network costs; on JAX, whose compiled steps need static shapes, children are masked
-(`child_forward`) and each costs a full forward and backward pass. Both compute the same children (tested).
+MirroredStrategy (the replicas draw the same children). A child is masked (`child_forward`): each costs a full
+forward and backward pass, with static shapes. On TensorFlow `ElasticTrainer(slicing=True)` cuts a child's
+weights to its widths instead (`sliced_forward`: its shapes are known only when the step runs, which a
+TensorFlow graph allows, and JAX's compiled steps do not): the same children and the same step (tested), fewer
+multiply-adds, but gathers and shapes that change from step to step; on a 2-core CPU neither was faster in every
+sitting (`make bench-elastic`'s cost), so masks are the default.
 """
 
 from __future__ import annotations
@@ -262,15 +264,15 @@ class ElasticTrainer(keras.Model):
     trainer, saved and restored with the run's backup."""
 
     def __init__(self, net: keras.Model, widths: ElasticWidths, samples: int = DEFAULT_SAMPLES, seed: int = 0,
-                 slicing: bool | None = None, **kwargs):
+                 slicing: bool = False, **kwargs):
         super().__init__(**kwargs)
         if samples < 0:
             raise ValueError(f"samples must be >= 0, got {samples}")
         if slicing and keras.backend.backend() != "tensorflow":
             raise ValueError(f"sliced children need the TensorFlow backend, not {keras.backend.backend()}")
         self.net, self.widths, self.samples, self.seed = net, widths, samples, seed
-        # children cut to their widths (`sliced_forward`) where shapes may change from step to step; masks elsewhere
-        self.slicing = keras.backend.backend() == "tensorflow" if slicing is None else slicing
+        # masked children (`child_forward`), or with `slicing` their weights cut to their widths (`sliced_forward`)
+        self.slicing = slicing
         self.masked = masked_layers(net, widths)
         # under MirroredStrategy every replica counts the step; the first replica's count is kept
         self.drawn = keras.Variable(0, dtype="int32", trainable=False, name="elastic_steps_drawn",
