@@ -83,9 +83,13 @@ def cost(bench, widths, epochs: int) -> dict:
                          ("masked", {"elastic": widths, "slicing": False}), ("normal again", {})):
         found[name] = trained(bench, bench.base, 0, epochs, **kwargs)[1]
         print(f"cost: {name}: {found[name]:.1f} s", flush=True)
+    return {"epochs": epochs, "seconds": found, **ratios(found), "googlenet": step_cost()}
+
+
+def ratios(found: dict) -> dict:
+    """Each elastic measurement of `found` over the mean of its two normal ones."""
     normal = (found["normal"] + found["normal again"]) / 2
-    return {"epochs": epochs, "seconds": found, "sliced_ratio": found["sliced"] / normal,
-            "masked_ratio": found["masked"] / normal, "googlenet": step_cost()}
+    return {"sliced_ratio": found["sliced"] / normal, "masked_ratio": found["masked"] / normal}
 
 
 def step_cost() -> dict:
@@ -124,9 +128,7 @@ def step_cost() -> dict:
         model.fit(data, epochs=2, verbose=0)
         found[name] = (time.perf_counter() - start) / (2 * STEP_STEPS) * 1e3
         print(f"cost: googlenet at {STEP_SIZE} px: {name}: {found[name]:.0f} ms a step", flush=True)
-    normal = (found["normal"] + found["normal again"]) / 2
-    return {"size": STEP_SIZE, "batch": STEP_BATCH, "ms": found, "sliced_ratio": found["sliced"] / normal,
-            "masked_ratio": found["masked"] / normal}
+    return {"size": STEP_SIZE, "batch": STEP_BATCH, "ms": found, **ratios(found)}
 
 
 def child_accuracy(bench, parent, spec, child_spec, importance: str) -> tuple[float, float]:

@@ -231,21 +231,19 @@ def elastic_arm(bench: Bench, payload: dict, work: Path, parent_run: Path | None
     from inception_keras.train import TrainConfig, train
 
     epochs = 1 if bench.quick else PARENT_EPOCHS
+    run = parent_run or work / "elastic"
     if parent_run is None:
-        run = work / "elastic"
         config = TrainConfig(epochs=epochs, optimizer="adam", learning_rate=3e-3, ema=False, seed=0,
                              elastic=elastic_widths(bench.space), elastic_samples=ELASTIC_SAMPLES)
         _, result = train(bench.base, bench.data, run, config, verbose=0)
-        parent = load_run(run)[0]
+    parent = load_run(run)[0]
+    accuracy = bench.accuracy(parent)
+    if parent_run is None:
         payload["elastic_parent"] = {"epochs": epochs, "samples": ELASTIC_SAMPLES, "seconds": result.wall_seconds,
-                                     "val_accuracy": bench.accuracy(parent)}
-    else:
-        run = parent_run
-        parent = load_run(run)[0]
-        recorded = payload.get("elastic_parent", {}).get("val_accuracy")
-        if recorded != bench.accuracy(parent):
-            sys.exit(f"{run}: its elastic parent scores {bench.accuracy(parent)}, the results record {recorded}: "
-                     f"not the parent of these results")
+                                     "val_accuracy": accuracy}
+    elif accuracy != payload.get("elastic_parent", {}).get("val_accuracy"):
+        sys.exit(f"{run}: its elastic parent scores {accuracy}, the results record "
+                 f"{payload.get('elastic_parent', {}).get('val_accuracy')}: not the parent of these results")
     print(f"elastic parent: {payload['elastic_parent']}", flush=True)
     seeds = FINAL_SEEDS[:1] if bench.quick else FINAL_SEEDS
     for index, entry in enumerate(payload["budgets"]):

@@ -170,8 +170,8 @@ def cmd_train(args) -> int:
         from inception_keras.cost import network_cost
         from inception_keras.elastic import resolve_elastic
 
-        if args.freeze or (distribution_requested(args) and args.distribute != "mirrored") or \
-                _cluster_flags_given(args) or cluster_in_environment():
+        if args.freeze or args.distribute not in ("none", "mirrored") or _cluster_flags_given(args) or \
+                cluster_in_environment():
             raise CommandError("--elastic trains every weight on one device or under --distribute mirrored; leave out "
                                "--freeze, --distribute data_parallel and the cluster options")
         if args.precision == "mixed_float16":
