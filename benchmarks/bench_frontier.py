@@ -304,7 +304,7 @@ def main() -> None:
     print(f"{cpu_name()}; {SPACE} on {DATASET}; multiply-add budgets {FRACTIONS} of the way from the cheapest point "
           f"to the base", flush=True)
     bench = Bench(args.quick)
-    predictor = build_predictor(bench.base, RUNTIME)
+    predictor = build_predictor(bench.base, RUNTIME, draw=bench.space.random_spec, coverage=bench.space.widths_digest())
     base_ms = predictor.predict(bench.base)
     parent, parent_info = train_parent(bench)
     print(f"parent: {parent_info}", flush=True)

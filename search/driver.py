@@ -447,10 +447,11 @@ def _latency_predictor(space: SearchSpace):
     from inception_keras.export.latency import build_predictor
 
     print(f"[search] latency budget: predicting each candidate's latency in {space.budget.runtime} on this machine "
-          f"(the predictor of {space.base.name}'s structure, fitted on measured width variants once and cached)",
-          flush=True)
+          f"(the predictor of {space.base.name}'s structure, fitted once on measured width variants and points of "
+          f"the space, and cached)", flush=True)
     try:
-        return build_predictor(space.base, space.budget.runtime)
+        return build_predictor(space.base, space.budget.runtime, draw=space.random_spec,
+                               coverage=space.widths_digest())
     except ExportError as error:
         raise SearchError(f"cannot predict latency in {space.budget.runtime}: {error}") from None
 

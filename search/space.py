@@ -16,7 +16,10 @@ through the spec files' own reader and loader (`inception_keras.serialize`) or c
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +103,15 @@ class SearchSpace:
 
     def smallest(self) -> dict[str, int]:
         return {dim.name: dim.values[0] for dim in self.dimensions}
+
+    def random_spec(self, rng: random.Random) -> NetworkSpec:
+        """A uniform random point of the space (each dimension's value drawn on its own), as a spec."""
+        return self.spec_for({dim.name: rng.choice(dim.values) for dim in self.dimensions})
+
+    def widths_digest(self) -> str:
+        """What the space varies and over which values (not its name, base widths or budget), hashed."""
+        dims = [[dim.module, dim.width, list(dim.values)] for dim in self.dimensions]
+        return hashlib.sha256(json.dumps(dims).encode()).hexdigest()[:16]
 
     def base_values(self) -> dict[str, int]:
         widths = {name: dict(zip(WIDTH_FIELDS, module.widths)) for stage in self.base.stages

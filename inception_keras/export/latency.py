@@ -16,11 +16,13 @@ every width x0.75 in multiples of 8 ran in 0.54 ms, x0.74 in multiples of 2, wit
 in 0.71 ms), the elements their outputs write, the count of unaligned ones, the pools' window reads, the
 concatenations' copies, the classifier's multiply-adds, the input's elements and a per-layer dispatch cost. The
 candidates are random width variants of the network's own structure (each module and stem width times a factor
-in [0.35, 1.6], the structure otherwise the same), so a predictor serves one
-structure (googlenet_mini at 32 px, googlenet at 224 px, ...) on one machine and runtime: it is fitted once,
-with progress output, and cached in `~/.cache/inception_keras/latency/` (or `$INCEPTION_KERAS_CACHE`) in a file
-keyed by the CPU model, runtime and its version, threads, batch and the structure; any change of them, or
-`rebuild`, fits a new one.
+in [0.35, 1.6], the structure otherwise the same) and, for a search, as many random points of the space it
+searches (`fitting_candidates`): a linear fit extrapolates badly (fitted on the variants alone, googlenet's
+predictor under-predicted every point of `googlenet_widths`, 2.5-5.7x its multiply-adds, by a median 18.5 %). A
+predictor serves one structure (googlenet_mini at 32 px, googlenet at 224 px, ...) on one machine and runtime:
+it is fitted once, with progress output, and cached in `~/.cache/inception_keras/latency/` (or
+`$INCEPTION_KERAS_CACHE`) in a file keyed by the CPU model, runtime and its version, threads, batch, the structure
+and the space whose points it was fitted on (`coverage`); any change of them, or `rebuild`, fits a new one.
 """
 
 from __future__ import annotations
@@ -47,14 +49,15 @@ from inception_keras.spec import ConvSpec, NetworkSpec, StageSpec
 from inception_keras.utils.atomic import atomic_write_text
 
 RUNTIMES = {"onnxruntime": "onnx", "openvino": "openvino", "litert": "litert", "keras": None}
-WARMUP_CALLS, MIN_CALLS, MAX_CALLS, MIN_SECONDS = 10, 50, 5000, 0.6
+WARMUP_CALLS, WARMUP_SECONDS = 3, 0.1  # before each round: at least this many calls and seconds
+MIN_CALLS, MAX_CALLS, MIN_SECONDS = 10, 5000, 0.6  # a round: at least MIN_CALLS and MIN_SECONDS, at most MAX_CALLS
 ROUNDS = 5  # interleaved timing rounds; a latency is the median of their medians
 CANDIDATES = 24  # random width variants measured to fit a predictor
 FACTORS = (0.35, 1.6)  # their widths, as factors of the network's own
 FEATURES = ("call", "input", "conv1_macs", "conv_k_macs", "unaligned_conv1_macs", "unaligned_conv_k_macs",
             "conv_outputs", "unaligned_conv_outputs", "unaligned_convs", "pool_reads", "concat_copies", "dense_macs",
             "layers")
-PREDICTOR_FORMAT = 1
+PREDICTOR_FORMAT = 2
 WIDTHS = ("ch1x1", "ch3x3_reduce", "ch3x3", "ch5x5_reduce", "ch5x5", "pool_proj")
 
 
@@ -69,13 +72,16 @@ class Timing:
 
 def time_calls(run: Callable[[], object], min_calls: int | None = None, min_seconds: float | None = None,
                max_calls: int | None = None) -> Timing:
-    """Time `run()` after WARMUP_CALLS: at least `min_calls` calls and `min_seconds` seconds, at most `max_calls`
-    (defaults MIN_CALLS, MIN_SECONDS, MAX_CALLS)."""
+    """Time `run()` after at least WARMUP_CALLS calls and WARMUP_SECONDS seconds: at least `min_calls` calls and
+    `min_seconds` seconds, at most `max_calls` (defaults MIN_CALLS, MIN_SECONDS, MAX_CALLS). A model of 0.5 ms is
+    timed ~1,200 times a round, one of 100 ms 10 times."""
     min_calls = MIN_CALLS if min_calls is None else min_calls
     min_seconds = MIN_SECONDS if min_seconds is None else min_seconds
     max_calls = MAX_CALLS if max_calls is None else max_calls
-    for _ in range(WARMUP_CALLS):
+    warmups, start = 0, time.perf_counter()
+    while warmups < WARMUP_CALLS or (time.perf_counter() - start < WARMUP_SECONDS and warmups < max_calls):
         run()
+        warmups += 1
     times, start = [], time.perf_counter()
     while len(times) < min_calls or (time.perf_counter() - start < min_seconds and len(times) < max_calls):
         begin = time.perf_counter()
@@ -266,11 +272,12 @@ def fit(specs: list[NetworkSpec], measured_ms: list[float], batch: int, lanes: i
     return solution / scale
 
 
-def predictor_key(spec: NetworkSpec, runtime: str, batch: int) -> dict:
+def predictor_key(spec: NetworkSpec, runtime: str, batch: int, coverage: str | None = None) -> dict:
     from inception_keras.utils.cpu import cpu_model
 
     return {"cpu": cpu_model(), "runtime": runtime_version(runtime), "threads": os.cpu_count(), "batch": batch,
-            "lanes": vector_width(), "structure": structure_key(spec), "format": PREDICTOR_FORMAT}
+            "lanes": vector_width(), "structure": structure_key(spec), "coverage": coverage,
+            "format": PREDICTOR_FORMAT}
 
 
 def cache_dir() -> Path:
@@ -304,35 +311,55 @@ def load_cached(key: dict) -> Predictor | None:
         return None
 
 
+def fitting_candidates(spec: NetworkSpec, count: int | None = None, seed: int = 0,
+                       draw: Callable[[random.Random], NetworkSpec] | None = None) -> list[NetworkSpec]:
+    """What a predictor of `spec`'s structure is fitted on: `spec` itself, then `count - 1` (default CANDIDATES)
+    random width variants (`variant`), every second one drawn by `draw` instead where given (a search space's
+    random point: a predictor extrapolates badly beyond its candidates, so the points it will predict should be
+    among the kinds it was fitted on)."""
+    spec = spec.without_aux()
+    rng = random.Random(seed)
+    return [spec] + [draw(rng).without_aux() if draw is not None and index % 2 else variant(spec, rng)
+                     for index in range((count or CANDIDATES) - 1)]
+
+
+def fitted(key: dict, specs: list[NetworkSpec], measured_ms: list[float]) -> Predictor:
+    """The predictor of `key` fitted on `specs` measured at `measured_ms`, with its errors on them."""
+    coefficients = fit(specs, measured_ms, key["batch"], key["lanes"])
+    predicted = np.stack([features(s, key["batch"], key["lanes"]) for s in specs]) @ coefficients
+    errors = np.abs(predicted / np.asarray(measured_ms) - 1)
+    return Predictor(key, [float(c) for c in coefficients],
+                     {"candidates": len(specs), "median": float(np.median(errors)), "max": float(errors.max()),
+                      "within_10_percent": float((errors <= 0.10).mean())})
+
+
 def build_predictor(spec: NetworkSpec, runtime: str = "onnxruntime", batch: int = 1, rebuild: bool = False,
                     candidates: int | None = None, seed: int = 0, progress: Callable[[str], None] | None = print,
+                    draw: Callable[[random.Random], NetworkSpec] | None = None, coverage: str | None = None,
                     **timing) -> Predictor:
     """The latency predictor of `spec`'s structure on this machine and `runtime`: the cached one, or one fitted on
-    `candidates` (default CANDIDATES) random width variants measured now (`spec` itself one of them), then
-    cached.
+    `fitting_candidates` (`candidates` of them, half drawn by `draw` where given) measured now, then cached.
+    `coverage` names what `draw` draws (a search space's `widths_digest`); it keys the cache beside the machine,
+    runtime and structure, so a predictor fitted on one space's points is not used for another's.
 
     Raises:
         ExportError: the runtime is unknown or missing, or a candidate cannot be exported or run.
     """
+    if draw is not None and not coverage:
+        raise ValueError("a predictor fitted on drawn points needs `coverage`, the name of what they are drawn from")
     check_runtime(runtime)
     spec = spec.without_aux()
-    key = predictor_key(spec, runtime, batch)
+    key = predictor_key(spec, runtime, batch, coverage if draw is not None else None)
     cached = None if rebuild else load_cached(key)
     if cached is not None:
         return cached
-    rng = random.Random(seed)
-    specs = [spec] + [variant(spec, rng) for _ in range((candidates or CANDIDATES) - 1)]
+    specs = fitting_candidates(spec, candidates, seed, draw)
     if progress:
         progress(f"[latency] fitting a latency predictor for {spec.name}'s structure in {runtime} on this machine: "
-                 f"{len(specs)} width variants exported, then timed in {ROUNDS} interleaved rounds (once; cached in "
-                 f"{cache_dir()})")
+                 f"{len(specs)} width variants{' and points of the space' if draw else ''} exported, then timed in "
+                 f"{ROUNDS} interleaved rounds (once; cached in {cache_dir()})")
     measured = [t.median_ms for t in measure_many(specs, runtime, batch, progress=progress, **timing)]
-    coefficients = fit(specs, measured, batch, key["lanes"])
-    predicted = np.stack([features(s, batch, key["lanes"]) for s in specs]) @ coefficients
-    errors = np.abs(predicted / np.asarray(measured) - 1)
-    predictor = Predictor(key, [float(c) for c in coefficients],
-                          {"candidates": len(specs), "median": float(np.median(errors)),
-                           "max": float(errors.max()), "within_10_percent": float((errors <= 0.10).mean())})
+    predictor = fitted(key, specs, measured)
     try:
         cache_dir().mkdir(parents=True, exist_ok=True)
         atomic_write_text(cache_path(key), json.dumps(predictor.to_dict(), indent=1))

@@ -110,6 +110,34 @@ def test_a_predictor_is_cached_by_machine_runtime_and_structure_and_rebuilt_on_r
         predictor.predict(TINY.with_input_size(24))
 
 
+def test_a_predictor_for_a_space_is_fitted_on_its_points_too_and_cached_apart(tmp_path, monkeypatch):
+    """`search` fits its predictor on width variants and points of the space it searches (a predictor extrapolates
+    badly beyond what it was fitted on), keyed by the space's widths."""
+    monkeypatch.setenv("INCEPTION_KERAS_CACHE", str(tmp_path))
+    calls, measured = [], []
+    fake = _fake_measure(calls)
+    monkeypatch.setattr(latency, "measure_many", lambda specs, *args, **kwargs: measured.append(specs) or
+                        fake(specs, *args, **kwargs))
+    far = TINY.with_module_widths({"3a": {"ch1x1": 40, "ch3x3": 36}})  # beyond any variant's factors
+
+    def draw(rng):
+        return far.replace(name=f"drawn_{rng.random()}")
+
+    assert latency.fitting_candidates(TINY, 6, draw=draw)[0] == TINY.without_aux()
+    assert [spec.name.startswith("drawn_") for spec in latency.fitting_candidates(TINY, 6, draw=draw)] == \
+        [False, False, True, False, True, False]  # the base, then variants and drawn points in turn
+    plain = latency.build_predictor(TINY, candidates=6)
+    spaced = latency.build_predictor(TINY, candidates=6, draw=draw, coverage="space-a")
+    assert calls == [6, 6] and spaced.key["coverage"] == "space-a" and plain.key["coverage"] is None
+    assert latency.cache_path(plain.key) != latency.cache_path(spaced.key)
+    assert sum(spec.name.startswith("drawn_") for spec in measured[1]) == 2
+    latency.build_predictor(TINY, candidates=6, draw=draw, coverage="space-a")
+    latency.build_predictor(TINY, candidates=6, draw=draw, coverage="space-b")
+    assert calls == [6, 6, 6]  # the same space's read from the cache; another space's fitted
+    with pytest.raises(ValueError, match="needs `coverage`"):
+        latency.build_predictor(TINY, candidates=6, draw=draw)
+
+
 def test_a_measurement_runs_the_export_in_its_runtime():
     for runtime in ("onnxruntime", "keras"):
         timing = latency.measure(TINY, runtime, min_calls=20, min_seconds=0.0)
