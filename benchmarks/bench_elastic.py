@@ -1,7 +1,7 @@
 """Train once, deploy any width: an elastic googlenet_mini against the same networks trained alone, on cluttered_digits.
 
     make bench-elastic
-    python benchmarks/bench_elastic.py [--quick] [--cost]
+    python benchmarks/bench_elastic.py [--quick] [--cost] [--trials ELASTIC_RUN]
 
 Everything below is fixed before anything runs. The elastic widths: those of the space `cluttered_widths` up to
 the base's own (0.5, 0.75 and 1x every module width), so the largest network is googlenet_mini itself. For each of
@@ -25,6 +25,14 @@ one process; each elastic training's wall time over the mean of the two normal o
 compute-bound network, the faithful googlenet at STEP_SIZE px (every module width elastic at 1/2, 3/4 and 1 of
 its own), in milliseconds per training step at batch STEP_BATCH on synthetic images, the first epoch (tracing)
 excluded.
+
+A search's trials on an elastic parent (`--trials RUN`, RUN an elastic parent's run directory, e.g. the one
+`bench_frontier.py --elastic` trains; added to the results already written): `run_search` of TRIALS trials on
+`cluttered_widths` under the frontier benchmark's 50 % multiply-add budget, seed 0, scored as they are (20
+batch-norm batches of 64, no step), twice in one process: each child scored through masks (`ChildScorer`, the
+default), then each narrowed, recalibrated and evaluated as its own Keras model (the reference); each trial's
+seconds (`train_seconds`: building the narrowed child, scoring, saving its checkpoint) and the largest
+difference between the two arms' accuracies.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ EPOCHS, SEEDS, SAMPLES = 8, (0, 1), 2
 COST_EPOCHS = 2
 STEP_SIZE, STEP_BATCH, STEP_STEPS = 112, 16, 6
 RECALIBRATE = 20
+TRIALS = 10
 
 
 def trained(bench, spec, seed: int, epochs: int, elastic=None, slicing: bool | None = None):
@@ -131,6 +140,43 @@ def step_cost() -> dict:
     return {"size": STEP_SIZE, "batch": STEP_BATCH, "ms": found, **ratios(found)}
 
 
+def trial_seconds(bench, run: Path) -> dict:
+    """A search's trials on the elastic parent in `run`, children scored through masks, then as Keras models."""
+    import tempfile
+
+    import bench_frontier as frontier
+    from inception_keras import network_cost
+    from inception_keras.child_scoring import ChildScorer
+    from inception_keras.train import TrainConfig
+    from search.budget import PointCost, cheapest
+    from search.driver import run_search
+
+    point_cost = PointCost(bench.space)
+    low, high = point_cost(cheapest(point_cost, (0.0, 1.0)))[1], network_cost(bench.base).inference_macs
+    budget = round(low + frontier.FRACTIONS[1] * (high - low))
+    space = bench.space.with_budget(max_macs=budget)
+    found = {}
+    supports = ChildScorer.supports
+    for arm in ("masked", "keras models"):
+        if arm == "keras models":
+            ChildScorer.supports = lambda self, child: False  # every child narrowed, recalibrated and evaluated
+        try:
+            with tempfile.TemporaryDirectory(prefix="bench-elastic-trials-") as directory:
+                outcome = run_search(space, bench.data, directory, max_trials=TRIALS, epochs=1, overwrite=True,
+                                     seed=0, config=TrainConfig(epochs=1, optimizer="adam", learning_rate=3e-3,
+                                                                ema=False),
+                                     parent=run, steps=0, recalibrate_batches=RECALIBRATE)
+        finally:
+            ChildScorer.supports = supports
+        records = sorted(outcome.records, key=lambda record: int(record["trial_id"]))
+        found[arm] = {"seconds": [record["train_seconds"] for record in records],
+                      "accuracy": [record["val_accuracy"] for record in records]}
+        print(f"trials, {arm}: {found[arm]}", flush=True)
+    differences = [abs(a - b) for a, b in zip(found["masked"]["accuracy"], found["keras models"]["accuracy"])]
+    return {"parent": str(run), "budget_macs": budget, "trials": TRIALS, "arms": found,
+            "largest_accuracy_difference": max(differences)}
+
+
 def child_accuracy(bench, parent, spec, child_spec, importance: str) -> tuple[float, float]:
     """(accuracy, seconds) of `child_spec` taken from `parent` and recalibrated, nothing trained."""
     from inception_keras.inherit import narrow, recalibrate_batch_norm
@@ -148,6 +194,9 @@ def main() -> None:
     parser.add_argument("--cost", action="store_true",
                         help="only the cost of elastic training, sliced and masked, against normal training in one "
                              "sitting, added to benchmarks/results/bench_elastic.json")
+    parser.add_argument("--trials", metavar="RUN", type=Path,
+                        help="only the seconds of a search's trials on the elastic parent trained in RUN, scored "
+                             "through masks and as Keras models, added to benchmarks/results/bench_elastic.json")
     args = parser.parse_args()
     import bench_frontier as frontier
     from inception_keras import network_cost, scale_to_budget
@@ -159,11 +208,15 @@ def main() -> None:
     base, space = bench.base, bench.space
     widths = frontier.elastic_widths(space)
     epochs, seeds = (1, SEEDS[:1]) if args.quick else (EPOCHS, SEEDS)
-    if args.cost:
+    if args.cost or args.trials:
         path = HERE / "results" / "bench_elastic.json"
         payload = json.loads(path.read_text(encoding="utf-8"))["figures"]
-        payload["cost"] = cost(bench, widths, 1 if args.quick else COST_EPOCHS)
-        made = [c for c in payload.get("commands") or ["python benchmarks/bench_elastic.py"] if "--cost" not in c]
+        flag = "--cost" if args.cost else "--trials"
+        if args.cost:
+            payload["cost"] = cost(bench, widths, 1 if args.quick else COST_EPOCHS)
+        else:
+            payload["trials"] = trial_seconds(bench, args.trials)
+        made = [c for c in payload.get("commands") or ["python benchmarks/bench_elastic.py"] if flag not in c]
         payload["commands"] = [*made, command_line()]
         return report(payload)
     point_cost = PointCost(space)
@@ -274,6 +327,22 @@ def report(payload: dict) -> None:
                         f"{step['ms']['normal']:.0f} and {step['ms']['normal again']:.0f} ms; elastic with cut "
                         f"weights {step['ms']['sliced']:.0f} ms, {step['sliced_ratio']:.2f}x; with masked "
                         f"children {step['ms']['masked']:.0f} ms, **{step['masked_ratio']:.2f}x**.")
+    if "trials" in payload:
+        found = payload["trials"]
+        rows = ["| a search's trial on the elastic parent (scored as it is) | first trial, s | later trials: median "
+                "s | max s |", "|---|---:|---:|---:|"]
+        for arm, label in (("masked", "children scored through masks (`ChildScorer`, the default)"),
+                           ("keras models", "each child narrowed, recalibrated and evaluated as a Keras model")):
+            seconds = found["arms"][arm]["seconds"]
+            rows.append(f"| {label} | {seconds[0]:.1f} | {sorted(seconds[1:])[len(seconds[1:]) // 2]:.1f} | "
+                        f"{max(seconds[1:]):.1f} |")
+        results.add(rows)
+        masked = found["arms"]["masked"]["seconds"]
+        results.add(f"{found['trials']} trials of `cluttered_widths` under {found['budget_macs']:,} multiply-adds "
+                    f"on the elastic parent, seed 0: the two arms' accuracies differ by at most "
+                    f"{found['largest_accuracy_difference']:.4f}; a trial through masks takes at most "
+                    f"**{max(masked[1:]):.1f} s** after the first ({masked[0]:.1f} s, which traces the scorer's two "
+                    f"models) (goal ≤ 5 s).")
     results.figures = payload
     results.write(command="; ".join(payload.get("commands", [])) or None)
 

@@ -109,10 +109,13 @@ def masked_layers(model: keras.Model, widths: ElasticWidths) -> list[tuple[str, 
     return found
 
 
-def child_forward(model: keras.Model, x, masks: dict, training: bool = False):
+def child_forward(model: keras.Model, x, masks: dict, training: bool = False, statistics: dict | None = None,
+                  taps: dict | None = None):
     """The predictions of `model`'s child whose masked layers' outputs are multiplied by `masks` (layer name ->
     a 0/1 vector of its channels), computed through `model`'s own layers (the aux heads skipped). In training
-    mode a batch norm normalises with the batch's statistics without updating its moving ones."""
+    mode a batch norm normalises with the batch's statistics without updating its moving ones; in inference mode
+    with `statistics[name]` (mean, variance) where given instead of its moving ones. `taps`, a dict, receives each
+    batch norm's input by name."""
     outputs = {}
     for layer in model.layers:
         if layer.name.startswith("aux_"):
@@ -122,8 +125,12 @@ def child_forward(model: keras.Model, x, masks: dict, training: bool = False):
             continue
         inputs = [outputs[name] for name in inbound_names(layer)]
         inputs = inputs[0] if len(inputs) == 1 else inputs
+        if isinstance(layer, keras.layers.BatchNormalization) and taps is not None:
+            taps[layer.name] = inputs
         if training and isinstance(layer, keras.layers.BatchNormalization):
             value = _batch_norm(layer, inputs)
+        elif statistics and layer.name in statistics:
+            value = _batch_norm(layer, inputs, statistics=statistics[layer.name])
         else:
             value = layer(inputs, training=training)
         if layer.name in masks:

@@ -263,6 +263,13 @@ class _BatchStatistics(keras.layers.Layer):
         return rows
 
 
+def pooled_statistics(means, squares) -> tuple:
+    """The mean and variance of a channel over batches of one size from their rows of per-batch means and mean
+    squares."""
+    mean, square = means.mean(axis=0), squares.mean(axis=0)
+    return mean, np.maximum(square - mean * mean, 0.0)
+
+
 def recalibrate_batch_norm(model: keras.Model, dataset, batches: int) -> int:
     """Re-estimate every batch norm's moving mean and variance on `batches` batches of `dataset` (EagleEye's adaptive
     batch norm: forward passes in training mode, no gradient), in one compiled `predict`; returns the batch norms set.
@@ -283,8 +290,7 @@ def recalibrate_batch_norm(model: keras.Model, dataset, batches: int) -> int:
     probe = keras.Model(images, _BatchStatistics(features)(images))
     rows = probe.predict(dataset.take(batches) if hasattr(dataset, "take") else dataset, verbose=0)
     for norm, mean, square in zip(norms, rows[0::2], rows[1::2]):
-        mean, square = mean.mean(axis=0), square.mean(axis=0)
         weights = dict(zip([weight.path.rsplit("/", 1)[-1] for weight in norm.weights], norm.get_weights()))
-        weights["moving_mean"], weights["moving_variance"] = mean, np.maximum(square - mean * mean, 0.0)
+        weights["moving_mean"], weights["moving_variance"] = pooled_statistics(mean, square)
         norm.set_weights([weights[weight.path.rsplit("/", 1)[-1]] for weight in norm.weights])
     return len(norms)

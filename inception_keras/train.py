@@ -141,6 +141,14 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
     return keras.optimizers.SGD(schedule, momentum=config.momentum, **ema)
 
 
+def output_metrics(spec: NetworkSpec) -> list:
+    """An output's metrics: accuracy, and top-5 accuracy with at least 5 classes."""
+    found = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    if spec.head.classes >= 5:
+        found.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5"))
+    return found
+
+
 def compile_model(model: keras.Model, spec: NetworkSpec, config: TrainConfig, steps_per_epoch: int) -> None:
     """One loss per output weighted as the spec says; accuracy (and top-5 with >= 5 classes) per output.
 
@@ -148,20 +156,14 @@ def compile_model(model: keras.Model, spec: NetworkSpec, config: TrainConfig, st
     loss scaling (LossScaleOptimizer, which `compile` wraps around the optimizer). `config.jit` is XLA.
     """
 
-    def metrics():
-        found = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-        if spec.head.classes >= 5:
-            found.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5"))
-        return found
-
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
     names = output_names(spec)
     if names:
         weights = {"predictions": 1.0, **{f"aux_{i}": aux.loss_weight for i, aux in enumerate(spec.aux_heads, 1)}}
         model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss={name: loss for name in names},
-                      loss_weights=weights, metrics={name: metrics() for name in names}, jit_compile=config.jit)
+                      loss_weights=weights, metrics={name: output_metrics(spec) for name in names}, jit_compile=config.jit)
     else:
-        model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=loss, metrics=metrics(),
+        model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=loss, metrics=output_metrics(spec),
                       jit_compile=config.jit)
 
 

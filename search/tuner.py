@@ -112,6 +112,7 @@ class InceptionHyperModel(kt.HyperModel):
         self.space, self.config, self.steps_per_epoch, self.defaults = space, config, steps_per_epoch, defaults
         self.parent = parent
         self.recalibration_data = None  # `fix_recalibration_batches`: the same batches for every trial
+        self.scorer = None  # the parent's ChildScorer (`_scorer`), for trials scored untrained
 
     def declare(self, hp: kt.HyperParameters) -> dict:
         return {dim.name: hp.Choice(dim.name, list(dim.values), ordered=True, default=self.defaults[dim.name])
@@ -142,6 +143,15 @@ class InceptionHyperModel(kt.HyperModel):
             self.recalibration_data = data
 
     def fit(self, hp, model, x, *args, **kwargs):
+        if self.parent is not None and self.parent.steps == 0 and hp is not None:
+            spec = self.space.spec_for(self.declare(hp))
+            scorer = self._scorer(x, kwargs["validation_data"])
+            if scorer.supports(spec):  # scored through masks on the parent: no graph traced anew
+                scores = scorer.score(spec)
+                scorer.set_statistics(model)
+                prefix = "predictions_" if spec.aux_heads else ""
+                return self._score_untrained(model, kwargs, {f"{prefix}{name}": value
+                                                             for name, value in scores.items()})
         if self.parent is not None:
             recalibrate_batch_norm(model, self.recalibration_data if self.recalibration_data is not None else x,
                                    self.parent.recalibrate_batches)
@@ -152,11 +162,24 @@ class InceptionHyperModel(kt.HyperModel):
                 kwargs = {**kwargs, "epochs": 1, "steps_per_epoch": self.parent.steps}
         return model.fit(x, *args, **kwargs)
 
+    def _scorer(self, train_ds, val_ds):
+        """The parent's `ChildScorer`, made at the first trial scored untrained (recalibrating on the batches every
+        trial uses, evaluating on `val_ds`)."""
+        from inception_keras.child_scoring import ChildScorer
+
+        if self.scorer is None:
+            self.scorer = ChildScorer(self.parent.model, self.parent.spec, self.recalibration_data if
+                                      self.recalibration_data is not None else train_ds,
+                                      self.parent.recalibrate_batches, val_ds, self.config.label_smoothing,
+                                      self.parent.importance)
+        return self.scorer
+
     @staticmethod
-    def _score_untrained(model, kwargs) -> dict:
-        """Steps 0: the inherited, recalibrated model scored as it is (its validation metrics, `val_` names), and
-        saved as the trial's checkpoint as a trained one would be."""
-        scores = model.evaluate(kwargs["validation_data"], verbose=0, return_dict=True)
+    def _score_untrained(model, kwargs, scores: dict | None = None) -> dict:
+        """Steps 0: the inherited, recalibrated model scored as it is (its validation metrics, `val_` names; the
+        `scores` found for it, where given), and saved as the trial's checkpoint as a trained one would be."""
+        if scores is None:
+            scores = model.evaluate(kwargs["validation_data"], verbose=0, return_dict=True)
         logs = {f"val_{name}": float(value) for name, value in scores.items()}
         for callback in kwargs.get("callbacks", []):
             if isinstance(callback, SaveBestEpoch):

@@ -3,6 +3,7 @@ sandwich step trains the largest network, the smallest child and N sampled child
 
 import dataclasses
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -326,3 +327,62 @@ def test_an_elastic_runs_widths_are_read_from_run_json_defensively(tmp_path):
     for record, elastic, choices in cases:
         (tmp_path / "run.json").write_text(json.dumps(record))
         assert (is_elastic_run(tmp_path), elastic_choices(tmp_path)) == (elastic, choices), record
+
+
+@pytest.mark.parametrize("importance", ["first", "l1"])
+def test_children_scored_through_masks_are_the_narrowed_children_recalibrated_and_evaluated(importance,
+                                                                                            monkeypatch):
+    """`ChildScorer`: per child, the same batch-norm statistics as `recalibrate_batch_norm` on the narrowed child
+    (same batches), the same loss and accuracy as evaluating it, from two models traced once for all children; a
+    widened child (l1: the demo's case) scores as narrowing gives it, its new channels' statistics left fresh."""
+    import inception_keras.child_scoring as child_scoring
+    from inception_keras.child_scoring import ChildScorer
+    from inception_keras.inherit import recalibrate_batch_norm
+
+    passes = []  # the masked forward runs in Python once per trace
+    monkeypatch.setattr(child_scoring, "child_forward", lambda *args, **kwargs: passes.append(1) or
+                        child_forward(*args, **kwargs))
+    from inception_keras.train import TrainConfig, compile_model, output_names
+
+    spec = get_spec("googlenet_mini")
+    widths = mini_widths()
+    largest = widths.largest(spec)
+    parent = trained_like(largest)
+    rng = np.random.default_rng(4)
+    recalibration = tf.data.Dataset.from_tensor_slices(rng.uniform(-1, 1, (24, *spec.input_shape))
+                                                       .astype("float32")).batch(8)
+    x = rng.uniform(-1, 1, (20, *spec.input_shape)).astype("float32")
+    y = np.eye(10, dtype="float32")[rng.integers(0, 10, 20)]
+    # batches of one size: Keras averages a multi-output model's per-output losses over batches unweighted
+    validation = tf.data.Dataset.from_tensor_slices((x, {name: y for name in output_names(spec)})).batch(5)
+    config = TrainConfig(epochs=1)
+    scorer = ChildScorer(parent, largest, recalibration, 3, validation, config.label_smoothing, importance)
+    children = [widths.smallest(spec), child_of(spec, widths, lambda values: values[len(values) // 2])
+                if importance == "first" else widths.smallest(spec).with_module_widths({"4b": {"ch3x3": 80,
+                                                                                              "pool_proj": 40}})]
+    norms = [layer.name for layer in parent.layers if isinstance(layer, keras.layers.BatchNormalization)
+             and not layer.name.startswith("aux_")]
+    traced = []
+    for child_spec in children:
+        assert scorer.supports(child_spec)
+        scores = scorer.score(child_spec)
+        traced.append(len(passes))
+        child = narrow(parent, largest, child_spec, importance=importance)
+        expected = narrow(parent, largest, child_spec, importance=importance)
+        assert recalibrate_batch_norm(expected, recalibration, 3) > 0
+        scorer.set_statistics(child)
+        for name in norms:
+            kept = parent.get_layer(name).moving_mean.shape[0]  # a widened layer's new channels: fresh
+            for got, want in zip(child.get_layer(name).non_trainable_weights,
+                                 expected.get_layer(name).non_trainable_weights):
+                np.testing.assert_allclose(np.asarray(got)[:kept], np.asarray(want)[:kept], rtol=1e-4, atol=1e-5,
+                                           err_msg=name)
+        compile_model(expected, child_spec, config, 1)
+        evaluated = expected.evaluate(validation, verbose=0, return_dict=True)
+        assert scores["accuracy"] == pytest.approx(evaluated["predictions_accuracy"], abs=1e-6), child_spec.name
+        assert scores["loss"] == pytest.approx(evaluated["predictions_loss"], rel=1e-4)
+    assert traced[0] > 2 and traced == traced[:1] * len(children)  # traced for the first child, never again
+    other = largest.with_module_widths({"3a": {"ch3x3_reduce": 0}})
+    assert not scorer.supports(other) and not scorer.supports(largest.with_input_size(40))
+    with pytest.raises(ValueError, match="not a child"):
+        scorer.score(other)

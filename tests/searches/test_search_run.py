@@ -212,7 +212,8 @@ def parent_run(folder, spec, classes, seed=0):
     return model
 
 
-def test_an_inherited_search_starts_each_trial_from_the_parent(space_file, folder_data, tmp_path, capsys):
+def test_an_inherited_search_starts_each_trial_from_the_parent(space_file, folder_data, tmp_path, capsys,
+                                                              monkeypatch):
     import numpy as np
     import tensorflow as tf
 
@@ -255,10 +256,16 @@ def test_an_inherited_search_starts_each_trial_from_the_parent(space_file, folde
     # scored after recalibration alone, every execution on the same 3 batches of the 24 training images (kept from
     # the first pass: shuffled anew, which images share a batch would move the statistics after the first batch
     # norm, and the score)
+    from inception_keras.child_scoring import ChildScorer
+
+    scored = []  # through masks on the parent (tested equal to narrowing, recalibrating and evaluating)
+    monkeypatch.setattr(ChildScorer, "score", lambda self, spec, real=ChildScorer.score: scored.append(spec) or
+                        real(self, spec))
     untrained = run_search(space, folder_data, tmp_path / "s", max_trials=1, epochs=1, config=tiny, steps=0,
                            parent=tmp_path / "parent", recalibrate_batches=3, executions_per_trial=2, overwrite=True)
     [record] = untrained.records  # and saved as the trial's checkpoint
     assert (record["steps"], record["executions"], record["val_accuracy_std"]) == (0, 2, 0)
+    assert [spec.to_dict() for spec in scored] == [record["spec"]] * 2
     assert 0 <= record["val_accuracy"] <= 1
     child = build_model(space.spec_for(record["values"]))
     child.load_weights(tmp_path / "s" / "kt" / f"trial_{record['trial_id']}" / "checkpoint.weights.h5")

@@ -1,0 +1,160 @@
+"""Many children of one parent scored fast: what a search scores per trial when it trains nothing (`--steps 0`).
+
+A child narrowed from its parent and recalibrated (`narrow`, `recalibrate_batch_norm`), then evaluated, is a new
+Keras model each time, and each one traces its own graphs: on a 2-core CPU that tracing was most of a trial's
+6.7-7.6 s on an elastic googlenet_mini. Here every child runs through the parent's own layers with the channels
+it does not keep masked (`elastic.child_forward`, tested equal to the narrowed child: the first ones of an elastic
+parent, `importance="first"`, or those of largest L1 norm, `"l1"`), the masks and the batch-norm statistics being
+variables of two models built once: one gives the per-batch statistics of every batch norm's input in training
+mode (the recalibration), the other evaluates with them. Setting a child is assigning those variables; nothing is
+traced again. `set_statistics` then gives a child's statistics to its narrowed model, so the model a search saves
+is the recalibrated one.
+
+The same result as narrowing, recalibrating on the same batches and evaluating (tested), for a child that differs
+from the parent in module widths alone (`supports`; a reduce width 0 exactly where the parent's is). A width
+above the parent's scores as the parent's: a widened child's new channels reach nothing (`narrow` gives their
+consumers zero weights).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from inception_keras.elastic import _conv_of, child_forward
+from inception_keras.inherit import _choose, channel_importance, pooled_statistics
+from inception_keras.inherit_rules import WIDTHS
+from inception_keras.spec import NetworkSpec, SpecError
+
+
+class _MaskedChild(keras.layers.Layer):
+    """The scorer's child through the parent's layers: in `statistics` mode, per batch, each batch norm input's
+    mean and mean square over (batch, height, width) as rows (training mode); else its predictions with the
+    scorer's statistics."""
+
+    def __init__(self, scorer: "ChildScorer", statistics: bool, **kwargs):
+        super().__init__(**kwargs)
+        self.net, self.statistics = scorer.net, statistics
+        self.masks, self.means, self.variances = scorer.masks, scorer.means, scorer.variances
+
+    def call(self, images):
+        if not self.statistics:
+            return child_forward(self.net, images, self.masks, training=False,
+                                 statistics={name: (self.means[name], self.variances[name]) for name in self.means})
+        taps = {}
+        child_forward(self.net, images, self.masks, training=True, taps=taps)
+        rows = []
+        for name in self.means:
+            tensor = keras.ops.cast(taps[name], "float32")
+            rows += [keras.ops.mean(tensor, axis=(0, 1, 2))[None], keras.ops.mean(tensor * tensor, axis=(0, 1, 2))[None]]
+        return rows
+
+
+class ChildScorer:
+    """Scores children of `net` (a model of `spec`), each keeping the channels `narrow` keeps with `importance`
+    ("first": an elastic parent's; "l1"): recalibrated on the first
+    `batches` batches of `recalibration` (images, or (images, targets) pairs), evaluated on `validation`
+    ((images, one-hot targets) batches; a dict of targets per output is read at "predictions") with the loss
+    and metrics `compile_model` gives the predictions output.
+
+    ```python
+    scorer = ChildScorer(parent, parent_spec, train_ds, 10, val_ds)
+    scores = scorer.score(child_spec)            # {"loss": ..., "accuracy": ..., "top5": ...}
+    child = narrow(parent, parent_spec, child_spec, importance="first")
+    scorer.set_statistics(child)                 # its batch norms recalibrated as `score` found them
+    ```
+    """
+
+    def __init__(self, net: keras.Model, spec: NetworkSpec, recalibration, batches: int, validation,
+                 label_smoothing: float = 0.0, importance: str = "first"):
+        from inception_keras.train import output_metrics
+
+        if importance not in ("first", "l1"):
+            raise ValueError(f"importance must be first or l1, got {importance!r}")
+        self.net, self.spec, self.batches, self.importance = net, spec, batches, importance
+        names = {layer.name for layer in net.layers}
+        self.layers = {}  # (module, width field) -> (masked layer: the branch's batch norm, else convolution)
+        for module in spec.module_names():
+            for width in WIDTHS:
+                prefix = f"inception_{module}_{width.removeprefix('ch')}"
+                found = next((name for name in (f"{prefix}_bn", f"{prefix}_conv") if name in names), None)
+                if found:
+                    self.layers[(module, width)] = found
+        # per masked layer: the parent's channel importance (`narrow`'s `l1`), and the last scored child's channels
+        self.ranks = {name: channel_importance(net.get_layer(_conv_of(name)), net) for name in self.layers.values()}
+        self.kept = {}
+        self.masks = {name: keras.Variable(np.ones(net.get_layer(name).output.shape[-1], "float32"), trainable=False,
+                                           name=f"mask_{name}") for name in self.layers.values()}
+        norms = [layer for layer in net.layers if isinstance(layer, keras.layers.BatchNormalization)
+                 and not layer.name.startswith("aux_")]
+        self.means = {norm.name: keras.Variable(norm.moving_mean, trainable=False, name=f"mean_{norm.name}")
+                      for norm in norms}
+        self.variances = {norm.name: keras.Variable(norm.moving_variance, trainable=False,
+                                                    name=f"variance_{norm.name}") for norm in norms}
+        images = keras.Input(net.inputs[0].shape[1:], dtype=net.inputs[0].dtype)
+        self.probe = keras.Model(images, _MaskedChild(self, statistics=True)(images)) if norms else None
+        self.evaluator = keras.Model(images, _MaskedChild(self, statistics=False)(images))
+        self.evaluator.compile(loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+                               metrics=output_metrics(spec))
+        self.recalibration = recalibration.take(batches).cache() if hasattr(recalibration, "take") else recalibration
+        self.validation = validation.map(_predictions_targets) if hasattr(validation, "map") else validation
+
+    def supports(self, child: NetworkSpec) -> bool:
+        """Whether `child` differs from the parent's spec in module widths alone (a reduce width 0 exactly where the
+        parent's is)."""
+        parent = dict(zip(self.spec.module_names(), [m for stage in self.spec.stages for m in stage.modules]))
+        try:
+            widened = child.with_module_widths({name: dict(zip(WIDTHS, module.widths))
+                                                for name, module in parent.items()})
+        except SpecError:
+            return False
+        if widened.replace(name=self.spec.name) != self.spec:
+            return False
+        children = dict(zip(child.module_names(), [m for stage in child.stages for m in stage.modules]))
+        return all((a > 0) == (b > 0) for name, module in parent.items()
+                   for a, b in zip(module.widths, children[name].widths))
+
+    def score(self, child: NetworkSpec) -> dict:
+        """`child`'s validation loss and metrics (names as `compile_model` gives them, without output prefix) after
+        its batch-norm statistics are recalibrated; `set_statistics` then gives them to its narrowed model."""
+        if not self.supports(child):
+            raise ValueError(f"{child.name} is not a child of {self.spec.name} that masks can give (module widths "
+                             f"alone, reduce widths 0 where the parent's are)")
+        modules = dict(zip(child.module_names(), [m for stage in child.stages for m in stage.modules]))
+        for (module, width), name in self.layers.items():
+            ranks = self.ranks[name]
+            # a width above the parent's keeps all its channels: a widened child's new channels reach nothing
+            self.kept[name] = _choose(ranks, min(getattr(modules[module], width), len(ranks)), self.importance)
+            mask = np.zeros(len(ranks), "float32")
+            mask[self.kept[name]] = 1.0
+            self.masks[name].assign(mask)
+        if self.probe is not None and self.batches > 0:
+            rows = self.probe.predict(self.recalibration, verbose=0)
+            for name, mean, square in zip(self.means, rows[0::2], rows[1::2]):
+                mean, variance = pooled_statistics(mean, square)
+                self.means[name].assign(mean)
+                self.variances[name].assign(variance)
+        else:
+            for norm in self.means:
+                layer = self.net.get_layer(norm)
+                self.means[norm].assign(layer.moving_mean)
+                self.variances[norm].assign(layer.moving_variance)
+        return self.evaluator.evaluate(self.validation, verbose=0, return_dict=True)
+
+    def set_statistics(self, model: keras.Model) -> None:
+        """The last scored child's batch-norm statistics into `model`, its narrowed (or widened) model: a narrowed
+        batch norm's channels are the parent's it kept, in order; a widened one's new channels, past the parent's,
+        keep their fresh statistics (their outputs reach nothing: their consumers' weights are zero); aux heads'
+        batch norms keep theirs."""
+        for name in self.means:
+            norm = model.get_layer(name)
+            parent = np.arange(len(keras.ops.convert_to_numpy(self.means[name])))
+            kept = self.kept.get(name, parent)
+            for variable, found in ((norm.moving_mean, self.means[name]), (norm.moving_variance, self.variances[name])):
+                values = keras.ops.convert_to_numpy(variable).copy()
+                values[:len(kept)] = keras.ops.convert_to_numpy(found)[kept]
+                variable.assign(values)
+
+
+def _predictions_targets(images, targets):
+    return images, targets["predictions"] if isinstance(targets, dict) else targets
