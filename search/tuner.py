@@ -360,7 +360,9 @@ def make_tuner(kind: str, space: SearchSpace, config: TrainConfig, steps_per_epo
     hp = kt.HyperParameters()
     hypermodel.declare(hp)
     objective = kt.Objective(monitor_name(space.base), "max")
-    common = dict(objective=objective, seed=seed, hyperparameters=hp, tune_new_entries=False, space=space,
+    # KerasTuner's oracle takes a seed of 0 for none (`seed or random.randint(1, 10000)`): 0, the default, would
+    # draw other points on every run; the oracle gets seed + 1
+    common = dict(objective=objective, seed=seed + 1, hyperparameters=hp, tune_new_entries=False, space=space,
                   point_cost=point_cost, max_attempts=max_attempts)
     if kind == "random":
         oracle = BudgetRandomSearchOracle(max_trials=max_trials, **common)
