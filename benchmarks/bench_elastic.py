@@ -1,7 +1,7 @@
 """Train once, deploy any width: an elastic googlenet_mini against the same networks trained alone, on cluttered_digits.
 
     make bench-elastic
-    python benchmarks/bench_elastic.py [--quick] [--cost] [--trials ELASTIC_RUN]
+    python benchmarks/bench_elastic.py [--quick] [--cost] [--trials ELASTIC_RUN] [--every-width]
 
 Everything below is fixed before anything runs. The elastic widths: those of the space `cluttered_widths` up to
 the base's own (0.5, 0.75 and 1x every module width), so the largest network is googlenet_mini itself. For each of
@@ -33,6 +33,11 @@ batch-norm batches of 64, no step), twice in one process: each child scored thro
 default), then each narrowed, recalibrated and evaluated as its own Keras model (the reference); each trial's
 seconds (`train_seconds`: building the narrowed child, scoring, saving its checkpoint) and the largest
 difference between the two arms' accuracies.
+
+Every width (`--every-width`, added to the results already written): an elastic parent whose children's widths are
+drawn from every width between each one's smallest and largest choice (`ElasticWidths.every_width`, `train
+--elastic-every-width`), seed 0, otherwise the recipe above; its own accuracy, the same width-multiplier children
+recalibrated only, and the iso-cost tau, beside seed 0's parent drawn from the choices alone.
 """
 
 from __future__ import annotations
@@ -140,6 +145,32 @@ def step_cost() -> dict:
     return {"size": STEP_SIZE, "batch": STEP_BATCH, "ms": found, **ratios(found)}
 
 
+def multiplier_children(bench) -> list:
+    """(fraction, spec) of the width-multiplier networks at the frontier benchmark's multiply-add budgets."""
+    import bench_frontier as frontier
+    from inception_keras import network_cost, scale_to_budget
+    from search.budget import PointCost, cheapest
+
+    point_cost = PointCost(bench.space)
+    cheapest_macs = point_cost(cheapest(point_cost, (0.0, 1.0)))[1]
+    base_macs = network_cost(bench.base).inference_macs
+    return [(fraction, scale_to_budget(bench.base, max_macs=round(cheapest_macs + fraction *
+                                                                  (base_macs - cheapest_macs)))[0])
+            for fraction in frontier.FRACTIONS]
+
+
+def every_width(bench, widths, epochs: int) -> dict:
+    """An elastic parent drawing every width between the choices, seed 0: its accuracy, its width-multiplier
+    children recalibrated only, the iso-cost tau."""
+    model, seconds = trained(bench, bench.base, 0, epochs, widths.every_width())
+    children = [child_accuracy(bench, model, bench.base, spec, "first")[0] for _, spec in multiplier_children(bench)]
+    iso = iso_cost(bench, bench.space, model, bench.base)
+    found = {"seed": 0, "epochs": epochs, "parent": bench.accuracy(model), "seconds": seconds, "children": children,
+             "iso_tau": iso["tau"] if iso else None}
+    print(f"every width: {found}", flush=True)
+    return found
+
+
 def trial_seconds(bench, run: Path) -> dict:
     """A search's trials on the elastic parent in `run`, children scored through masks, then as Keras models."""
     import tempfile
@@ -170,11 +201,14 @@ def trial_seconds(bench, run: Path) -> dict:
             ChildScorer.supports = supports
         records = sorted(outcome.records, key=lambda record: int(record["trial_id"]))
         found[arm] = {"seconds": [record["train_seconds"] for record in records],
-                      "accuracy": [record["val_accuracy"] for record in records]}
-        print(f"trials, {arm}: {found[arm]}", flush=True)
-    differences = [abs(a - b) for a, b in zip(found["masked"]["accuracy"], found["keras models"]["accuracy"])]
-    return {"parent": str(run), "budget_macs": budget, "trials": TRIALS, "arms": found,
-            "largest_accuracy_difference": max(differences)}
+                      "accuracy": [record["val_accuracy"] for record in records],
+                      "values": [record["values"] for record in records]}
+        print(f"trials, {arm}: {found[arm]['seconds']} s, {found[arm]['accuracy']}", flush=True)
+    same = [index for index, (a, b) in enumerate(zip(found["masked"]["values"], found["keras models"]["values"]))
+            if a == b]
+    differences = [abs(found["masked"]["accuracy"][i] - found["keras models"]["accuracy"][i]) for i in same]
+    return {"parent": str(run), "budget_macs": budget, "trials": TRIALS, "arms": found, "same_points": len(same),
+            "largest_accuracy_difference": max(differences, default=None)}
 
 
 def child_accuracy(bench, parent, spec, child_spec, importance: str) -> tuple[float, float]:
@@ -194,13 +228,15 @@ def main() -> None:
     parser.add_argument("--cost", action="store_true",
                         help="only the cost of elastic training, sliced and masked, against normal training in one "
                              "sitting, added to benchmarks/results/bench_elastic.json")
+    parser.add_argument("--every-width", action="store_true",
+                        help="only an elastic parent drawing every width between the choices (seed 0), added to "
+                             "benchmarks/results/bench_elastic.json")
     parser.add_argument("--trials", metavar="RUN", type=Path,
                         help="only the seconds of a search's trials on the elastic parent trained in RUN, scored "
                              "through masks and as Keras models, added to benchmarks/results/bench_elastic.json")
     args = parser.parse_args()
     import bench_frontier as frontier
-    from inception_keras import network_cost, scale_to_budget
-    from search.budget import PointCost, cheapest
+    from inception_keras import network_cost
 
     start = time.perf_counter()
     print(f"{cpu_name()}; elastic googlenet_mini on cluttered_digits", flush=True)
@@ -208,23 +244,20 @@ def main() -> None:
     base, space = bench.base, bench.space
     widths = frontier.elastic_widths(space)
     epochs, seeds = (1, SEEDS[:1]) if args.quick else (EPOCHS, SEEDS)
-    if args.cost or args.trials:
+    if args.cost or args.trials or args.every_width:
         path = HERE / "results" / "bench_elastic.json"
         payload = json.loads(path.read_text(encoding="utf-8"))["figures"]
-        flag = "--cost" if args.cost else "--trials"
+        flag = "--cost" if args.cost else "--trials" if args.trials else "--every-width"
         if args.cost:
             payload["cost"] = cost(bench, widths, 1 if args.quick else COST_EPOCHS)
-        else:
+        elif args.trials:
             payload["trials"] = trial_seconds(bench, args.trials)
+        else:
+            payload["every_width"] = every_width(bench, widths, epochs)
         made = [c for c in payload.get("commands") or ["python benchmarks/bench_elastic.py"] if flag not in c]
         payload["commands"] = [*made, command_line()]
         return report(payload)
-    point_cost = PointCost(space)
-    cheapest_macs = point_cost(cheapest(point_cost, (0.0, 1.0)))[1]
-    base_macs = network_cost(base).inference_macs
-    children = [(fraction, scale_to_budget(base, max_macs=round(cheapest_macs + fraction *
-                                                                 (base_macs - cheapest_macs)))[0])
-                for fraction in frontier.FRACTIONS]
+    children = multiplier_children(bench)
     payload = {"settings": {"epochs": epochs, "seeds": list(seeds), "samples": SAMPLES, "quick": args.quick,
                             "children": "masked"},  # ElasticTrainer's default
                "parents": [], "children": []}
@@ -327,6 +360,20 @@ def report(payload: dict) -> None:
                         f"{step['ms']['normal']:.0f} and {step['ms']['normal again']:.0f} ms; elastic with cut "
                         f"weights {step['ms']['sliced']:.0f} ms, {step['sliced_ratio']:.2f}x; with masked "
                         f"children {step['ms']['masked']:.0f} ms, **{step['masked_ratio']:.2f}x**.")
+    if "every_width" in payload:
+        found, first = payload["every_width"], payload["parents"][0]
+        rows = ["| elastic parent, seed 0, recalibrated only | the parent | " + " | ".join(
+                    f"width multiplier at {child['fraction']:.0%}" for child in payload["children"])
+                + " | iso-cost τ |", "|---|---:|" + "---:|" * len(payload["children"]) + "---:|",
+                f"| children drawn from the choices (the table above, seed {first['seed']}) | {first['elastic']:.4f} | "
+                + " | ".join(f"{child['elastic'][0]:.4f}" for child in payload["children"])
+                + f" | {payload['iso_cost']['tau'] if payload.get('iso_cost') else '—'} |",
+                f"| children drawn from every width between (`--elastic-every-width`) | {found['parent']:.4f} | "
+                + " | ".join(f"{value:.4f}" for value in found["children"])
+                + f" | {found['iso_tau'] if found['iso_tau'] is not None else '—'} |",
+                "| trained alone (mean of the seeds) | — | "
+                + " | ".join(f"{mean(child['alone']):.4f}" for child in payload["children"]) + " | — |"]
+        results.add(rows)
     if "trials" in payload:
         found = payload["trials"]
         rows = ["| a search's trial on the elastic parent (scored as it is) | first trial, s | later trials: median "
@@ -338,11 +385,13 @@ def report(payload: dict) -> None:
                         f"{max(seconds[1:]):.1f} |")
         results.add(rows)
         masked = found["arms"]["masked"]["seconds"]
+        difference = found["largest_accuracy_difference"]
         results.add(f"{found['trials']} trials of `cluttered_widths` under {found['budget_macs']:,} multiply-adds "
-                    f"on the elastic parent, seed 0: the two arms' accuracies differ by at most "
-                    f"{found['largest_accuracy_difference']:.4f}; a trial through masks takes at most "
+                    f"on the elastic parent, seed 0: the two arms drew the same {found['same_points']} points"
+                    f"{f', whose accuracies differ by at most {difference:.4f}' if difference is not None else ''}; "
+                    f"a trial through masks takes at most "
                     f"**{max(masked[1:]):.1f} s** after the first ({masked[0]:.1f} s, which traces the scorer's two "
-                    f"models) (goal ≤ 5 s).")
+                    f"models), {sorted(masked[1:])[len(masked[1:]) // 2]:.1f} s the median (goal ≤ 5 s).")
     results.figures = payload
     results.write(command="; ".join(payload.get("commands", [])) or None)
 
