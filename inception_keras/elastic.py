@@ -64,6 +64,12 @@ class ElasticWidths:
     def to_dict(self) -> dict:
         return {f"{module}.{width}": list(values) for module, width, values in self.choices}
 
+    def every_width(self) -> "ElasticWidths":
+        """Every width from each one's smallest choice to its largest (BigNAS draws widths so): the children
+        between a space's choices, e.g. a width multiplier's rounded widths, are trained too."""
+        return ElasticWidths(tuple((module, width, tuple(range(values[0], values[-1] + 1)))
+                                   for module, width, values in self.choices))
+
     def _with(self, spec: NetworkSpec, pick) -> NetworkSpec:
         changes = {}
         for module, width, values in self.choices:

@@ -178,10 +178,14 @@ def cmd_train(args) -> int:
             raise CommandError("--elastic is not tested with mixed_float16's loss scaling: use --precision float32 or "
                                "mixed_bfloat16")
         args.elastic_widths = resolve_elastic(args.elastic)
+        if getattr(args, "elastic_every_width", False):
+            args.elastic_widths = args.elastic_widths.every_width()
         spec = args.elastic_widths.largest(spec)
         print(f"elastic training: {spec.name} at the largest widths of {args.elastic} "
               f"({network_cost(spec).total_params:,} params); each step also trains the smallest child and "
               f"{args.elastic_samples} random {'one' if args.elastic_samples == 1 else 'ones'} on its predictions")
+    elif getattr(args, "elastic_every_width", False):
+        raise CommandError("--elastic-every-width goes with --elastic SPACE")
     if (args.freeze or args.fine_tune_epochs) and not args.weights:
         raise CommandError("--freeze and --fine-tune-epochs need --weights FILE (the pretrained base)")
     if args.fine_tune_epochs and not args.freeze:
@@ -350,9 +354,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--no-aux", action="store_true", help="train without the spec's aux heads")
     train.add_argument("--elastic", metavar="SPACE", help="train the largest network of a search space (registered "
                        "name or YAML file) so that every point of it, its first channels, is a model as it is "
-                       "(sandwich rule, in-place distillation; TensorFlow, one device; see docs/search.md)")
+                       "(sandwich rule, in-place distillation; one device or --distribute mirrored; see "
+                       "docs/search.md)")
     train.add_argument("--elastic-samples", type=int_between(0, 16), default=2, metavar="N",
                        help="random children trained each step besides the largest and the smallest (default 2)")
+    train.add_argument("--elastic-every-width", action="store_true",
+                       help="draw the children's widths from every width between each one's smallest and largest "
+                            "choice in the space, not from its choices alone")
     add_distribution_arguments(train)
     train.add_argument("--out", help="run directory (default runs/SPEC_NAME); run again to resume")
     train.add_argument("--overwrite", action="store_true", help="start afresh: remove the run in --out, finished or "

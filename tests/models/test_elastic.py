@@ -67,6 +67,16 @@ def test_a_child_in_training_mode_leaves_the_moving_statistics_alone():
     assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, parent.non_trainable_weights))
 
 
+def test_every_width_draws_the_widths_between_the_choices_too():
+    widths = mini_widths().every_width()
+    assert widths.choices[0] == ("3a", "ch1x1", tuple(range(8, 17))) and widths.choices[4][2] == tuple(range(9, 49))
+    spec = get_spec("googlenet_mini")
+    assert widths.smallest(spec) == mini_widths().smallest(spec) and widths.largest(spec) == mini_widths().largest(spec)
+    trainer = ElasticTrainer(build_model(widths.largest(spec)), widths, seed=1)
+    drawn = [int(np.asarray(trainer.child_masks(step, 1)["inception_5a_1x1_bn"]).sum()) for step in range(40)]
+    assert all(9 <= width <= 48 for width in drawn) and len(set(drawn) - {9, 48}) > 10  # not the choices alone
+
+
 def test_distillation_targets_carry_no_gradient():
     teacher = tf.Variable([[0.2, 0.8], [0.6, 0.4]])
     student = tf.Variable([[0.5, 0.5], [0.1, 0.9]])
@@ -255,7 +265,8 @@ def test_bad_elastic_arguments_are_one_line_with_exit_2(tmp_path, capsys):
              (["--elastic", "cluttered_widths", "--precision", "mixed_float16"], "loss scaling"),
              (["--elastic", "cluttered_widths", "--elastic-samples", "99"], "--elastic-samples"),
              (["--elastic", "cluttered_widths", "--distribute", "data_parallel"], "--distribute data_parallel"),
-             (["--elastic", "cluttered_widths", "--num-processes", "2", "--process-id", "1"], "cluster options")]
+             (["--elastic", "cluttered_widths", "--num-processes", "2", "--process-id", "1"], "cluster options"),
+             (["--elastic-every-width"], "--elastic-every-width goes with --elastic")]
     for extra, named in cases:
         capsys.readouterr()
         assert main(["train", "googlenet_mini", "--out", str(tmp_path / "run"), *extra]) == 2, extra
