@@ -14,7 +14,7 @@ LAYERS = [
     ("layers",),
     ("builder", "inherit", "elastic", "pretrained", "applications"),
     ("data",),
-    ("training", "train"),
+    ("training", "train", "child_scoring"),
     ("export",),
     ("cli",),
 ]
