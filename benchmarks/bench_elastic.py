@@ -145,17 +145,23 @@ def step_cost() -> dict:
     return {"size": STEP_SIZE, "batch": STEP_BATCH, "ms": found, **ratios(found)}
 
 
-def multiplier_children(bench) -> list:
-    """(fraction, spec) of the width-multiplier networks at the frontier benchmark's multiply-add budgets."""
-    import bench_frontier as frontier
-    from inception_keras import network_cost, scale_to_budget
+def budget_macs(bench, fraction: float) -> int:
+    """The multiply-adds `fraction` of the way from the space's cheapest point to the base (the frontier
+    benchmark's budgets)."""
+    from inception_keras import network_cost
     from search.budget import PointCost, cheapest
 
     point_cost = PointCost(bench.space)
     cheapest_macs = point_cost(cheapest(point_cost, (0.0, 1.0)))[1]
-    base_macs = network_cost(bench.base).inference_macs
-    return [(fraction, scale_to_budget(bench.base, max_macs=round(cheapest_macs + fraction *
-                                                                  (base_macs - cheapest_macs)))[0])
+    return round(cheapest_macs + fraction * (network_cost(bench.base).inference_macs - cheapest_macs))
+
+
+def multiplier_children(bench) -> list:
+    """(fraction, spec) of the width-multiplier networks at the frontier benchmark's multiply-add budgets."""
+    import bench_frontier as frontier
+    from inception_keras import scale_to_budget
+
+    return [(fraction, scale_to_budget(bench.base, max_macs=budget_macs(bench, fraction))[0])
             for fraction in frontier.FRACTIONS]
 
 
@@ -176,15 +182,11 @@ def trial_seconds(bench, run: Path) -> dict:
     import tempfile
 
     import bench_frontier as frontier
-    from inception_keras import network_cost
     from inception_keras.child_scoring import ChildScorer
     from inception_keras.train import TrainConfig
-    from search.budget import PointCost, cheapest
     from search.driver import run_search
 
-    point_cost = PointCost(bench.space)
-    low, high = point_cost(cheapest(point_cost, (0.0, 1.0)))[1], network_cost(bench.base).inference_macs
-    budget = round(low + frontier.FRACTIONS[1] * (high - low))
+    budget = budget_macs(bench, frontier.FRACTIONS[1])
     space = bench.space.with_budget(max_macs=budget)
     found = {}
     supports = ChildScorer.supports
@@ -288,17 +290,13 @@ def main() -> None:
 def iso_cost(bench, space, elastic, base) -> dict | None:
     """The frontier benchmark's iso-cost points taken from `elastic` as they are, against its references."""
     import bench_frontier as frontier
-    from inception_keras import network_cost
-    from search.budget import PointCost, cheapest
 
     path = frontier.RESULTS_PATH
     found = json.loads(path.read_text(encoding="utf-8")).get("figures", {}) if path.exists() else {}
     iso = found.get("iso_cost")
     if not iso:
         return None
-    point_cost = PointCost(space)
-    cheapest_macs = point_cost(cheapest(point_cost, (0.0, 1.0)))[1]
-    budget = round(cheapest_macs + frontier.ISO_FRACTION * (network_cost(base).inference_macs - cheapest_macs))
+    budget = budget_macs(bench, frontier.ISO_FRACTION)
     if budget != iso["budget_macs"]:
         return None
     points = frontier.draw(space, round((1 - frontier.ISO_BAND) * budget), round((1 + frontier.ISO_BAND) * budget),

@@ -21,7 +21,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from inception_keras.elastic import _conv_of, child_forward
+from inception_keras.elastic import _conv_of, child_forward, masked_layer
 from inception_keras.inherit import _choose, channel_importance, pooled_statistics
 from inception_keras.inherit_rules import WIDTHS
 from inception_keras.spec import NetworkSpec, SpecError
@@ -73,13 +73,9 @@ class ChildScorer:
             raise ValueError(f"importance must be first or l1, got {importance!r}")
         self.net, self.spec, self.batches, self.importance = net, spec, batches, importance
         names = {layer.name for layer in net.layers}
-        self.layers = {}  # (module, width field) -> (masked layer: the branch's batch norm, else convolution)
-        for module in spec.module_names():
-            for width in WIDTHS:
-                prefix = f"inception_{module}_{width.removeprefix('ch')}"
-                found = next((name for name in (f"{prefix}_bn", f"{prefix}_conv") if name in names), None)
-                if found:
-                    self.layers[(module, width)] = found
+        # (module, width field) -> the masked layer: the branch's batch norm, else its convolution
+        self.layers = {(module, width): name for module in spec.module_names() for width in WIDTHS
+                       if (name := masked_layer(names, module, width)) is not None}
         # per masked layer: the parent's channel importance (`narrow`'s `l1`), and the last scored child's channels
         self.ranks = {name: channel_importance(net.get_layer(_conv_of(name)), net) for name in self.layers.values()}
         self.kept = {}
@@ -102,7 +98,7 @@ class ChildScorer:
     def supports(self, child: NetworkSpec) -> bool:
         """Whether `child` differs from the parent's spec in module widths alone (a reduce width 0 exactly where the
         parent's is)."""
-        parent = dict(zip(self.spec.module_names(), [m for stage in self.spec.stages for m in stage.modules]))
+        parent = self.spec.modules_by_name()
         try:
             widened = child.with_module_widths({name: dict(zip(WIDTHS, module.widths))
                                                 for name, module in parent.items()})
@@ -110,7 +106,7 @@ class ChildScorer:
             return False
         if widened.replace(name=self.spec.name) != self.spec:
             return False
-        children = dict(zip(child.module_names(), [m for stage in child.stages for m in stage.modules]))
+        children = child.modules_by_name()
         return all((a > 0) == (b > 0) for name, module in parent.items()
                    for a, b in zip(module.widths, children[name].widths))
 
@@ -120,7 +116,7 @@ class ChildScorer:
         if not self.supports(child):
             raise ValueError(f"{child.name} is not a child of {self.spec.name} that masks can give (module widths "
                              f"alone, reduce widths 0 where the parent's are)")
-        modules = dict(zip(child.module_names(), [m for stage in child.stages for m in stage.modules]))
+        modules = child.modules_by_name()
         for (module, width), name in self.layers.items():
             ranks = self.ranks[name]
             # a width above the parent's keeps all its channels: a widened child's new channels reach nothing
@@ -128,17 +124,12 @@ class ChildScorer:
             mask = np.zeros(len(ranks), "float32")
             mask[self.kept[name]] = 1.0
             self.masks[name].assign(mask)
-        if self.probe is not None and self.batches > 0:
+        if self.probe is not None and self.batches > 0:  # else the parent's own statistics, set at construction
             rows = self.probe.predict(self.recalibration, verbose=0)
             for name, mean, square in zip(self.means, rows[0::2], rows[1::2]):
                 mean, variance = pooled_statistics(mean, square)
                 self.means[name].assign(mean)
                 self.variances[name].assign(variance)
-        else:
-            for norm in self.means:
-                layer = self.net.get_layer(norm)
-                self.means[norm].assign(layer.moving_mean)
-                self.variances[norm].assign(layer.moving_variance)
         return self.evaluator.evaluate(self.validation, verbose=0, return_dict=True)
 
     def set_statistics(self, model: keras.Model) -> None:
@@ -148,8 +139,7 @@ class ChildScorer:
         batch norms keep theirs."""
         for name in self.means:
             norm = model.get_layer(name)
-            parent = np.arange(len(keras.ops.convert_to_numpy(self.means[name])))
-            kept = self.kept.get(name, parent)
+            kept = self.kept.get(name, np.arange(self.means[name].shape[0]))
             for variable, found in ((norm.moving_mean, self.means[name]), (norm.moving_variance, self.variances[name])):
                 values = keras.ops.convert_to_numpy(variable).copy()
                 values[:len(kept)] = keras.ops.convert_to_numpy(found)[kept]

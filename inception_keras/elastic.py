@@ -103,16 +103,27 @@ def masked_layers(model: keras.Model, widths: ElasticWidths) -> list[tuple[str, 
     names = {layer.name for layer in model.layers}
     found = []
     for module, width, values in widths.choices:
-        prefix = f"inception_{module}_{width.removeprefix('ch')}"  # ch3x3_reduce: inception_3a_3x3_reduce_bn
-        name = f"{prefix}_bn" if f"{prefix}_bn" in names else f"{prefix}_conv"
-        if name not in names:
-            raise SpecError(f"elastic.{module}.{width}", f"the model has no layer {name!r}")
+        name = masked_layer(names, module, width)
+        if name is None:
+            raise SpecError(f"elastic.{module}.{width}", f"the model has no layer "
+                                                          f"{_branch(module, width) + '_conv'!r}")
         channels = model.get_layer(name).output.shape[-1]
         if values[-1] > channels:
             raise SpecError(f"elastic.{module}.{width}", f"choices up to {values[-1]} in a layer of {channels} "
                                                           f"channels: train the largest network")
         found.append((name, values, channels))
     return found
+
+
+def _branch(module: str, width: str) -> str:
+    return f"inception_{module}_{width.removeprefix('ch')}"  # ch3x3_reduce: inception_3a_3x3_reduce
+
+
+def masked_layer(names: set, module: str, width: str) -> str | None:
+    """The layer among `names` whose output carries module `module`'s `width` channels: the branch's batch norm,
+    else its convolution; None where the model has neither (a reduce width of 0)."""
+    prefix = _branch(module, width)
+    return next((name for name in (f"{prefix}_bn", f"{prefix}_conv") if name in names), None)
 
 
 def child_forward(model: keras.Model, x, masks: dict, training: bool = False, statistics: dict | None = None,

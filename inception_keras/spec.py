@@ -337,6 +337,9 @@ class NetworkSpec:
     def module_names(self) -> tuple[str, ...]:
         return tuple(name for stage in self.stages for name in stage.module_names())
 
+    def modules_by_name(self) -> dict[str, "InceptionSpec"]:
+        return {name: module for stage in self.stages for name, module in zip(stage.module_names(), stage.modules)}
+
     def replace(self, **changes) -> "NetworkSpec":
         return dataclasses.replace(self, **changes)
 

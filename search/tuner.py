@@ -67,7 +67,7 @@ class Parent:
         """`space` without the reduce widths that cannot inherit (0 where the parent has a bottleneck, any other
         where it has none) and, from an elastic parent, without the widths it was not trained at (a width it did
         not vary: its own only), and how many of its points that leaves out."""
-        modules = dict(zip(self.spec.module_names(), [m for stage in self.spec.stages for m in stage.modules]))
+        modules = self.spec.modules_by_name()
         dimensions = []
         for dim in space.dimensions:
             values = dim.values
