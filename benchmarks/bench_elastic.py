@@ -30,9 +30,9 @@ A search's trials on an elastic parent (`--trials RUN`, RUN an elastic parent's 
 `bench_frontier.py --elastic` trains; added to the results already written): `run_search` of TRIALS trials on
 `cluttered_widths` under the frontier benchmark's 50 % multiply-add budget, seed 0, scored as they are (20
 batch-norm batches of 64, no step), twice in one process: each child scored through masks (`ChildScorer`, the
-default), then each narrowed, recalibrated and evaluated as its own Keras model (the reference); each trial's
-seconds (`train_seconds`: building the narrowed child, scoring, saving its checkpoint) and the largest
-difference between the two arms' accuracies.
+default: no model built, the child's batch-norm statistics saved as its checkpoint), then each narrowed,
+recalibrated and evaluated as its own Keras model, its weights saved (the reference); each trial's seconds
+(`train_seconds`) and the largest difference between the two arms' accuracies.
 
 Every width (`--every-width`, added to the results already written): an elastic parent whose children's widths are
 drawn from every width between each one's smallest and largest choice (`ElasticWidths.every_width`, `train

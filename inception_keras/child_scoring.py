@@ -7,8 +7,9 @@ it does not keep masked (`elastic.child_forward`, tested equal to the narrowed c
 parent, `importance="first"`, or those of largest L1 norm, `"l1"`), the masks and the batch-norm statistics being
 variables of two models built once: one gives the per-batch statistics of every batch norm's input in training
 mode (the recalibration), the other evaluates with them. Setting a child is assigning those variables; nothing is
-traced again. `set_statistics` then gives a child's statistics to its narrowed model, so the model a search saves
-is the recalibrated one.
+traced again. A child's model is then its spec, the parent and its batch-norm statistics (`statistics`, kilobytes):
+a search saves those alone per trial (`save_statistics`), and `set_statistics` gives them to the narrowed model
+when one is wanted (the best trial's, exported), so no trial builds a model.
 
 The same result as narrowing, recalibrating on the same batches and evaluating (tested), for a child that differs
 from the parent in module widths alone (`supports`; a reduce width 0 exactly where the parent's is). A width
@@ -18,6 +19,8 @@ consumers zero weights).
 
 from __future__ import annotations
 
+import os
+
 import keras
 import numpy as np
 
@@ -25,6 +28,9 @@ from inception_keras.elastic import _conv_of, child_forward, masked_layer
 from inception_keras.inherit import _choose, channel_importance, pooled_statistics
 from inception_keras.inherit_rules import WIDTHS
 from inception_keras.spec import NetworkSpec, SpecError
+from inception_keras.utils.atomic import atomic_path
+
+STATISTICS_FILE = "child_statistics.npz"  # a search trial's checkpoint when scored through masks (`save_statistics`)
 
 
 class _MaskedChild(keras.layers.Layer):
@@ -61,7 +67,7 @@ class ChildScorer:
     scorer = ChildScorer(parent, parent_spec, train_ds, 10, val_ds)
     scores = scorer.score(child_spec)            # {"loss": ..., "accuracy": ..., "top5": ...}
     child = narrow(parent, parent_spec, child_spec, importance="first")
-    scorer.set_statistics(child)                 # its batch norms recalibrated as `score` found them
+    set_statistics(child, scorer.statistics())   # its batch norms recalibrated as `score` found them
     ```
     """
 
@@ -112,7 +118,7 @@ class ChildScorer:
 
     def score(self, child: NetworkSpec) -> dict:
         """`child`'s validation loss and metrics (names as `compile_model` gives them, without output prefix) after
-        its batch-norm statistics are recalibrated; `set_statistics` then gives them to its narrowed model."""
+        its batch-norm statistics are recalibrated; `statistics` then gives them, for its narrowed model."""
         if not self.supports(child):
             raise ValueError(f"{child.name} is not a child of {self.spec.name} that masks can give (module widths "
                              f"alone, reduce widths 0 where the parent's are)")
@@ -132,18 +138,42 @@ class ChildScorer:
                 self.variances[name].assign(variance)
         return self.evaluator.evaluate(self.validation, verbose=0, return_dict=True)
 
-    def set_statistics(self, model: keras.Model) -> None:
-        """The last scored child's batch-norm statistics into `model`, its narrowed (or widened) model: a narrowed
-        batch norm's channels are the parent's it kept, in order; a widened one's new channels, past the parent's,
-        keep their fresh statistics (their outputs reach nothing: their consumers' weights are zero); aux heads'
-        batch norms keep theirs."""
+    def statistics(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The last scored child's batch-norm statistics, for its narrowed model: per batch norm (aux heads' have
+        none), the (mean, variance) of the channels it kept, in order."""
+        found = {}
         for name in self.means:
-            norm = model.get_layer(name)
             kept = self.kept.get(name, np.arange(self.means[name].shape[0]))
-            for variable, found in ((norm.moving_mean, self.means[name]), (norm.moving_variance, self.variances[name])):
-                values = keras.ops.convert_to_numpy(variable).copy()
-                values[:len(kept)] = keras.ops.convert_to_numpy(found)[kept]
-                variable.assign(values)
+            found[name] = tuple(keras.ops.convert_to_numpy(variable)[kept]
+                                for variable in (self.means[name], self.variances[name]))
+        return found
+
+
+def set_statistics(model: keras.Model, statistics: dict) -> None:
+    """A child's batch-norm `statistics` (`ChildScorer.statistics`) into `model`, its narrowed (or widened) model: the
+    first channels of each batch norm named; a widened one's new channels keep their fresh statistics (their outputs
+    reach nothing: their consumers' weights are zero); a batch norm not named (an aux head's) keeps its own."""
+    for name, found in statistics.items():
+        norm = model.get_layer(name)
+        for variable, values in zip((norm.moving_mean, norm.moving_variance), found):
+            current = keras.ops.convert_to_numpy(variable).copy()
+            current[:len(values)] = values
+            variable.assign(current)
+
+
+def save_statistics(path: str | os.PathLike, statistics: dict) -> None:
+    """`statistics` (`ChildScorer.statistics`) as an `.npz` file at `path`, written atomically."""
+    arrays = {f"{kind}:{name}": values for name, found in statistics.items()
+              for kind, values in zip(("mean", "variance"), found)}
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
+
+
+def load_statistics(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """What `save_statistics` wrote at `path` (arrays only: nothing in it is executed)."""
+    with np.load(path, allow_pickle=False) as arrays:
+        names = [key.removeprefix("mean:") for key in arrays.files if key.startswith("mean:")]
+        return {name: (arrays[f"mean:{name}"], arrays[f"variance:{name}"]) for name in names}
 
 
 def _predictions_targets(images, targets):

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from inception_keras.child_scoring import STATISTICS_FILE
 from inception_keras.data import DataSplits, require_classes, training_pipelines
 from inception_keras.serialize import elastic_choices, is_elastic_run
 from inception_keras.utils.atomic import atomic_write_text
@@ -45,7 +46,8 @@ SEARCH_TREE = {  # what a search writes (inception_keras.training.owned): --over
     **{name: None for name in RESULT_FILES + (PARENT_FILE, BASELINE_FILE)},
     **temporaries(*RESULT_FILES, PARENT_FILE, BASELINE_FILE),
     "records": {"trial_*.json": None, ".trial_*.json.*": None},
-    "kt": {"*.json": None, "trial_*": {"*.json": None, "checkpoint*": None}},  # KerasTuner's project
+    "kt": {"*.json": None, "trial_*": {"*.json": None, "checkpoint*": None, STATISTICS_FILE: None,
+                                       **temporaries(STATISTICS_FILE)}},  # KerasTuner's project
     "logs": {"*": {"execution*": {**_EVENTS, "train": _EVENTS, "validation": _EVENTS}}},  # TensorBoard, per trial
 }
 CHIEF_WAIT_SECONDS = 300.0
@@ -532,7 +534,8 @@ def _search(kt_tuner, train_ds, val_ds, epochs: int, verbose: int, callbacks: li
 
 
 def export_best(directory: str | Path, base_dir: str = "saved_models", name: str | None = None):
-    """Export the best trial's model (its KerasTuner checkpoint) through `inception_keras.export`."""
+    """Export the best trial's model (its KerasTuner checkpoint, or the child narrowed from the parent again with its
+    saved batch-norm statistics) through `inception_keras.export`."""
     from inception_keras import NetworkSpec, build_model
     from inception_keras.export import export_saved_model
 
@@ -544,13 +547,45 @@ def export_best(directory: str | Path, base_dir: str = "saved_models", name: str
         raise BudgetError(f"{directory} has no finished trial to export")
     spec = NetworkSpec.from_dict(best["spec"])
     checkpoint = directory / "kt" / f"trial_{best['trial_id']}" / "checkpoint.weights.h5"
-    if not checkpoint.exists():
+    statistics = checkpoint.with_name(STATISTICS_FILE)
+    if statistics.exists() and not checkpoint.exists():  # scored through masks on the parent
+        model = _child_of_parent(directory, spec, statistics)
+    elif not checkpoint.exists():
         raise BudgetError(f"the best trial's weights are missing: {checkpoint}")
-    model = build_model(spec)
-    try:
-        model.load_weights(checkpoint, skip_mismatch=False)
-    except Exception as error:  # h5py and Keras raise many types for a damaged file
-        raise SearchError(f"the best trial's weights {checkpoint} cannot be loaded "
-                          f"({error_text(error, 150)})") from None
+    else:
+        model = build_model(spec)
+        try:
+            model.load_weights(checkpoint, skip_mismatch=False)
+        except Exception as error:  # h5py and Keras raise many types for a damaged file
+            raise SearchError(f"the best trial's weights {checkpoint} cannot be loaded "
+                              f"({error_text(error, 150)})") from None
     class_names = _read_saved(directory / CLASS_NAMES_FILE, read_class_names)
     return export_saved_model(model, spec, class_names, base_dir, name or f"{spec.name}")
+
+
+def _child_of_parent(directory: Path, spec, statistics: Path):
+    """The model of a trial scored through masks: `spec` narrowed from the search's parent (`space.json`: the same
+    model file, checked by its SHA-256) with the trial's batch-norm `statistics`."""
+    from inception_keras.child_scoring import load_statistics, set_statistics
+    from inception_keras.export import ExportError, load_run
+    from inception_keras.inherit import NarrowError, model_spec, narrow
+
+    saved = _read_saved(directory / "space.json", lambda path: load_document(path, "search record"))
+    parent = saved.get("parent") if isinstance(saved, dict) else None
+    if not isinstance(parent, dict) or not isinstance(parent.get("source"), str):
+        raise SearchError(f"{directory / 'space.json'} names no parent, which the best trial's model {statistics} "
+                          f"is narrowed from")
+    source, digest = parent["source"], _parent_digest(parent["source"])
+    if digest != parent.get("sha256"):
+        raise SearchError(f"the best trial's model is narrowed from its parent {source}, whose model "
+                          f"{'is missing' if digest is None else 'changed since the search'} (SHA-256 "
+                          f"{parent.get('sha256')} recorded, {digest} now)")
+    try:
+        model, parent_spec, _ = load_run(source)
+        child = narrow(model, parent_spec or model_spec(model), spec, importance=parent.get("importance", "l1"),
+                       fresh_heads=True)
+        set_statistics(child, _read_saved(statistics, load_statistics))
+    except (ExportError, NarrowError, KeyError, ValueError) as error:
+        raise SearchError(f"the best trial's model cannot be narrowed from its parent {source} with {statistics} "
+                          f"({error_text(error, 150)})") from None
+    return child

@@ -27,6 +27,7 @@ import tensorflow as tf
 from keras_tuner.src.engine.tuner_utils import SaveBestEpoch
 
 from inception_keras import NetworkSpec, build_model, network_cost
+from inception_keras.child_scoring import STATISTICS_FILE, ChildScorer, save_statistics
 from inception_keras.utils.atomic import atomic_write_text
 from inception_keras.data import data_error
 from inception_keras.utils.errors import UserError
@@ -143,15 +144,6 @@ class InceptionHyperModel(kt.HyperModel):
             self.recalibration_data = data
 
     def fit(self, hp, model, x, *args, **kwargs):
-        if self.parent is not None and self.parent.steps == 0 and hp is not None:
-            spec = self.space.spec_for(self.declare(hp))
-            scorer = self._scorer(x, kwargs["validation_data"])
-            if scorer.supports(spec):  # scored through masks on the parent: no graph traced anew
-                scores = scorer.score(spec)
-                scorer.set_statistics(model)
-                prefix = "predictions_" if spec.aux_heads else ""
-                return self._score_untrained(model, kwargs, {f"{prefix}{name}": value
-                                                             for name, value in scores.items()})
         if self.parent is not None:
             recalibrate_batch_norm(model, self.recalibration_data if self.recalibration_data is not None else x,
                                    self.parent.recalibrate_batches)
@@ -162,11 +154,25 @@ class InceptionHyperModel(kt.HyperModel):
                 kwargs = {**kwargs, "epochs": 1, "steps_per_epoch": self.parent.steps}
         return model.fit(x, *args, **kwargs)
 
+    def score_masked(self, hp, statistics_path: Path, x, *args, **kwargs) -> dict | None:
+        """A trial scored untrained (`--steps 0`) whose point the parent's `ChildScorer` can give: its validation
+        logs (`val_` names), scored through masks on the parent with no model built, and its batch-norm statistics
+        saved at `statistics_path` (`child_scoring.save_statistics`: what the trial's model is, with the parent and
+        its spec); else None."""
+        if self.parent is None or self.parent.steps != 0:
+            return None
+        spec = self.space.spec_for(self.declare(hp))
+        scorer = self._scorer(x, kwargs["validation_data"])
+        if not scorer.supports(spec):
+            return None
+        scores = scorer.score(spec)
+        save_statistics(statistics_path, scorer.statistics())
+        prefix = "predictions_" if spec.aux_heads else ""
+        return {f"val_{prefix}{name}": float(value) for name, value in scores.items()}
+
     def _scorer(self, train_ds, val_ds):
         """The parent's `ChildScorer`, made at the first trial scored untrained (recalibrating on the batches every
         trial uses, evaluating on `val_ds`)."""
-        from inception_keras.child_scoring import ChildScorer
-
         if self.scorer is None:
             self.scorer = ChildScorer(self.parent.model, self.parent.spec, self.recalibration_data if
                                       self.recalibration_data is not None else train_ds,
@@ -175,11 +181,10 @@ class InceptionHyperModel(kt.HyperModel):
         return self.scorer
 
     @staticmethod
-    def _score_untrained(model, kwargs, scores: dict | None = None) -> dict:
-        """Steps 0: the inherited, recalibrated model scored as it is (its validation metrics, `val_` names; the
-        `scores` found for it, where given), and saved as the trial's checkpoint as a trained one would be."""
-        if scores is None:
-            scores = model.evaluate(kwargs["validation_data"], verbose=0, return_dict=True)
+    def _score_untrained(model, kwargs) -> dict:
+        """Steps 0: the inherited, recalibrated model scored as it is (its validation metrics, `val_` names), and
+        saved as the trial's checkpoint as a trained one would be."""
+        scores = model.evaluate(kwargs["validation_data"], verbose=0, return_dict=True)
         logs = {f"val_{name}": float(value) for name, value in scores.items()}
         for callback in kwargs.get("callbacks", []):
             if isinstance(callback, SaveBestEpoch):
@@ -327,7 +332,13 @@ class RecordingMixin:
 
 
 class BudgetTuner(RecordingMixin, kt.Tuner):
-    pass
+    def _build_and_fit_model(self, trial, *args, **kwargs):
+        """A trial scored through masks (`InceptionHyperModel.score_masked`) builds no model: its checkpoint is the
+        child's batch-norm statistics (`STATISTICS_FILE`), which `driver.export_best` gives the child narrowed from
+        the parent again."""
+        path = Path(self.get_trial_dir(trial.trial_id)) / STATISTICS_FILE
+        logs = self.hypermodel.score_masked(trial.hyperparameters, path, *args, **kwargs)
+        return logs if logs is not None else super()._build_and_fit_model(trial, *args, **kwargs)
 
 
 class BudgetHyperband(RecordingMixin, kt.tuners.Hyperband):

@@ -342,12 +342,13 @@ def test_an_elastic_runs_widths_are_read_from_run_json_defensively(tmp_path):
 
 @pytest.mark.parametrize("importance", ["first", "l1"])
 def test_children_scored_through_masks_are_the_narrowed_children_recalibrated_and_evaluated(importance,
-                                                                                            monkeypatch):
+                                                                                            monkeypatch, tmp_path):
     """`ChildScorer`: per child, the same batch-norm statistics as `recalibrate_batch_norm` on the narrowed child
     (same batches), the same loss and accuracy as evaluating it, from two models traced once for all children; a
-    widened child (l1: the demo's case) scores as narrowing gives it, its new channels' statistics left fresh."""
+    widened child (l1: the demo's case) scores as narrowing gives it, its new channels' statistics left fresh; the
+    statistics, saved and loaded (a search trial's checkpoint), set on the narrowed child."""
     import inception_keras.child_scoring as child_scoring
-    from inception_keras.child_scoring import ChildScorer
+    from inception_keras.child_scoring import ChildScorer, load_statistics, save_statistics, set_statistics
     from inception_keras.inherit import recalibrate_batch_norm
 
     passes = []  # the masked forward runs in Python once per trace
@@ -374,14 +375,15 @@ def test_children_scored_through_masks_are_the_narrowed_children_recalibrated_an
     norms = [layer.name for layer in parent.layers if isinstance(layer, keras.layers.BatchNormalization)
              and not layer.name.startswith("aux_")]
     traced = []
-    for child_spec in children:
+    for index, child_spec in enumerate(children):
         assert scorer.supports(child_spec)
         scores = scorer.score(child_spec)
         traced.append(len(passes))
         child = narrow(parent, largest, child_spec, importance=importance)
         expected = narrow(parent, largest, child_spec, importance=importance)
         assert recalibrate_batch_norm(expected, recalibration, 3) > 0
-        scorer.set_statistics(child)
+        save_statistics(tmp_path / f"{index}.npz", scorer.statistics())
+        set_statistics(child, load_statistics(tmp_path / f"{index}.npz"))
         for name in norms:
             kept = parent.get_layer(name).moving_mean.shape[0]  # a widened layer's new channels: fresh
             for got, want in zip(child.get_layer(name).non_trainable_weights,

@@ -263,14 +263,36 @@ def test_an_inherited_search_starts_each_trial_from_the_parent(space_file, folde
                         real(self, spec))
     untrained = run_search(space, folder_data, tmp_path / "s", max_trials=1, epochs=1, config=tiny, steps=0,
                            parent=tmp_path / "parent", recalibrate_batches=3, executions_per_trial=2, overwrite=True)
-    [record] = untrained.records  # and saved as the trial's checkpoint
+    [record] = untrained.records
     assert (record["steps"], record["executions"], record["val_accuracy_std"]) == (0, 2, 0)
     assert [spec.to_dict() for spec in scored] == [record["spec"]] * 2
     assert 0 <= record["val_accuracy"] <= 1
-    child = build_model(space.spec_for(record["values"]))
-    child.load_weights(tmp_path / "s" / "kt" / f"trial_{record['trial_id']}" / "checkpoint.weights.h5")
+    # no model built: the trial's checkpoint is its batch-norm statistics; exported, the child is narrowed again
+    trial = tmp_path / "s" / "kt" / f"trial_{record['trial_id']}"
+    assert (trial / "child_statistics.npz").exists() and not (trial / "checkpoint.weights.h5").exists()
+    from inception_keras.child_scoring import load_statistics
+    from inception_keras.data import training_pipelines
+    from inception_keras.train import compile_model, monitor_name, output_names
+    from search.driver import _child_of_parent
+
+    statistics = load_statistics(trial / "child_statistics.npz")
+    child = _child_of_parent(tmp_path / "s", space.spec_for(record["values"]), trial / "child_statistics.npz")
     np.testing.assert_array_equal(child.get_layer("conv1_conv").get_weights()[0],
                                   parent.get_layer("conv1_conv").get_weights()[0])
+    assert statistics and all(np.array_equal(np.asarray(child.get_layer(name).moving_mean)[:len(mean)], mean)
+                              for name, (mean, _) in statistics.items())  # a widened batch norm: its first channels
+    assert not np.allclose(child.get_layer("conv1_bn").moving_mean, parent.get_layer("conv1_bn").moving_mean)
+    compile_model(child, child_spec := space.spec_for(record["values"]), tiny, 1)
+    _, val_ds, _ = training_pipelines(folder_data, child_spec.input_shape, child_spec.head.classes, tiny.batch_size,
+                                      output_names(child_spec))
+    scores = child.evaluate(val_ds, verbose=0, return_dict=True)  # the score the trial recorded
+    assert scores[monitor_name(child_spec).removeprefix("val_")] == pytest.approx(record["val_accuracy"], abs=1e-6)
+    assert main(["search", "report", str(tmp_path / "s"), "--export", "--export-dir", str(tmp_path / "exp")]) == 0
+    assert (tmp_path / "exp" / "tiny_searched" / "1" / "saved_model.pb").exists()
+    shutil.copy(tmp_path / "changed" / "best.keras", tmp_path / "parent" / "best.keras")
+    with pytest.raises(SearchError, match=rf"the best trial's model is narrowed from its parent {tmp_path / 'parent'}, "
+                                          rf"whose model changed since the search \(SHA-256 {recorded} recorded, "):
+        _child_of_parent(tmp_path / "s", child_spec, trial / "child_statistics.npz")
     clear_search(tmp_path / "s")  # --overwrite: the parent's point and the TensorBoard logs are the search's own
     assert not any((tmp_path / "s").iterdir())
 
