@@ -34,6 +34,13 @@ default: no model built, the child's batch-norm statistics saved as its checkpoi
 recalibrated and evaluated as its own Keras model, its weights saved (the reference); each trial's seconds
 (`train_seconds`) and the largest difference between the two arms' accuracies.
 
+Children that are points of the space (`--space-children RUN`, RUN an elastic parent's run directory, added to the
+results already written): for each of SPACE_FRACTIONS of the base's multiply-adds, the base scaled by the largest
+multiplier whose network, every elastic width moved down to the largest choice under it (the smallest choice where
+none is), is within that budget: that network, whose widths are all widths the parent was trained at; each taken
+from RUN's parent (recalibrated only) and trained alone for EPOCHS epochs with each of SEEDS. The width-multiplier children above have widths
+between the choices (rounded), which a parent drawn from the choices never trained.
+
 Every width (`--every-width`, added to the results already written): an elastic parent whose children's widths are
 drawn from every width between each one's smallest and largest choice (`ElasticWidths.every_width`, `train
 --elastic-every-width`), seed 0, otherwise the recipe above; its own accuracy, the same width-multiplier children
@@ -64,6 +71,7 @@ COST_EPOCHS = 2
 STEP_SIZE, STEP_BATCH, STEP_STEPS = 112, 16, 6
 RECALIBRATE = 20
 TRIALS = 10
+SPACE_FRACTIONS = (0.3, 0.5, 0.7)  # of the base's multiply-adds: `--space-children`
 
 
 def trained(bench, spec, seed: int, epochs: int, elastic=None, slicing: bool | None = None):
@@ -165,6 +173,53 @@ def multiplier_children(bench) -> list:
             for fraction in frontier.FRACTIONS]
 
 
+def space_children(bench, widths) -> list:
+    """(fraction, spec) per SPACE_FRACTIONS of the base's multiply-adds: the base scaled by the largest multiplier α
+    (a multiple of 1e-4) whose network, each elastic width moved down to the largest choice under it (the smallest
+    where none is), is within the budget; that network (the smallest point where none is)."""
+    from inception_keras import network_cost, scale_widths
+
+    def snapped(multiplier: float):
+        modules, changes = scale_widths(bench.base, multiplier).modules_by_name(), {}
+        for module, width, values in widths.choices:
+            target = getattr(modules[module], width)
+            changes.setdefault(module, {})[width] = max((v for v in values if v <= target), default=values[0])
+        return bench.base.with_module_widths(changes, "space child")
+
+    found = []
+    for fraction in SPACE_FRACTIONS:
+        budget = int(fraction * network_cost(bench.base).inference_macs)
+        low, high = 100, 10_000  # multiples of 1e-4: the largest that fits, by bisection (costs grow with α)
+        if network_cost(snapped(low / 1e4)).inference_macs > budget:
+            found.append((fraction, widths.smallest(bench.base)))
+            continue
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if network_cost(snapped(middle / 1e4)).inference_macs <= budget else \
+                (low, middle - 1)
+        found.append((fraction, snapped(low / 1e4)))
+    return found
+
+
+def space_children_accuracy(bench, widths, run: Path, epochs: int, seeds) -> dict:
+    """`space_children` taken from the elastic parent in `run` (recalibrated only) and trained alone per seed."""
+    import keras
+
+    from inception_keras import network_cost
+
+    parent = keras.saving.load_model(run / "best.keras", safe_mode=True)
+    found = {"parent": str(run), "parent_accuracy": bench.accuracy(parent),
+             "base_macs": network_cost(bench.base).inference_macs, "children": []}
+    for fraction, spec in space_children(bench, widths):
+        entry = {"fraction": fraction, "macs": network_cost(spec).inference_macs,
+                 "params": network_cost(spec).inference_params,
+                 "elastic": child_accuracy(bench, parent, bench.base, spec, "first")[0],
+                 "alone": [bench.accuracy(trained(bench, spec, seed, epochs)[0]) for seed in seeds]}
+        found["children"].append(entry)
+        print(f"space child {fraction}: {entry}", flush=True)
+    return found
+
+
 def every_width(bench, widths, epochs: int) -> dict:
     """An elastic parent drawing every width between the choices, seed 0: its accuracy, its width-multiplier
     children recalibrated only, the iso-cost tau."""
@@ -233,6 +288,9 @@ def main() -> None:
     parser.add_argument("--every-width", action="store_true",
                         help="only an elastic parent drawing every width between the choices (seed 0), added to "
                              "benchmarks/results/bench_elastic.json")
+    parser.add_argument("--space-children", metavar="RUN", type=Path,
+                        help="only children that are points of the space, taken from the elastic parent trained in "
+                             "RUN and trained alone, added to benchmarks/results/bench_elastic.json")
     parser.add_argument("--trials", metavar="RUN", type=Path,
                         help="only the seconds of a search's trials on the elastic parent trained in RUN, scored "
                              "through masks and as Keras models, added to benchmarks/results/bench_elastic.json")
@@ -246,14 +304,17 @@ def main() -> None:
     base, space = bench.base, bench.space
     widths = frontier.elastic_widths(space)
     epochs, seeds = (1, SEEDS[:1]) if args.quick else (EPOCHS, SEEDS)
-    if args.cost or args.trials or args.every_width:
+    if args.cost or args.trials or args.every_width or args.space_children:
         path = HERE / "results" / "bench_elastic.json"
         payload = json.loads(path.read_text(encoding="utf-8"))["figures"]
-        flag = "--cost" if args.cost else "--trials" if args.trials else "--every-width"
+        flag = "--cost" if args.cost else "--trials" if args.trials else "--every-width" if args.every_width else \
+            "--space-children"
         if args.cost:
             payload["cost"] = cost(bench, widths, 1 if args.quick else COST_EPOCHS)
         elif args.trials:
             payload["trials"] = trial_seconds(bench, args.trials)
+        elif args.space_children:
+            payload["space_children"] = space_children_accuracy(bench, widths, args.space_children, epochs, seeds)
         else:
             payload["every_width"] = every_width(bench, widths, epochs)
         made = [c for c in payload.get("commands") or ["python benchmarks/bench_elastic.py"] if flag not in c]
@@ -314,7 +375,7 @@ def mean(values) -> float:
 def report(payload: dict) -> None:
     about = benchlib_about(Path(__file__).name, __doc__, {
         "COST_EPOCHS": COST_EPOCHS, "EPOCHS": EPOCHS, "SEEDS": SEEDS, "SAMPLES": SAMPLES, "STEP_SIZE": STEP_SIZE,
-        "STEP_BATCH": STEP_BATCH})
+        "STEP_BATCH": STEP_BATCH, "SPACE_FRACTIONS": SPACE_FRACTIONS})
     results = Results("bench_elastic", "Train once, deploy any width", "bench-elastic", about)
     parents = payload["parents"]
     normal, elastic = mean([p["normal"] for p in parents]), mean([p["elastic"] for p in parents])
@@ -372,6 +433,26 @@ def report(payload: dict) -> None:
                 "| trained alone (mean of the seeds) | — | "
                 + " | ".join(f"{mean(child['alone']):.4f}" for child in payload["children"]) + " | — |"]
         results.add(rows)
+    if "space_children" in payload:
+        found = payload["space_children"]
+        rows = ["| child: a point of the space (every width a trained choice) | multiply-adds (of the base's) | "
+                "from the elastic parent, recalibrated only | trained alone (mean ± std of the seeds) | "
+                "elastic - alone |", "|---|---:|---:|---:|---:|"]
+        within = 0
+        for child in found["children"]:
+            alone = child["alone"]
+            spread = (sum((a - mean(alone)) ** 2 for a in alone) / max(1, len(alone) - 1)) ** 0.5
+            gap = child["elastic"] - mean(alone)
+            within += gap >= -0.01
+            rows.append(f"| at {child['fraction']:.0%} of the base's multiply-adds | {child['macs']:,} "
+                        f"({child['macs'] / found['base_macs']:.0%}) | {child['elastic']:.4f} | {mean(alone):.4f} ± "
+                        f"{spread:.4f} | {gap:+.4f} |")
+        results.add(rows)
+        gaps = [child["elastic"] - mean(child["alone"]) for child in found["children"]]
+        results.add(f"The elastic parent of seed 0 ({found['parent_accuracy']:.4f}; children drawn from the choices): "
+                    f"{within} of {len(found['children'])} children that are points of the space no more than 1 point "
+                    f"below the same network trained alone (goal); elastic - alone {min(gaps):+.4f} to "
+                    f"{max(gaps):+.4f}.")
     if "trials" in payload:
         found = payload["trials"]
         rows = ["| a search's trial on the elastic parent (scored as it is) | first trial, s | later trials: median "
