@@ -1,7 +1,7 @@
 """Train once, deploy any width: an elastic googlenet_mini against the same networks trained alone, on cluttered_digits.
 
     make bench-elastic
-    python benchmarks/bench_elastic.py [--quick] [--cost] [--trials ELASTIC_RUN] [--every-width]
+    python benchmarks/bench_elastic.py [--quick] [--cost] [--trials ELASTIC_RUN] [--every-width [--stem]]
 
 Everything below is fixed before anything runs. The elastic widths: those of the space `cluttered_widths` up to
 the base's own (0.5, 0.75 and 1x every module width), so the largest network is googlenet_mini itself. For each of
@@ -44,7 +44,10 @@ between the choices (rounded), which a parent drawn from the choices never train
 Every width (`--every-width`, added to the results already written): an elastic parent whose children's widths are
 drawn from every width between each one's smallest and largest choice (`ElasticWidths.every_width`, `train
 --elastic-every-width`), seed 0, otherwise the recipe above; its own accuracy, the same width-multiplier children
-recalibrated only, and the iso-cost tau, beside seed 0's parent drawn from the choices alone.
+recalibrated only, and the iso-cost tau, beside seed 0's parent drawn from the choices alone. With `--stem`
+(`--every-width --stem`): the stem's convolution elastic too, every width from 1/2 of its filters to all
+(`ElasticWidths.with_stem`, `train --elastic-stem`), as a width multiplier narrows it; also the children that are
+points of the space from that parent.
 """
 
 from __future__ import annotations
@@ -220,15 +223,20 @@ def space_children_accuracy(bench, widths, run: Path, epochs: int, seeds) -> dic
     return found
 
 
-def every_width(bench, widths, epochs: int) -> dict:
-    """An elastic parent drawing every width between the choices, seed 0: its accuracy, its width-multiplier
-    children recalibrated only, the iso-cost tau."""
-    model, seconds = trained(bench, bench.base, 0, epochs, widths.every_width())
+def every_width(bench, widths, epochs: int, stem: bool = False) -> dict:
+    """An elastic parent drawing every width between the choices (with `stem`, the stem's too), seed 0: its accuracy,
+    its width-multiplier children and (with `stem`) the children that are points of the space, recalibrated only,
+    the iso-cost tau."""
+    model, seconds = trained(bench, bench.base, 0, epochs,
+                             (widths.with_stem(bench.base) if stem else widths).every_width())
     children = [child_accuracy(bench, model, bench.base, spec, "first")[0] for _, spec in multiplier_children(bench)]
     iso = iso_cost(bench, bench.space, model, bench.base)
     found = {"seed": 0, "epochs": epochs, "parent": bench.accuracy(model), "seconds": seconds, "children": children,
-             "iso_tau": iso["tau"] if iso else None}
-    print(f"every width: {found}", flush=True)
+             "iso_tau": iso["tau"] if iso else None, "cpu": cpu_name()}
+    if stem:
+        found["space_children"] = [child_accuracy(bench, model, bench.base, spec, "first")[0]
+                                   for _, spec in space_children(bench, widths)]
+    print(f"every width{' and the stem' if stem else ''}: {found}", flush=True)
     return found
 
 
@@ -288,6 +296,8 @@ def main() -> None:
     parser.add_argument("--every-width", action="store_true",
                         help="only an elastic parent drawing every width between the choices (seed 0), added to "
                              "benchmarks/results/bench_elastic.json")
+    parser.add_argument("--stem", action="store_true",
+                        help="with --every-width: the stem's convolutions elastic too (`ElasticWidths.with_stem`)")
     parser.add_argument("--space-children", metavar="RUN", type=Path,
                         help="only children that are points of the space, taken from the elastic parent trained in "
                              "RUN and trained alone, added to benchmarks/results/bench_elastic.json")
@@ -295,6 +305,8 @@ def main() -> None:
                         help="only the seconds of a search's trials on the elastic parent trained in RUN, scored "
                              "through masks and as Keras models, added to benchmarks/results/bench_elastic.json")
     args = parser.parse_args()
+    if args.stem and not args.every_width:
+        parser.error("--stem goes with --every-width")
     import bench_frontier as frontier
     from inception_keras import network_cost
 
@@ -306,20 +318,24 @@ def main() -> None:
     epochs, seeds = (1, SEEDS[:1]) if args.quick else (EPOCHS, SEEDS)
     if args.cost or args.trials or args.every_width or args.space_children:
         path = HERE / "results" / "bench_elastic.json"
-        payload = json.loads(path.read_text(encoding="utf-8"))["figures"]
-        flag = "--cost" if args.cost else "--trials" if args.trials else "--every-width" if args.every_width else \
-            "--space-children"
+        written = json.loads(path.read_text(encoding="utf-8"))
+        payload = written["figures"]
+        flag = "--cost" if args.cost else "--trials" if args.trials else "--stem" if args.stem else \
+            "--every-width" if args.every_width else "--space-children"
         if args.cost:
             payload["cost"] = cost(bench, widths, 1 if args.quick else COST_EPOCHS)
         elif args.trials:
             payload["trials"] = trial_seconds(bench, args.trials)
         elif args.space_children:
             payload["space_children"] = space_children_accuracy(bench, widths, args.space_children, epochs, seeds)
+        elif args.stem:
+            payload["every_width_stem"] = every_width(bench, widths, epochs, stem=True)
         else:
             payload["every_width"] = every_width(bench, widths, epochs)
-        made = [c for c in payload.get("commands") or ["python benchmarks/bench_elastic.py"] if flag not in c]
+        made = [c for c in payload.get("commands") or ["python benchmarks/bench_elastic.py"]
+                if flag not in c or (flag == "--every-width" and "--stem" in c)]
         payload["commands"] = [*made, command_line()]
-        return report(payload)
+        return report(payload, written["machine"] if args.stem else None)
     children = multiplier_children(bench)
     payload = {"settings": {"epochs": epochs, "seeds": list(seeds), "samples": SAMPLES, "quick": args.quick,
                             "children": "masked"},  # ElasticTrainer's default
@@ -368,11 +384,17 @@ def iso_cost(bench, space, elastic, base) -> dict | None:
             "proxies": {name: p["tau"] for name, p in iso["proxies"].items()}}
 
 
+def every_width_row(found: dict, label: str) -> str:
+    """A row of the every-width table: the parent, its width-multiplier children, the iso-cost tau."""
+    return (f"| {label} | {found['parent']:.4f} | " + " | ".join(f"{value:.4f}" for value in found["children"])
+            + f" | {found['iso_tau'] if found['iso_tau'] is not None else '—'} |")
+
+
 def mean(values) -> float:
     return sum(values) / len(values)
 
 
-def report(payload: dict) -> None:
+def report(payload: dict, machine_of: dict | None = None) -> None:
     about = benchlib_about(Path(__file__).name, __doc__, {
         "COST_EPOCHS": COST_EPOCHS, "EPOCHS": EPOCHS, "SEEDS": SEEDS, "SAMPLES": SAMPLES, "STEP_SIZE": STEP_SIZE,
         "STEP_BATCH": STEP_BATCH, "SPACE_FRACTIONS": SPACE_FRACTIONS})
@@ -427,26 +449,42 @@ def report(payload: dict) -> None:
                 f"| children drawn from the choices (the table above, seed {first['seed']}) | {first['elastic']:.4f} | "
                 + " | ".join(f"{child['elastic'][0]:.4f}" for child in payload["children"])
                 + f" | {payload['iso_cost']['tau'] if payload.get('iso_cost') else '—'} |",
-                f"| children drawn from every width between (`--elastic-every-width`) | {found['parent']:.4f} | "
-                + " | ".join(f"{value:.4f}" for value in found["children"])
-                + f" | {found['iso_tau'] if found['iso_tau'] is not None else '—'} |",
+                every_width_row(found, "children drawn from every width between (`--elastic-every-width`)"),
+                *([every_width_row(payload["every_width_stem"], "children drawn from every width between, the "
+                                   "stem's too (`--elastic-every-width --elastic-stem`)")]
+                  if "every_width_stem" in payload else []),
                 "| trained alone (mean of the seeds) | — | "
                 + " | ".join(f"{mean(child['alone']):.4f}" for child in payload["children"]) + " | — |"]
         results.add(rows)
+    if "every_width_stem" in payload:
+        found = payload["every_width_stem"]
+        gaps = [value - mean(child["alone"]) for value, child in zip(found["children"], payload["children"])]
+        space = [value - mean(child["alone"]) for value, child in
+                 zip(found.get("space_children", []), (payload.get("space_children") or {}).get("children", []))]
+        space_text = (f"; the children that are points of the space {min(space):+.4f} to {max(space):+.4f} against "
+                      f"the same networks trained alone" if space else "")
+        results.add(f"With the stem elastic too (its parent trained on {found['cpu']}, {found['seconds']:.0f} s): "
+                    f"{sum(gap >= -0.01 for gap in gaps)} of {len(gaps)} width-multiplier children no more than 1 "
+                    f"point below the same network trained alone (goal), elastic - alone {min(gaps):+.4f} to "
+                    f"{max(gaps):+.4f} (a width multiplier narrows the stem's convolution too, which a parent whose "
+                    f"stem was trained at one width never trained to stand alone){space_text}; the iso-cost τ "
+                    f"{found['iso_tau']}.")
     if "space_children" in payload:
         found = payload["space_children"]
+        stem = (payload.get("every_width_stem") or {}).get("space_children")
         rows = ["| child: a point of the space (every width a trained choice) | multiply-adds (of the base's) | "
                 "from the elastic parent, recalibrated only | trained alone (mean ± std of the seeds) | "
-                "elastic - alone |", "|---|---:|---:|---:|---:|"]
+                "elastic - alone |" + (" from the every-width parent with an elastic stem |" if stem else ""),
+                "|---|---:|---:|---:|---:|" + ("---:|" if stem else "")]
         within = 0
-        for child in found["children"]:
+        for index, child in enumerate(found["children"]):
             alone = child["alone"]
             spread = (sum((a - mean(alone)) ** 2 for a in alone) / max(1, len(alone) - 1)) ** 0.5
             gap = child["elastic"] - mean(alone)
             within += gap >= -0.01
             rows.append(f"| at {child['fraction']:.0%} of the base's multiply-adds | {child['macs']:,} "
                         f"({child['macs'] / found['base_macs']:.0%}) | {child['elastic']:.4f} | {mean(alone):.4f} ± "
-                        f"{spread:.4f} | {gap:+.4f} |")
+                        f"{spread:.4f} | {gap:+.4f} |" + (f" {stem[index]:.4f} |" if stem else ""))
         results.add(rows)
         gaps = [child["elastic"] - mean(child["alone"]) for child in found["children"]]
         results.add(f"The elastic parent of seed 0 ({found['parent_accuracy']:.4f}; children drawn from the choices): "
@@ -472,7 +510,7 @@ def report(payload: dict) -> None:
                     f"**{max(masked[1:]):.1f} s** after the first ({masked[0]:.1f} s, which traces the scorer's two "
                     f"models), {sorted(masked[1:])[len(masked[1:]) // 2]:.1f} s the median (goal ≤ 5 s).")
     results.figures = payload
-    results.write(command="; ".join(payload.get("commands", [])) or None)
+    results.write(command="; ".join(payload.get("commands", [])) or None, machine_of=machine_of)
 
 
 if __name__ == "__main__":

@@ -64,16 +64,17 @@ class Results:
         print(text + "\n", flush=True)
         self.sections.append(text)
 
-    def write(self, path: str | Path | None = None, command: str | None = None) -> Path:
+    def write(self, path: str | Path | None = None, command: str | None = None, machine_of: dict | None = None) -> Path:
         """benchmarks/results/NAME.json (or `path`), written to a temporary file renamed into place; `command`: how
-        it was made (default: this process's command line)."""
+        it was made (default: this process's command line); `machine_of`: the machine its caption names (default
+        this one: a part run elsewhere and added to results names its own machine in its text)."""
         from inception_keras.utils.atomic import atomic_write_text
 
         path = Path(path) if path else RESULTS / f"{self.name}.json"
         payload = {"benchmark": self.name, "title": self.title, "make": self.make, "about": self.about,
                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                    "command": command or command_line(),
-                   "machine": machine(), "sections": self.sections,
+                   "machine": machine_of or machine(), "sections": self.sections,
                    "figures": self.figures}
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(payload, indent=1, allow_nan=False, default=float) + "\n")

@@ -12,9 +12,9 @@ a search saves those alone per trial (`save_statistics`), and `set_statistics` g
 when one is wanted (the best trial's, exported), so no trial builds a model.
 
 The same result as narrowing, recalibrating on the same batches and evaluating (tested), for a child that differs
-from the parent in module widths alone (`supports`; a reduce width 0 exactly where the parent's is). A width
-above the parent's scores as the parent's: a widened child's new channels reach nothing (`narrow` gives their
-consumers zero weights).
+from the parent in module widths and stem filters alone (`supports`; a reduce width 0 exactly where the parent's
+is). A width above the parent's scores as the parent's: a widened child's new channels reach nothing (`narrow`
+gives their consumers zero weights).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import os
 import keras
 import numpy as np
 
-from inception_keras.elastic import _conv_of, child_forward, masked_layer
+from inception_keras.elastic import STEM, _conv_of, child_forward, masked_layer, stem_convolutions, with_stem_filters
 from inception_keras.inherit import _choose, channel_importance, pooled_statistics
 from inception_keras.inherit_rules import WIDTHS
 from inception_keras.spec import NetworkSpec, SpecError
@@ -79,9 +79,12 @@ class ChildScorer:
             raise ValueError(f"importance must be first or l1, got {importance!r}")
         self.net, self.spec, self.batches, self.importance = net, spec, batches, importance
         names = {layer.name for layer in net.layers}
-        # (module, width field) -> the masked layer: the branch's batch norm, else its convolution
+        # (module, width field) -> the masked layer: the branch's batch norm, else its convolution; (STEM, "conv1")
+        # -> a stem convolution's
         self.layers = {(module, width): name for module in spec.module_names() for width in WIDTHS
                        if (name := masked_layer(names, module, width)) is not None}
+        self.layers.update({(STEM, conv): name for conv in stem_convolutions(spec)
+                            if (name := masked_layer(names, STEM, conv)) is not None})
         # per masked layer: the parent's channel importance (`narrow`'s `l1`), and the last scored child's channels
         self.ranks = {name: channel_importance(net.get_layer(_conv_of(name)), net) for name in self.layers.values()}
         self.kept = {}
@@ -102,12 +105,13 @@ class ChildScorer:
         self.validation = validation.map(_predictions_targets) if hasattr(validation, "map") else validation
 
     def supports(self, child: NetworkSpec) -> bool:
-        """Whether `child` differs from the parent's spec in module widths alone (a reduce width 0 exactly where the
-        parent's is)."""
+        """Whether `child` differs from the parent's spec in module widths and stem convolutions' filters alone (a
+        reduce width 0 exactly where the parent's is)."""
         parent = self.spec.modules_by_name()
         try:
-            widened = child.with_module_widths({name: dict(zip(WIDTHS, module.widths))
-                                                for name, module in parent.items()})
+            widened = with_stem_filters(child.with_module_widths({name: dict(zip(WIDTHS, module.widths))
+                                                                  for name, module in parent.items()}),
+                                        stem_convolutions(self.spec))
         except SpecError:
             return False
         if widened.replace(name=self.spec.name) != self.spec:
@@ -121,12 +125,13 @@ class ChildScorer:
         its batch-norm statistics are recalibrated; `statistics` then gives them, for its narrowed model."""
         if not self.supports(child):
             raise ValueError(f"{child.name} is not a child of {self.spec.name} that masks can give (module widths "
-                             f"alone, reduce widths 0 where the parent's are)")
-        modules = child.modules_by_name()
+                             f"and stem filters alone, reduce widths 0 where the parent's are)")
+        modules, stem = child.modules_by_name(), stem_convolutions(child)
         for (module, width), name in self.layers.items():
             ranks = self.ranks[name]
+            value = stem[width] if module == STEM else getattr(modules[module], width)
             # a width above the parent's keeps all its channels: a widened child's new channels reach nothing
-            self.kept[name] = _choose(ranks, min(getattr(modules[module], width), len(ranks)), self.importance)
+            self.kept[name] = _choose(ranks, min(value, len(ranks)), self.importance)
             mask = np.zeros(len(ranks), "float32")
             mask[self.kept[name]] = 1.0
             self.masks[name].assign(mask)

@@ -1,5 +1,5 @@
-"""Elastic (once-for-all) training: one network whose children, the first k channels of each varied module width,
-are usable models as they are (batch norm recalibrated per child).
+"""Elastic (once-for-all) training: one network whose children, the first k channels of each varied module width
+(and stem convolution, `ElasticWidths.with_stem`), are usable models as they are (batch norm recalibrated per child).
 
 BigNAS (Yu et al., ECCV 2020): each step trains the largest network on the labels, then the smallest child and
 `samples` random children on the largest's predictions (in-place distillation, the targets carry no gradient),
@@ -28,6 +28,8 @@ sitting (`make bench-elastic`'s cost), so masks are the default.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass
 
 import keras
@@ -35,24 +37,30 @@ from keras import ops
 
 from inception_keras.inherit import inbound_names
 from inception_keras.inherit_rules import WIDTHS
-from inception_keras.spec import NetworkSpec, SpecError
+from inception_keras.spec import ConvSpec, NetworkSpec, SpecError
 
 DEFAULT_SAMPLES = 2
+STEM = "stem"  # an ElasticWidths entry (STEM, "conv1", values): the filters of the stem's first convolution
+STEM_FRACTIONS = (0.5, 0.75, 1.0)  # `with_stem`: of each stem convolution's filters
 
 
 @dataclass(frozen=True)
 class ElasticWidths:
-    """The module widths that vary and their choices: ((module, width field, (values, ascending)), ...)."""
+    """The widths that vary and their choices: ((module, width field, (values, ascending)), ...); a stem
+    convolution's filters as (STEM, its name "conv1", "conv2", ..., values) (`with_stem`)."""
 
     choices: tuple[tuple[str, str, tuple[int, ...]], ...]
 
     @classmethod
     def from_choices(cls, choices: dict) -> "ElasticWidths":
-        """From {(module, width field): values}; every value at least 1 (a width of 0 is another network)."""
+        """From {(module, width field): values} (a stem convolution's: {("stem", "conv1"): values}); every value at
+        least 1 (a width of 0 is another network)."""
         found = []
         for (module, width), values in choices.items():
             where = f"elastic.{module}.{width}"
-            if width not in WIDTHS:
+            if module == STEM and not re.fullmatch(r"conv[1-9][0-9]*", width):
+                raise SpecError(where, "a stem width names a stem convolution: conv1, conv2, ...")
+            if module != STEM and width not in WIDTHS:
                 raise SpecError(where, f"must be one of {', '.join(WIDTHS)}")
             values = tuple(sorted(set(int(v) for v in values)))
             if not values or values[0] < 1:
@@ -70,11 +78,22 @@ class ElasticWidths:
         return ElasticWidths(tuple((module, width, tuple(range(values[0], values[-1] + 1)))
                                    for module, width, values in self.choices))
 
+    def with_stem(self, spec: NetworkSpec, fractions=STEM_FRACTIONS) -> "ElasticWidths":
+        """These widths and every stem convolution of `spec` at `fractions` of its filters (rounded, at least 1).
+        A width multiplier scales the stem too (`scale_widths`): a parent whose stem was trained at one width alone
+        gives its multiplier children a stem of channels that were never trained to stand without the others."""
+        stem = tuple((STEM, name, tuple(sorted({max(1, round(filters * f)) for f in fractions})))
+                     for name, filters in stem_convolutions(spec).items())
+        return ElasticWidths(tuple(entry for entry in self.choices if entry[0] != STEM) + stem)
+
     def _with(self, spec: NetworkSpec, pick) -> NetworkSpec:
-        changes = {}
+        changes, stem = {}, {}
         for module, width, values in self.choices:
-            changes.setdefault(module, {})[width] = pick(values)
-        return spec.with_module_widths(changes, "elastic")
+            if module == STEM:
+                stem[width] = pick(values)
+            else:
+                changes.setdefault(module, {})[width] = pick(values)
+        return with_stem_filters(spec.with_module_widths(changes, "elastic"), stem)
 
     def largest(self, spec: NetworkSpec) -> NetworkSpec:
         """`spec` with every elastic width at its largest choice: the network that is trained."""
@@ -82,6 +101,29 @@ class ElasticWidths:
 
     def smallest(self, spec: NetworkSpec) -> NetworkSpec:
         return self._with(spec, min)
+
+
+def stem_convolutions(spec: NetworkSpec) -> dict[str, int]:
+    """{name: filters} of `spec`'s stem convolutions, named as the builder names them: conv1, conv2, ..."""
+    convolutions = [layer for layer in spec.stem if isinstance(layer, ConvSpec)]
+    return {f"conv{number}": layer.filters for number, layer in enumerate(convolutions, 1)}
+
+
+def with_stem_filters(spec: NetworkSpec, filters: dict) -> NetworkSpec:
+    """This spec with named stem convolutions' filters replaced: {"conv1": value} (names as `stem_convolutions`)."""
+    unknown = set(filters) - set(stem_convolutions(spec))
+    if unknown:
+        raise SpecError(f"elastic.{STEM}.{sorted(unknown)[0]}", f"{spec.name!r} has no such stem convolution; it has "
+                                                               f"{', '.join(stem_convolutions(spec)) or 'none'}")
+    if not filters:
+        return spec
+    stem, number = [], 0
+    for layer in spec.stem:
+        if isinstance(layer, ConvSpec):
+            number += 1
+            layer = dataclasses.replace(layer, filters=filters.get(f"conv{number}", layer.filters))
+        stem.append(layer)
+    return spec.replace(stem=tuple(stem))
 
 
 def resolve_elastic(name: str) -> ElasticWidths:
@@ -106,7 +148,7 @@ def masked_layers(model: keras.Model, widths: ElasticWidths) -> list[tuple[str, 
         name = masked_layer(names, module, width)
         if name is None:
             raise SpecError(f"elastic.{module}.{width}", f"the model has no layer "
-                                                          f"{_branch(module, width) + '_conv'!r}")
+                                                          f"{_prefix(module, width) + '_conv'!r}")
         channels = model.get_layer(name).output.shape[-1]
         if values[-1] > channels:
             raise SpecError(f"elastic.{module}.{width}", f"choices up to {values[-1]} in a layer of {channels} "
@@ -115,14 +157,16 @@ def masked_layers(model: keras.Model, widths: ElasticWidths) -> list[tuple[str, 
     return found
 
 
-def _branch(module: str, width: str) -> str:
-    return f"inception_{module}_{width.removeprefix('ch')}"  # ch3x3_reduce: inception_3a_3x3_reduce
+def _prefix(module: str, width: str) -> str:
+    """What its convolution's and batch norm's names start with: conv1 (a stem's), inception_3a_3x3_reduce."""
+    return width if module == STEM else f"inception_{module}_{width.removeprefix('ch')}"
 
 
 def masked_layer(names: set, module: str, width: str) -> str | None:
-    """The layer among `names` whose output carries module `module`'s `width` channels: the branch's batch norm,
-    else its convolution; None where the model has neither (a reduce width of 0)."""
-    prefix = _branch(module, width)
+    """The layer among `names` whose output carries module `module`'s `width` channels (the stem convolution
+    `width`'s where `module` is STEM): its batch norm, else its convolution; None where the model has neither (a
+    reduce width of 0)."""
+    prefix = _prefix(module, width)
     return next((name for name in (f"{prefix}_bn", f"{prefix}_conv") if name in names), None)
 
 

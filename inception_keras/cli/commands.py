@@ -178,14 +178,17 @@ def cmd_train(args) -> int:
             raise CommandError("--elastic is not tested with mixed_float16's loss scaling: use --precision float32 or "
                                "mixed_bfloat16")
         args.elastic_widths = resolve_elastic(args.elastic)
+        if getattr(args, "elastic_stem", False):
+            args.elastic_widths = args.elastic_widths.with_stem(spec)
         if getattr(args, "elastic_every_width", False):
             args.elastic_widths = args.elastic_widths.every_width()
         spec = args.elastic_widths.largest(spec)
         print(f"elastic training: {spec.name} at the largest widths of {args.elastic} "
               f"({network_cost(spec).total_params:,} params); each step also trains the smallest child and "
               f"{args.elastic_samples} random {'one' if args.elastic_samples == 1 else 'ones'} on its predictions")
-    elif getattr(args, "elastic_every_width", False):
-        raise CommandError("--elastic-every-width goes with --elastic SPACE")
+    elif getattr(args, "elastic_every_width", False) or getattr(args, "elastic_stem", False):
+        flag = "--elastic-every-width" if getattr(args, "elastic_every_width", False) else "--elastic-stem"
+        raise CommandError(f"{flag} goes with --elastic SPACE")
     if (args.freeze or args.fine_tune_epochs) and not args.weights:
         raise CommandError("--freeze and --fine-tune-epochs need --weights FILE (the pretrained base)")
     if args.fine_tune_epochs and not args.freeze:
@@ -361,6 +364,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--elastic-every-width", action="store_true",
                        help="draw the children's widths from every width between each one's smallest and largest "
                             "choice in the space, not from its choices alone")
+    train.add_argument("--elastic-stem", action="store_true",
+                       help="the stem's convolutions elastic too, at 1/2, 3/4 and 1 of their filters (every width "
+                            "between with --elastic-every-width): a width multiplier narrows the stem, so train so "
+                            "to take width-multiplier children (see docs/search.md)")
     add_distribution_arguments(train)
     train.add_argument("--out", help="run directory (default runs/SPEC_NAME); run again to resume")
     train.add_argument("--overwrite", action="store_true", help="start afresh: remove the run in --out, finished or "

@@ -19,7 +19,8 @@ from test_narrow import assert_close, images, trained_like  # noqa: E402  (tests
 
 def mini_widths():
     return ElasticWidths.from_choices({("3a", "ch1x1"): (8, 12, 16), ("3a", "ch3x3_reduce"): (10, 16),
-                                       ("3a", "ch5x5"): (4, 8), ("3b", "pool_proj"): (6, 16), ("5a", "ch1x1"): (9, 48)})
+                                       ("3a", "ch5x5"): (4, 8), ("3b", "pool_proj"): (6, 16), ("5a", "ch1x1"): (9, 48),
+                                       ("stem", "conv1"): (20, 32)})  # the stem's too (`with_stem`)
 
 
 def child_of(spec, widths, pick):
@@ -150,6 +151,22 @@ def test_widths_are_checked_naming_the_field():
         ElasticTrainer(build_model(spec), ElasticWidths.from_choices({("3a", "ch1x1"): (8, 64)}))
     with pytest.raises(SpecError, match="no module '9z'"):
         ElasticWidths.from_choices({("9z", "ch1x1"): (8, 64)}).largest(spec)
+    with pytest.raises(SpecError, match=r"elastic\.stem\.pool_1.*stem convolution"):
+        ElasticWidths.from_choices({("stem", "pool_1"): (8, 16)})
+    with pytest.raises(SpecError, match=r"elastic\.stem\.conv2.*has conv1"):
+        ElasticWidths.from_choices({("stem", "conv2"): (8, 16)}).smallest(spec)
+
+
+def test_with_stem_makes_every_stem_convolution_elastic_at_its_fractions():
+    mini, faithful = get_spec("googlenet_mini"), get_spec("googlenet")
+    widths = ElasticWidths.from_choices({("3a", "ch1x1"): (8, 16)}).with_stem(mini)
+    assert widths.choices == (("3a", "ch1x1", (8, 16)), ("stem", "conv1", (16, 24, 32)))
+    assert widths.largest(mini) == mini and widths.smallest(mini).stem[0].filters == 16
+    assert widths.with_stem(mini) == widths  # made again, not added twice
+    stem = ElasticWidths(()).with_stem(faithful).choices  # conv1 7x7/2, conv2 1x1 reduce, conv3 3x3: 64, 64, 192
+    assert stem == (("stem", "conv1", (32, 48, 64)), ("stem", "conv2", (32, 48, 64)), ("stem", "conv3", (96, 144, 192)))
+    child = ElasticWidths(stem).every_width()._with(faithful, lambda values: values[len(values) // 2])
+    assert [layer.filters for layer in child.stem if hasattr(layer, "filters")] == [48, 48, 144]
 
 
 
@@ -252,6 +269,24 @@ def test_a_search_on_an_elastic_parent_scores_its_first_channels_without_trainin
     assert all(record["val_accuracy"] >= 0.5 for record in outcome.records), outcome.records
 
 
+def test_train_elastic_stem_trains_the_stem_from_half_its_filters(monkeypatch, digits_dir, tmp_path):
+    from types import SimpleNamespace
+
+    import inception_keras.cli.commands as commands
+    from inception_keras.cli import main
+    from inception_keras.elastic import resolve_elastic
+
+    found = {}
+    monkeypatch.setattr(commands, "run_training", lambda spec, data, out, config, **kwargs: found.update(
+        spec=spec, config=config) or (None, SimpleNamespace(out_dir=str(out))))
+    assert main(["train", "googlenet_mini", "--elastic", "cluttered_widths", "--elastic-stem", "--elastic-every-width",
+                 "--dataset", "sklearn_digits", "--data-dir", digits_dir, "--out", str(tmp_path / "run")]) == 0
+    widths = found["config"].elastic
+    assert [entry for entry in widths.choices if entry[0] == "stem"] == [("stem", "conv1", tuple(range(16, 33)))]
+    assert len(widths.choices) == 1 + len(resolve_elastic("cluttered_widths").choices)
+    assert found["spec"].stem == get_spec("googlenet_mini").stem  # the largest network: the stem at its own width
+
+
 def test_bad_elastic_arguments_are_one_line_with_exit_2(tmp_path, capsys):
     import yaml
 
@@ -266,7 +301,8 @@ def test_bad_elastic_arguments_are_one_line_with_exit_2(tmp_path, capsys):
              (["--elastic", "cluttered_widths", "--elastic-samples", "99"], "--elastic-samples"),
              (["--elastic", "cluttered_widths", "--distribute", "data_parallel"], "--distribute data_parallel"),
              (["--elastic", "cluttered_widths", "--num-processes", "2", "--process-id", "1"], "cluster options"),
-             (["--elastic-every-width"], "--elastic-every-width goes with --elastic")]
+             (["--elastic-every-width"], "--elastic-every-width goes with --elastic"),
+             (["--elastic-stem"], "--elastic-stem goes with --elastic")]
     for extra, named in cases:
         capsys.readouterr()
         assert main(["train", "googlenet_mini", "--out", str(tmp_path / "run"), *extra]) == 2, extra
