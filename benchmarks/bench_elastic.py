@@ -46,8 +46,8 @@ drawn from every width between each one's smallest and largest choice (`ElasticW
 --elastic-every-width`), seed 0, otherwise the recipe above; its own accuracy, the same width-multiplier children
 recalibrated only, and the iso-cost tau, beside seed 0's parent drawn from the choices alone. With `--stem`
 (`--every-width --stem`): the stem's convolution elastic too, every width from 1/2 of its filters to all
-(`ElasticWidths.with_stem`, `train --elastic-stem`), as a width multiplier narrows it; also the children that are
-points of the space from that parent.
+(`ElasticWidths.with_stem`, `train --elastic-stem`), as a width multiplier narrows it, with each of SEEDS (those
+the results lack); also the children that are points of the space from those parents.
 """
 
 from __future__ import annotations
@@ -223,20 +223,35 @@ def space_children_accuracy(bench, widths, run: Path, epochs: int, seeds) -> dic
     return found
 
 
-def every_width(bench, widths, epochs: int, stem: bool = False) -> dict:
-    """An elastic parent drawing every width between the choices (with `stem`, the stem's too), seed 0: its accuracy,
-    its width-multiplier children and (with `stem`) the children that are points of the space, recalibrated only,
-    the iso-cost tau."""
-    model, seconds = trained(bench, bench.base, 0, epochs,
+def every_width(bench, widths, epochs: int, stem: bool = False, seed: int = 0) -> dict:
+    """An elastic parent drawing every width between the choices (with `stem`, the stem's too): its accuracy, its
+    width-multiplier children and (with `stem`) the children that are points of the space, recalibrated only, the
+    iso-cost tau."""
+    model, seconds = trained(bench, bench.base, seed, epochs,
                              (widths.with_stem(bench.base) if stem else widths).every_width())
     children = [child_accuracy(bench, model, bench.base, spec, "first")[0] for _, spec in multiplier_children(bench)]
     iso = iso_cost(bench, bench.space, model, bench.base)
-    found = {"seed": 0, "epochs": epochs, "parent": bench.accuracy(model), "seconds": seconds, "children": children,
-             "iso_tau": iso["tau"] if iso else None, "cpu": cpu_name()}
+    found = {"seed": seed, "epochs": epochs, "parent": bench.accuracy(model), "seconds": seconds,
+             "children": children, "iso_tau": iso["tau"] if iso else None, "cpu": cpu_name()}
     if stem:
         found["space_children"] = [child_accuracy(bench, model, bench.base, spec, "first")[0]
                                    for _, spec in space_children(bench, widths)]
     print(f"every width{' and the stem' if stem else ''}: {found}", flush=True)
+    return found
+
+
+STEM_KEYS = ("seed", "parent", "seconds", "children", "space_children", "iso_tau", "cpu")
+
+
+def every_width_stem(bench, widths, epochs: int, seeds, found: dict | None) -> dict:
+    """`every_width` with the stem elastic for each of `seeds` that `found` (lists per key of STEM_KEYS, one entry a
+    seed) lacks, added to it."""
+    found = found or {key: [] for key in STEM_KEYS}
+    for seed in seeds:
+        if seed not in found["seed"]:
+            entry = every_width(bench, widths, epochs, stem=True, seed=seed)
+            for key in STEM_KEYS:
+                found[key].append(entry[key])
     return found
 
 
@@ -329,7 +344,8 @@ def main() -> None:
         elif args.space_children:
             payload["space_children"] = space_children_accuracy(bench, widths, args.space_children, epochs, seeds)
         elif args.stem:
-            payload["every_width_stem"] = every_width(bench, widths, epochs, stem=True)
+            payload["every_width_stem"] = every_width_stem(bench, widths, epochs, seeds,
+                                                           payload.get("every_width_stem"))
         else:
             payload["every_width"] = every_width(bench, widths, epochs)
         made = [c for c in payload.get("commands") or ["python benchmarks/bench_elastic.py"]
@@ -382,6 +398,16 @@ def iso_cost(bench, space, elastic, base) -> dict | None:
     mean_reference = [sum(r) / len(r) for r in iso["references"]]
     return {"scores": scores, "tau": frontier.kendall(scores, mean_reference),
             "proxies": {name: p["tau"] for name, p in iso["proxies"].items()}}
+
+
+def stem_means(found: dict) -> dict:
+    """`every_width_stem`'s lists as means over its seeds (the seeds and CPUs kept as lists)."""
+    def average(values):
+        return [mean(column) for column in zip(*values)] if isinstance(values[0], list) else mean(values)
+
+    taus = [tau for tau in found["iso_tau"] if tau is not None]
+    return {**{key: average(found[key]) for key in ("parent", "seconds", "children", "space_children")},
+            "iso_tau": round(mean(taus), 4) if taus else None, "seed": found["seed"], "cpu": found["cpu"]}
 
 
 def every_width_row(found: dict, label: str) -> str:
@@ -443,27 +469,29 @@ def report(payload: dict, machine_of: dict | None = None) -> None:
                         f"children {step['ms']['masked']:.0f} ms, **{step['masked_ratio']:.2f}x**.")
     if "every_width" in payload:
         found, first = payload["every_width"], payload["parents"][0]
-        rows = ["| elastic parent, seed 0, recalibrated only | the parent | " + " | ".join(
+        rows = ["| elastic parent, recalibrated only | the parent | " + " | ".join(
                     f"width multiplier at {child['fraction']:.0%}" for child in payload["children"])
                 + " | iso-cost τ |", "|---|---:|" + "---:|" * len(payload["children"]) + "---:|",
                 f"| children drawn from the choices (the table above, seed {first['seed']}) | {first['elastic']:.4f} | "
                 + " | ".join(f"{child['elastic'][0]:.4f}" for child in payload["children"])
                 + f" | {payload['iso_cost']['tau'] if payload.get('iso_cost') else '—'} |",
                 every_width_row(found, "children drawn from every width between (`--elastic-every-width`)"),
-                *([every_width_row(payload["every_width_stem"], "children drawn from every width between, the "
-                                   "stem's too (`--elastic-every-width --elastic-stem`)")]
+                *([every_width_row(stem_means(payload["every_width_stem"]), "children drawn from every width "
+                                   "between, the stem's too (`--elastic-every-width --elastic-stem`; mean of seeds "
+                                   f"{', '.join(map(str, payload['every_width_stem']['seed']))})")]
                   if "every_width_stem" in payload else []),
                 "| trained alone (mean of the seeds) | — | "
                 + " | ".join(f"{mean(child['alone']):.4f}" for child in payload["children"]) + " | — |"]
         results.add(rows)
     if "every_width_stem" in payload:
-        found = payload["every_width_stem"]
+        found = stem_means(payload["every_width_stem"])
         gaps = [value - mean(child["alone"]) for value, child in zip(found["children"], payload["children"])]
         space = [value - mean(child["alone"]) for value, child in
                  zip(found.get("space_children", []), (payload.get("space_children") or {}).get("children", []))]
         space_text = (f"; the children that are points of the space {min(space):+.4f} to {max(space):+.4f} against "
                       f"the same networks trained alone" if space else "")
-        results.add(f"With the stem elastic too (its parent trained on {found['cpu']}, {found['seconds']:.0f} s): "
+        results.add(f"With the stem elastic too (mean of seeds {', '.join(map(str, found['seed']))}; trained on "
+                    f"{'; '.join(sorted(set(found['cpu'])))}, {found['seconds']:.0f} s each): "
                     f"{sum(gap >= -0.01 for gap in gaps)} of {len(gaps)} width-multiplier children no more than 1 "
                     f"point below the same network trained alone (goal), elastic - alone {min(gaps):+.4f} to "
                     f"{max(gaps):+.4f} (a width multiplier narrows the stem's convolution too, which a parent whose "
@@ -471,10 +499,10 @@ def report(payload: dict, machine_of: dict | None = None) -> None:
                     f"{found['iso_tau']}.")
     if "space_children" in payload:
         found = payload["space_children"]
-        stem = (payload.get("every_width_stem") or {}).get("space_children")
+        stem = stem_means(payload["every_width_stem"])["space_children"] if "every_width_stem" in payload else None
         rows = ["| child: a point of the space (every width a trained choice) | multiply-adds (of the base's) | "
                 "from the elastic parent, recalibrated only | trained alone (mean ± std of the seeds) | "
-                "elastic - alone |" + (" from the every-width parent with an elastic stem |" if stem else ""),
+                "elastic - alone |" + (" from the every-width parents with an elastic stem (mean) |" if stem else ""),
                 "|---|---:|---:|---:|---:|" + ("---:|" if stem else "")]
         within = 0
         for index, child in enumerate(found["children"]):
