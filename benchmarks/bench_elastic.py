@@ -255,6 +255,24 @@ def every_width_stem(bench, widths, epochs: int, seeds, found: dict | None) -> d
     return found
 
 
+def references(bench, widths, epochs: int, seeds) -> dict:
+    """On this machine, per seed: googlenet_mini trained normally (accuracy, seconds), the width-multiplier children and
+    the children that are points of the space trained alone: the stem arm's references where its machine is not the
+    main run's."""
+    found = {"cpu": cpu_name(), "seed": list(seeds), "normal": [], "normal_seconds": [], "alone": [],
+             "space_alone": []}
+    for seed in seeds:
+        model, seconds = trained(bench, bench.base, seed, epochs)
+        found["normal"].append(bench.accuracy(model))
+        found["normal_seconds"].append(seconds)
+        found["alone"].append([bench.accuracy(trained(bench, spec, seed, epochs)[0])
+                               for _, spec in multiplier_children(bench)])
+        found["space_alone"].append([bench.accuracy(trained(bench, spec, seed, epochs)[0])
+                                     for _, spec in space_children(bench, widths)])
+        print(f"references, seed {seed}: {found}", flush=True)
+    return found
+
+
 def trial_seconds(bench, run: Path) -> dict:
     """A search's trials on the elastic parent in `run`, children scored through masks, then as Keras models."""
     import tempfile
@@ -344,8 +362,10 @@ def main() -> None:
         elif args.space_children:
             payload["space_children"] = space_children_accuracy(bench, widths, args.space_children, epochs, seeds)
         elif args.stem:
-            payload["every_width_stem"] = every_width_stem(bench, widths, epochs, seeds,
-                                                           payload.get("every_width_stem"))
+            found = every_width_stem(bench, widths, epochs, seeds, payload.get("every_width_stem"))
+            payload["every_width_stem"] = found
+            if set(found["cpu"]) != {written["machine"]["cpu"]} and "references" not in found:
+                found["references"] = references(bench, widths, epochs, seeds)
         else:
             payload["every_width"] = every_width(bench, widths, epochs)
         made = [c for c in payload.get("commands") or ["python benchmarks/bench_elastic.py"]
@@ -398,6 +418,37 @@ def iso_cost(bench, space, elastic, base) -> dict | None:
     mean_reference = [sum(r) / len(r) for r in iso["references"]]
     return {"scores": scores, "tau": frontier.kendall(scores, mean_reference),
             "proxies": {name: p["tau"] for name, p in iso["proxies"].items()}}
+
+
+def stem_text(payload: dict) -> str:
+    """What the stem arm found: its children against the same networks trained alone, on its own machine where it
+    measured them there (`references`), else the main run's."""
+    found = stem_means(payload["every_width_stem"])
+    references = payload["every_width_stem"].get("references")
+    if references:
+        alone = [mean(column) for column in zip(*references["alone"])]
+        space_alone = [mean(column) for column in zip(*references["space_alone"])]
+        where = "on the same machine"
+    else:
+        alone = [mean(child["alone"]) for child in payload["children"]]
+        space_alone = [mean(child["alone"]) for child in (payload.get("space_children") or {}).get("children", [])]
+        where = "on the main run's machine"
+    gaps = [value - reference for value, reference in zip(found["children"], alone)]
+    space = [value - reference for value, reference in zip(found.get("space_children", []), space_alone)]
+    text = (f"With the stem elastic too (mean of seeds {', '.join(map(str, found['seed']))}; trained on "
+            f"{'; '.join(sorted(set(found['cpu'])))}, {found['seconds']:.0f} s each): the parent "
+            f"{found['parent']:.4f}")
+    if references:
+        text += (f" against {mean(references['normal']):.4f} trained normally there "
+                 f"({found['seconds'] / mean(references['normal_seconds']):.2f}x its wall time)")
+    text += (f"; {sum(gap >= -0.01 for gap in gaps)} of {len(gaps)} width-multiplier children no more than 1 point "
+             f"below the same network trained alone {where} (goal; " + ", ".join(f"{a:.4f}" for a in alone) +
+             f"), elastic - alone {min(gaps):+.4f} to {max(gaps):+.4f} (a width multiplier narrows the stem's "
+             f"convolution too, which a parent whose stem was trained at one width never trained to stand alone)")
+    if space:
+        text += (f"; the children that are points of the space {min(space):+.4f} to {max(space):+.4f} against the "
+                 f"same networks trained alone {where}")
+    return text + f"; the iso-cost τ {found['iso_tau']}."
 
 
 def stem_means(found: dict) -> dict:
@@ -482,21 +533,14 @@ def report(payload: dict, machine_of: dict | None = None) -> None:
                   if "every_width_stem" in payload else []),
                 "| trained alone (mean of the seeds) | — | "
                 + " | ".join(f"{mean(child['alone']):.4f}" for child in payload["children"]) + " | — |"]
+        references = (payload.get("every_width_stem") or {}).get("references")
+        if references:
+            rows.append(f"| trained alone on the stem row's machine (mean of the seeds; normally trained parent) | "
+                        f"{mean(references['normal']):.4f} | " + " | ".join(
+                            f"{mean(column):.4f}" for column in zip(*references["alone"])) + " | — |")
         results.add(rows)
     if "every_width_stem" in payload:
-        found = stem_means(payload["every_width_stem"])
-        gaps = [value - mean(child["alone"]) for value, child in zip(found["children"], payload["children"])]
-        space = [value - mean(child["alone"]) for value, child in
-                 zip(found.get("space_children", []), (payload.get("space_children") or {}).get("children", []))]
-        space_text = (f"; the children that are points of the space {min(space):+.4f} to {max(space):+.4f} against "
-                      f"the same networks trained alone" if space else "")
-        results.add(f"With the stem elastic too (mean of seeds {', '.join(map(str, found['seed']))}; trained on "
-                    f"{'; '.join(sorted(set(found['cpu'])))}, {found['seconds']:.0f} s each): "
-                    f"{sum(gap >= -0.01 for gap in gaps)} of {len(gaps)} width-multiplier children no more than 1 "
-                    f"point below the same network trained alone (goal), elastic - alone {min(gaps):+.4f} to "
-                    f"{max(gaps):+.4f} (a width multiplier narrows the stem's convolution too, which a parent whose "
-                    f"stem was trained at one width never trained to stand alone){space_text}; the iso-cost τ "
-                    f"{found['iso_tau']}.")
+        results.add(stem_text(payload))
     if "space_children" in payload:
         found = payload["space_children"]
         stem = stem_means(payload["every_width_stem"])["space_children"] if "every_width_stem" in payload else None
