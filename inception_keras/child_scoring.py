@@ -24,7 +24,7 @@ import os
 import keras
 import numpy as np
 
-from inception_keras.elastic import STEM, _conv_of, child_forward, masked_layer, stem_convolutions, with_stem_filters
+from inception_keras.elastic import STEM, _conv_of, child_forward, masked_layer
 from inception_keras.inherit import _choose, channel_importance, pooled_statistics
 from inception_keras.inherit_rules import WIDTHS
 from inception_keras.spec import NetworkSpec, SpecError
@@ -83,7 +83,7 @@ class ChildScorer:
         # -> a stem convolution's
         self.layers = {(module, width): name for module in spec.module_names() for width in WIDTHS
                        if (name := masked_layer(names, module, width)) is not None}
-        self.layers.update({(STEM, conv): name for conv in stem_convolutions(spec)
+        self.layers.update({(STEM, conv): name for conv in spec.stem_filters()
                             if (name := masked_layer(names, STEM, conv)) is not None})
         # per masked layer: the parent's channel importance (`narrow`'s `l1`), and the last scored child's channels
         self.ranks = {name: channel_importance(net.get_layer(_conv_of(name)), net) for name in self.layers.values()}
@@ -109,9 +109,9 @@ class ChildScorer:
         reduce width 0 exactly where the parent's is)."""
         parent = self.spec.modules_by_name()
         try:
-            widened = with_stem_filters(child.with_module_widths({name: dict(zip(WIDTHS, module.widths))
-                                                                  for name, module in parent.items()}),
-                                        stem_convolutions(self.spec))
+            widened = child.with_module_widths({name: dict(zip(WIDTHS, module.widths))
+                                                for name, module in parent.items()}).with_stem_filters(
+                self.spec.stem_filters())
         except SpecError:
             return False
         if widened.replace(name=self.spec.name) != self.spec:
@@ -126,7 +126,7 @@ class ChildScorer:
         if not self.supports(child):
             raise ValueError(f"{child.name} is not a child of {self.spec.name} that masks can give (module widths "
                              f"and stem filters alone, reduce widths 0 where the parent's are)")
-        modules, stem = child.modules_by_name(), stem_convolutions(child)
+        modules, stem = child.modules_by_name(), child.stem_filters()
         for (module, width), name in self.layers.items():
             ranks = self.ranks[name]
             value = stem[width] if module == STEM else getattr(modules[module], width)

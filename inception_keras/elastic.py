@@ -28,7 +28,6 @@ sitting (`make bench-elastic`'s cost), so masks are the default.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -37,7 +36,7 @@ from keras import ops
 
 from inception_keras.inherit import inbound_names
 from inception_keras.inherit_rules import WIDTHS
-from inception_keras.spec import ConvSpec, NetworkSpec, SpecError
+from inception_keras.spec import NetworkSpec, SpecError
 
 DEFAULT_SAMPLES = 2
 STEM = "stem"  # an ElasticWidths entry (STEM, "conv1", values): the filters of the stem's first convolution
@@ -83,7 +82,7 @@ class ElasticWidths:
         A width multiplier scales the stem too (`scale_widths`): a parent whose stem was trained at one width alone
         gives its multiplier children a stem of channels that were never trained to stand without the others."""
         stem = tuple((STEM, name, tuple(sorted({max(1, round(filters * f)) for f in fractions})))
-                     for name, filters in stem_convolutions(spec).items())
+                     for name, filters in spec.stem_filters().items())
         return ElasticWidths(tuple(entry for entry in self.choices if entry[0] != STEM) + stem)
 
     def _with(self, spec: NetworkSpec, pick) -> NetworkSpec:
@@ -93,7 +92,7 @@ class ElasticWidths:
                 stem[width] = pick(values)
             else:
                 changes.setdefault(module, {})[width] = pick(values)
-        return with_stem_filters(spec.with_module_widths(changes, "elastic"), stem)
+        return spec.with_module_widths(changes, "elastic").with_stem_filters(stem, f"elastic.{STEM}")
 
     def largest(self, spec: NetworkSpec) -> NetworkSpec:
         """`spec` with every elastic width at its largest choice: the network that is trained."""
@@ -101,29 +100,6 @@ class ElasticWidths:
 
     def smallest(self, spec: NetworkSpec) -> NetworkSpec:
         return self._with(spec, min)
-
-
-def stem_convolutions(spec: NetworkSpec) -> dict[str, int]:
-    """{name: filters} of `spec`'s stem convolutions, named as the builder names them: conv1, conv2, ..."""
-    convolutions = [layer for layer in spec.stem if isinstance(layer, ConvSpec)]
-    return {f"conv{number}": layer.filters for number, layer in enumerate(convolutions, 1)}
-
-
-def with_stem_filters(spec: NetworkSpec, filters: dict) -> NetworkSpec:
-    """This spec with named stem convolutions' filters replaced: {"conv1": value} (names as `stem_convolutions`)."""
-    unknown = set(filters) - set(stem_convolutions(spec))
-    if unknown:
-        raise SpecError(f"elastic.{STEM}.{sorted(unknown)[0]}", f"{spec.name!r} has no such stem convolution; it has "
-                                                               f"{', '.join(stem_convolutions(spec)) or 'none'}")
-    if not filters:
-        return spec
-    stem, number = [], 0
-    for layer in spec.stem:
-        if isinstance(layer, ConvSpec):
-            number += 1
-            layer = dataclasses.replace(layer, filters=filters.get(f"conv{number}", layer.filters))
-        stem.append(layer)
-    return spec.replace(stem=tuple(stem))
 
 
 def resolve_elastic(name: str) -> ElasticWidths:

@@ -353,6 +353,25 @@ class NetworkSpec:
             for name, module in zip(stage.module_names(), stage.modules))) for stage in self.stages)
         return self.replace(stages=stages)
 
+    def stem_filters(self) -> dict[str, int]:
+        """{name: filters} of the stem's convolutions, named as the builder names them: conv1, conv2, ..."""
+        convolutions = [layer for layer in self.stem if isinstance(layer, ConvSpec)]
+        return {f"conv{number}": layer.filters for number, layer in enumerate(convolutions, 1)}
+
+    def with_stem_filters(self, changes: dict, where: str = "stem") -> "NetworkSpec":
+        """This spec with named stem convolutions' filters replaced: {"conv1": value} (names as `stem_filters`)."""
+        unknown = set(changes) - set(self.stem_filters())
+        if unknown:
+            raise SpecError(f"{where}.{sorted(unknown)[0]}", f"{self.name!r} has no such stem convolution; it has "
+                                                             f"{', '.join(self.stem_filters()) or 'none'}")
+        stem, number = [], 0
+        for layer in self.stem:
+            if isinstance(layer, ConvSpec):
+                number += 1
+                layer = dataclasses.replace(layer, filters=changes.get(f"conv{number}", layer.filters))
+            stem.append(layer)
+        return self.replace(stem=tuple(stem))
+
     def with_input_size(self, size: int) -> "NetworkSpec":
         return self.replace(input_shape=(size, size, self.input_shape[2]))
 

@@ -186,9 +186,10 @@ def cmd_train(args) -> int:
         print(f"elastic training: {spec.name} at the largest widths of {args.elastic} "
               f"({network_cost(spec).total_params:,} params); each step also trains the smallest child and "
               f"{args.elastic_samples} random {'one' if args.elastic_samples == 1 else 'ones'} on its predictions")
-    elif getattr(args, "elastic_every_width", False) or getattr(args, "elastic_stem", False):
-        flag = "--elastic-every-width" if getattr(args, "elastic_every_width", False) else "--elastic-stem"
-        raise CommandError(f"{flag} goes with --elastic SPACE")
+    else:
+        for option in ("elastic_every_width", "elastic_stem"):
+            if getattr(args, option, False):
+                raise CommandError(f"--{option.replace('_', '-')} goes with --elastic SPACE")
     if (args.freeze or args.fine_tune_epochs) and not args.weights:
         raise CommandError("--freeze and --fine-tune-epochs need --weights FILE (the pretrained base)")
     if args.fine_tune_epochs and not args.freeze:
